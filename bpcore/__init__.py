@@ -1,0 +1,30 @@
+"""bpcore: the backpropagation of *Deep Learning from Scratch* chapter 5, on any Array API backend.
+
+The layers (`bpcore.layers`), the networks (`TwoLayerNet`, `MultiLayerNet`) and the gradient
+checks are written once against the Python Array API standard, so the book's code runs on NumPy,
+CuPy (CUDA), PyTorch or array-api-strict by changing one keyword::
+
+    net = bpcore.TwoLayerNet(784, 50, 10, backend="cupy")
+
+Importing bpcore imports NumPy and array-api-compat only; other backends are imported when a
+network asks for them.
+"""
+
+from . import layers
+from ._version import __version__
+from .backends import BACKENDS, available_backends, to_numpy
+from .gradient_check import GradientCheck, directional_gradient_check, gradient_check
+from .networks import MultiLayerNet, TwoLayerNet
+
+__all__ = [
+    "BACKENDS",
+    "GradientCheck",
+    "MultiLayerNet",
+    "TwoLayerNet",
+    "__version__",
+    "available_backends",
+    "directional_gradient_check",
+    "gradient_check",
+    "layers",
+    "to_numpy",
+]

@@ -1,0 +1,146 @@
+"""Validation of what users pass to a network, at the entry points only.
+
+Every check here runs before any parameter or layer is touched, and raises a ValueError or
+TypeError that names the problem and what was expected, instead of a broadcasting error from deep
+inside or, worse, a silently wrong result. Shape checks are free; value checks on labels cost one
+host-device synchronization per call, so the training loop (which validates a dataset once) calls
+the unchecked internals instead.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import array_api_compat
+from array_api_compat import array_namespace
+
+from .backends import Array, Backend
+
+__all__ = ["check_array", "check_labels", "check_positive_int", "check_x"]
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """Return ``value`` as an int if it is a positive integer, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value}")
+    return int(value)
+
+
+def check_array(a: Any, name: str, backend: Backend) -> None:
+    """Check that ``a`` is an array of ``backend``'s library on its device."""
+    if not array_api_compat.is_array_api_obj(a):
+        raise TypeError(
+            f"{name} must be an array of backend {backend.name!r}, got {type(a).__name__}"
+        )
+    try:
+        xp = array_namespace(a)
+    except TypeError as exc:  # pragma: no cover - is_array_api_obj already said it is an array
+        raise TypeError(f"{name}: {exc}") from None
+    if xp is not backend.xp:
+        raise TypeError(
+            f"{name} is an array of {_library(a)} but this network uses backend "
+            f"{backend.name!r}; move it there first (for example with bpcore.to_numpy and the "
+            f"library's asarray)"
+        )
+    dev = array_api_compat.device(a)
+    if dev != backend.device:
+        raise ValueError(
+            f"{name} is on device {dev!r} but this network is on {backend.device!r}; move it "
+            f"there first"
+        )
+
+
+def _library(a: Any) -> str:
+    module = type(a).__module__.split(".")[0]
+    return {"numpy": "numpy", "cupy": "cupy", "torch": "torch"}.get(module, module)
+
+
+def check_x(x: Any, backend: Backend, dtype: Any, n_features: int, name: str = "x") -> Array:
+    """Validate a batch of inputs and return it cast to the network's dtype.
+
+    Accepts any integer or real floating dtype (the book feeds raw uint8 images with
+    ``normalize=False``) and any shape ``(N, ...)`` with ``n_features`` values per sample.
+    """
+    check_array(x, name, backend)
+    xp = backend.xp
+    if not xp.isdtype(x.dtype, ("integral", "real floating")) or x.dtype == xp.bool:
+        raise TypeError(f"{name} must hold integers or real floats, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must be a batch of shape (N, {n_features}), got shape {tuple(x.shape)}; "
+            f"for one sample use x[None, ...]"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); expected N >= 1")
+    features = 1
+    for d in x.shape[1:]:
+        features *= d
+    if features != n_features:
+        raise ValueError(
+            f"{name} has {features} features per sample (shape {tuple(x.shape)}), but the "
+            f"network expects {n_features}"
+        )
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "t") -> Array:
+    """Validate labels for a batch of ``n`` samples and return them ready for the loss layer.
+
+    Integer labels ``(n,)`` must lie in ``[0, n_classes)``; float labels of shape ``(n,)`` are
+    accepted when every value is a whole number, and are converted to integers. Rows of shape
+    ``(n, n_classes)`` (one-hot or probabilities) must be finite, non-negative and sum to 1.
+    """
+    check_array(t, name, backend)
+    xp = backend.xp
+    if t.dtype == xp.bool or not xp.isdtype(t.dtype, ("integral", "real floating")):
+        raise TypeError(f"{name} must hold integer class labels or one-hot rows, got {t.dtype}")
+    if t.ndim == 0 or t.shape[0] != n:
+        got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} labels (shape {tuple(t.shape)})"
+        raise ValueError(f"x holds a batch of {n} samples but {name} holds {got}")
+    if t.ndim == 1:
+        return _check_class_labels(t, xp, n_classes, name)
+    if t.ndim == 2:
+        return _check_one_hot(t, xp, n_classes, name)
+    raise ValueError(
+        f"{name} must be class labels of shape ({n},) or one-hot rows of shape ({n}, "
+        f"{n_classes}), got shape {tuple(t.shape)}"
+    )
+
+
+def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
+    in_range = (t >= 0) & (t < n_classes)
+    floating = xp.isdtype(t.dtype, "real floating")
+    if floating:
+        in_range = in_range & (t == xp.round(t))  # NaN fails both comparisons
+    if bool(xp.all(in_range)):  # the one host sync of this check
+        return xp.astype(t, xp.int64) if floating else t
+    lo, hi = float(xp.min(t)), float(xp.max(t))
+    if floating and not bool(xp.all(t == xp.round(t))):
+        raise ValueError(f"{name} holds fractional or NaN class labels; expected whole numbers")
+    raise ValueError(
+        f"{name} holds class labels from {lo:g} to {hi:g}; expected integers in [0, "
+        f"{n_classes - 1}] for a network with {n_classes} outputs"
+    )
+
+
+def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> Array:
+    if t.shape[1] != n_classes:
+        raise ValueError(
+            f"{name} has one-hot rows of width {t.shape[1]}, but the network has {n_classes} "
+            f"outputs"
+        )
+    rows = t if xp.isdtype(t.dtype, "real floating") else xp.astype(t, xp.float32)
+    # One-hot rows, or probability rows (soft labels): non-negative, summing to 1. The tolerance
+    # allows float32 rows that were computed, not typed.
+    sums = xp.sum(rows, axis=1)
+    tol = 1e-3 if rows.dtype == xp.float32 else 1e-6
+    ok = xp.all(rows >= 0) & xp.all(xp.abs(sums - 1) <= tol)
+    if not bool(ok):  # NaN fails the comparisons too
+        raise ValueError(
+            f"{name} has rows of width {n_classes} that are not one-hot: each row must be "
+            f"non-negative and sum to 1"
+        )
+    return t

@@ -1,0 +1,301 @@
+"""Checking backpropagation against central differences, on any backend.
+
+The numbers here are computed in float64 whenever the backend's device has it, whatever the
+network's own dtype: a central difference in float32 is mostly rounding noise (its error is about
+``eps * |loss| / h``, some 1e-5 for h = 1e-2), while in float64 it agrees with backprop to 1e-8 or
+better. On a device without float64 the check runs in float32 with a larger step and a looser
+tolerance (see `TOLERANCE`).
+
+Two checks are offered:
+
+* `gradient_check`: every parameter element, two forward passes each. The element-wise loop
+  keeps every loss on the device and stacks them at the end, so a GPU is never waited for per
+  element; on immutable arrays (JAX) the perturbed copy is built with ``where`` instead of an
+  in-place write.
+* `directional_gradient_check`: one random unit direction per parameter, two forward passes per
+  parameter (Chainer's approach), for networks too large for the element-wise check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import array_api_compat
+import numpy as np
+from array_api_compat import array_namespace
+
+from .backends import Array
+
+__all__ = [
+    "STEP",
+    "TOLERANCE",
+    "GradientCheck",
+    "directional_gradient_check",
+    "gradient_check",
+    "network_numerical_gradient",
+]
+
+#: Default central-difference step by the dtype the differences are taken in.
+STEP = {"float64": 1e-5, "float32": 1e-2}
+#: Default pass/fail threshold on the maximum relative error, by that dtype.
+TOLERANCE = {"float64": 1e-5, "float32": 1e-2}
+# A central difference cannot resolve less than the rounding noise of the two losses it
+# subtracts, about eps * |loss| / h; errors within ten times that are not counted.
+_NOISE_MARGIN = 10.0
+
+
+class GradientCheck(dict[str, float]):
+    """Per-parameter maximum relative error between backprop and numerical gradients.
+
+    A dict of parameter name -> error. For the backprop gradient ``a`` and the numerical
+    gradient ``n`` of one element, the error is ``max(|a - n| - noise, 0) / max(|a|, |n|)``,
+    where ``noise = 10 * eps * (|loss| + 1) / h`` bounds the rounding noise of a central
+    difference; a parameter's error is the largest over its elements. So an element whose two
+    gradients agree to within what a central difference can resolve counts as exact, and any
+    other disagreement is measured relative to the gradient.
+
+    Attributes
+    ----------
+    dtype : str
+        The dtype the check was computed in (``"float64"`` unless the device lacks it).
+    h : float
+        The central-difference step.
+    tolerance : float
+        The threshold `passed` compares against.
+    method : str
+        ``"elementwise"`` or ``"directional"``.
+    """
+
+    def __init__(
+        self, errors: Mapping[str, float], *, dtype: str, h: float, tolerance: float, method: str
+    ) -> None:
+        super().__init__(errors)
+        self.dtype = dtype
+        self.h = h
+        self.tolerance = tolerance
+        self.method = method
+
+    @property
+    def passed(self) -> bool:
+        """Whether every error is at most `tolerance`."""
+        return all(err <= self.tolerance for err in self.values())
+
+    def __repr__(self) -> str:
+        errors = ", ".join(f"{k}: {v:.3g}" for k, v in self.items())
+        return (
+            f"GradientCheck({{{errors}}}, dtype={self.dtype!r}, h={self.h:g}, "
+            f"tolerance={self.tolerance:g}, method={self.method!r})"
+        )
+
+
+def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Array:
+    """Gradient of the scalar function ``f`` at ``x`` by central differences; ``x`` is not changed.
+
+    ``f`` is called with arrays shaped like ``x`` in which one element is moved by ``±h`` and
+    must return a 0-d array; the results stay on the device until they are stacked at the end.
+    """
+    xp = array_namespace(x)
+    shape = tuple(x.shape)
+    size = int(np.prod(shape))
+    diffs = []
+    if array_api_compat.is_writeable_array(x):
+        # One working copy, moved one element at a time: O(1) work per element besides f.
+        work = xp.asarray(x, copy=True)
+        for i in range(size):
+            idx = tuple(int(j) for j in np.unravel_index(i, shape))
+            original = x[idx]
+            work[idx] = original + h
+            f_plus = f(work)
+            work[idx] = original - h
+            f_minus = f(work)
+            work[idx] = original
+            diffs.append(f_plus - f_minus)
+    else:
+        # Immutable arrays: build each perturbed copy with where; O(size) per element, the same
+        # order as reading the parameter once in the forward pass.
+        positions = xp.reshape(xp.arange(size, device=array_api_compat.device(x)), shape)
+        plus, minus = x + h, x - h
+        for i in range(size):
+            at = positions == i
+            diffs.append(f(xp.where(at, plus, x)) - f(xp.where(at, minus, x)))
+    if not diffs:
+        return xp.zeros_like(x)
+    return xp.reshape(xp.stack(diffs), shape) / (2 * h)
+
+
+def _working_net(net: Any) -> tuple[Any, str]:
+    """The network to take differences on: ``net`` itself, or a float64 copy of it."""
+    if net._dtype_name != "float64" and net.backend_info.has_dtype("float64"):
+        return net._with_dtype("float64"), "float64"
+    return net, net._dtype_name
+
+
+def _numerical(net: Any, x: Array, t: Array, h: float) -> dict[str, Array]:
+    grads = {}
+    for key in list(net.params):
+        original = net.params[key]
+
+        def loss_at(W: Array, key: str = key) -> Array:
+            if net.params[key] is not W:
+                net.params[key] = W
+            return net._loss(x, t)
+
+        try:
+            grads[key] = _central_difference(loss_at, original, h)
+        finally:
+            net.params[key] = original
+    return grads
+
+
+def network_numerical_gradient(
+    net: Any, x: Array, t: Array, *, h: float | None = None
+) -> dict[str, Array]:
+    """Numerical gradients of ``net``'s loss, in the network's dtype.
+
+    ``x`` and ``t`` must already be validated (the networks' ``numerical_gradient`` does that).
+    The differences are taken in float64 where the device has it. The network's parameters are
+    the same objects, with the same values, afterwards.
+    """
+    work, dtype = _working_net(net)
+    xp = net.xp
+    x_work = xp.astype(x, work.dtype)
+    t_work = xp.astype(t, work.dtype) if t.ndim == 2 else t
+    grads = _numerical(work, x_work, t_work, STEP[dtype] if h is None else h)
+    return {k: xp.astype(g, net.dtype) for k, g in grads.items()}
+
+
+def _noise(work: Any, x: Array, t: Array, dtype: str, h: float) -> float:
+    eps = float(np.finfo(dtype).eps)
+    return _NOISE_MARGIN * eps * (abs(float(work._loss(x, t))) + 1.0) / h
+
+
+def _max_relative_error(a: Array, n: Array, noise: float) -> float:
+    xp = array_namespace(a, n)
+    excess = xp.maximum(xp.abs(a - n) - noise, xp.zeros_like(a))
+    scale = xp.maximum(xp.abs(a), xp.abs(n))
+    # 0/0 happens only where both gradients are 0 (a dead ReLU unit): that element agrees.
+    ratio = xp.where(excess > 0, excess / xp.where(scale > 0, scale, xp.ones_like(a)), 0.0)
+    return float(xp.max(ratio))
+
+
+def _prepare(net: Any, x: Any, t: Any, h: float | None) -> tuple[Any, str, Array, Array, float]:
+    """Validate, pick the working network and dtype, cast the batch, choose the step."""
+    x, t = net._xt(x, t)
+    work, dtype = _working_net(net)
+    xp = net.xp
+    x = xp.astype(x, work.dtype)
+    if t.ndim == 2:
+        t = xp.astype(t, work.dtype)
+    return work, dtype, x, t, STEP[dtype] if h is None else h
+
+
+def gradient_check(
+    net: Any, x: Array, t: Array, *, h: float | None = None, tolerance: float | None = None
+) -> GradientCheck:
+    """Compare ``net.gradient`` with central differences, element by element.
+
+    Parameters
+    ----------
+    net : TwoLayerNet or MultiLayerNet
+    x, t : array
+        A (small) batch and its labels, on the network's backend and device.
+    h : float, optional
+        Central-difference step; default `STEP` for the dtype used.
+    tolerance : float, optional
+        Threshold for `GradientCheck.passed`; default `TOLERANCE` for the dtype used.
+
+    Returns
+    -------
+    GradientCheck
+        Parameter name -> maximum relative error.
+
+    Notes
+    -----
+    Costs two forward passes per parameter element. Both gradients are computed in float64 when
+    the device has it (on a float64 copy of the network; ``net`` is not changed), else in float32
+    with a larger step and a looser tolerance. What remains is the truncation error of the
+    central difference, of order ``h**2``; a ReLU unit whose input lies within ``h`` of 0 can
+    push one element's error up, which a smaller ``h`` confirms or rules out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bpcore
+    >>> net = bpcore.TwoLayerNet(4, 5, 3, backend="numpy", seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> check = bpcore.gradient_check(net, rng.random((2, 4)), np.array([0, 2]))
+    >>> check.passed, sorted(check)
+    (True, ['W1', 'W2', 'b1', 'b2'])
+    """
+    work, dtype, x, t, h = _prepare(net, x, t, h)
+    analytic = work._gradient(x, t)
+    numeric = _numerical(work, x, t, h)
+    noise = _noise(work, x, t, dtype, h)
+    errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
+    return GradientCheck(
+        errors,
+        dtype=dtype,
+        h=h,
+        tolerance=TOLERANCE[dtype] if tolerance is None else tolerance,
+        method="elementwise",
+    )
+
+
+def directional_gradient_check(
+    net: Any,
+    x: Array,
+    t: Array,
+    *,
+    seed: Any = None,
+    h: float | None = None,
+    tolerance: float | None = None,
+) -> GradientCheck:
+    """Compare ``net.gradient`` with a central difference along one random direction per parameter.
+
+    For each parameter ``P`` a unit vector ``d`` of ``P``'s shape is drawn on the host (so a seed
+    gives the same directions on every backend); the directional derivative
+    ``(L(P + h d) - L(P - h d)) / 2h`` is compared with ``sum(grad_P * d)``. Two forward passes
+    per parameter instead of two per element, so it scales to large networks; a wrong gradient
+    passes only if its error happens to be orthogonal to ``d``.
+
+    Parameters
+    ----------
+    net, x, t, h, tolerance
+        As for `gradient_check`.
+    seed : int, optional
+        Seeds the directions.
+
+    Returns
+    -------
+    GradientCheck
+        Parameter name -> relative error of the directional derivative.
+    """
+    work, dtype, x, t, h = _prepare(net, x, t, h)
+    xp = net.xp
+    analytic = work._gradient(x, t)
+    noise = _noise(work, x, t, dtype, h)
+    rng = np.random.default_rng(seed)
+    errors = {}
+    for key in list(work.params):
+        original = work.params[key]
+        d_host = rng.standard_normal(tuple(original.shape))
+        d_host /= np.linalg.norm(d_host)
+        d = work.backend_info.asarray(d_host.astype(dtype))
+        try:
+            work.params[key] = original + h * d
+            f_plus = work._loss(x, t)
+            work.params[key] = original - h * d
+            f_minus = work._loss(x, t)
+        finally:
+            work.params[key] = original
+        numeric = (f_plus - f_minus) / (2 * h)
+        expected = xp.sum(analytic[key] * d)
+        errors[key] = _max_relative_error(expected, numeric, noise)
+    return GradientCheck(
+        errors,
+        dtype=dtype,
+        h=h,
+        tolerance=TOLERANCE[dtype] if tolerance is None else tolerance,
+        method="directional",
+    )
