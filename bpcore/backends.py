@@ -393,6 +393,8 @@ def to_numpy(a: Array) -> np.ndarray:
     """
     if isinstance(a, np.ndarray):
         return a
+    if isinstance(a, np.generic):
+        return np.asarray(a)
     if array_api_compat.is_cupy_array(a):
         return a.get()  # type: ignore[no-any-return]
     if array_api_compat.is_torch_array(a):
@@ -401,6 +403,6 @@ def to_numpy(a: Array) -> np.ndarray:
         # DLPack is the standard's way out of a library (array-api-strict, JAX on CPU, ...).
         try:
             return np.from_dlpack(a)
-        except (TypeError, RuntimeError, BufferError):
+        except (AttributeError, TypeError, RuntimeError, BufferError):
             return np.asarray(a)
     return np.asarray(a)

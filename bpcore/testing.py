@@ -1,0 +1,154 @@
+"""Helpers for testing and benchmarking bpcore across backends.
+
+`backend_cases` lists the backend/device pairs usable on this machine, narrowed by the
+``BPCORE_BACKENDS`` environment variable; bpcore's own test and benchmark suites parametrize one
+``backend`` fixture over it. `assert_close` compares an array of any backend with an expected
+value, checking the namespace, device, dtype and shape before the values.
+
+This module imports no optional backend and does not need pytest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .backends import BACKENDS, Array, Backend, available_backends, resolve_backend, to_numpy
+
+__all__ = ["ENV_BACKENDS", "BackendCase", "assert_close", "backend_cases", "parse_backend_names"]
+
+#: Comma-separated backend names that narrow `backend_cases`, e.g. ``numpy,torch``.
+ENV_BACKENDS = "BPCORE_BACKENDS"
+
+
+@dataclass(frozen=True)
+class BackendCase:
+    """One backend on one device, as a test or benchmark runs it.
+
+    Attributes
+    ----------
+    name : str
+        The backend name (``"numpy"``, ``"torch"``, ...).
+    device : str
+        The device name (``"cpu"``, ``"cuda:0"``, ...).
+    """
+
+    name: str
+    device: str
+
+    @property
+    def id(self) -> str:
+        """A short test id: ``numpy``, ``torch-cpu``, ``torch-cuda``, ``cupy``."""
+        if self.name == "torch":
+            return f"torch-{self.device.split(':')[0]}"
+        return self.name
+
+    def resolve(self) -> Backend:
+        """The resolved `Backend` (imports the library)."""
+        return resolve_backend(self.name, self.device)
+
+    @property
+    def xp(self) -> Any:
+        """The Array API namespace."""
+        return self.resolve().xp
+
+    def asarray(self, host: Any, dtype: str | None = None) -> Array:
+        """Copy a NumPy array (or anything ``numpy.asarray`` takes) to this backend and device."""
+        a = np.asarray(host)
+        if dtype is not None:
+            a = a.astype(dtype)
+        return self.resolve().asarray(a)
+
+    def net_kwargs(self) -> dict[str, str]:
+        """``backend=`` and ``device=`` for a network constructor."""
+        return {"backend": self.name, "device": self.device}
+
+
+def parse_backend_names(text: str) -> list[str]:
+    """Split ``"numpy, torch"`` into known backend names, raising ValueError on unknown ones."""
+    names = [n.strip().lower().replace("-", "_") for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"unknown backend(s) {unknown} in {text!r}; expected names from {list(BACKENDS)}"
+        )
+    return names
+
+
+def backend_cases(names: list[str] | None = None) -> list[BackendCase]:
+    """The backend/device pairs to test on this machine.
+
+    NumPy, array-api-strict and PyTorch on the CPU; CuPy and PyTorch on the first CUDA device
+    when one is present. ``names`` (or else ``BPCORE_BACKENDS``) narrows the list; a backend
+    named there that is not usable here is an error, not a silent skip.
+
+    Parameters
+    ----------
+    names : list of str, optional
+
+    Returns
+    -------
+    list of BackendCase
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a requested backend that is not usable here.
+    """
+    if names is None:
+        env = os.environ.get(ENV_BACKENDS, "")
+        names = parse_backend_names(env) if env.strip() else None
+    found = available_backends()
+    cases = []
+    for name, devices in found.items():
+        if name in ("numpy", "array_api_strict"):
+            cases.append(BackendCase(name, "cpu"))
+            continue
+        if name == "torch":
+            cases.append(BackendCase(name, "cpu"))
+        cuda = [d for d in devices if d.startswith("cuda")]
+        if cuda:
+            cases.append(BackendCase(name, cuda[0]))
+    if names is None:
+        return cases
+    missing = [n for n in names if not any(c.name == n for c in cases)]
+    if missing:
+        raise ValueError(
+            f"backend(s) {missing} were asked for but are not usable here; usable: "
+            f"{sorted({c.name for c in cases})}"
+        )
+    return [c for c in cases if c.name in names]
+
+
+def assert_close(
+    actual: Array,
+    desired: Any,
+    *,
+    rtol: float = 1e-7,
+    atol: float = 0.0,
+    xp: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    err_msg: str = "",
+) -> None:
+    """Assert that ``actual`` is an array of namespace ``xp`` on ``device`` close to ``desired``.
+
+    Checks the namespace, device, dtype and shape first (each only when given, the shape
+    always), then the values with ``numpy.testing.assert_allclose``.
+    """
+    if xp is not None and array_api_compat.array_namespace(actual) is not xp:
+        raise AssertionError(f"expected an array of {xp.__name__}, got {type(actual)} {err_msg}")
+    if device is not None and array_api_compat.device(actual) != device:
+        raise AssertionError(
+            f"expected device {device!r}, got {array_api_compat.device(actual)!r} {err_msg}"
+        )
+    if dtype is not None and actual.dtype != dtype:
+        raise AssertionError(f"expected dtype {dtype}, got {actual.dtype} {err_msg}")
+    a, d = to_numpy(actual), to_numpy(desired)
+    if a.shape != d.shape:
+        raise AssertionError(f"shape {a.shape} != expected {d.shape} {err_msg}")
+    np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg)

@@ -1,0 +1,103 @@
+"""Whole-network gradient checks, element-wise and directional, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
+from bpcore.gradient_check import TOLERANCE
+
+
+def _data(backend, rng, n=5, features=8, classes=4):
+    x = backend.asarray(rng.standard_normal((n, features)))
+    t = backend.asarray(rng.integers(0, classes, n))
+    return x, t
+
+
+def test_two_layer_net_gradient_check(backend, dtype, rng):
+    net = TwoLayerNet(8, 6, 4, weight_init_std="he", dtype=dtype, seed=10,
+                      **backend.net_kwargs())
+    check = bpcore.gradient_check(net, *_data(backend, rng))
+    assert check.dtype == "float64"  # promoted for float32 networks too
+    assert sorted(check) == ["W1", "W2", "b1", "b2"]
+    assert check.passed, check
+    assert max(check.values()) <= TOLERANCE["float64"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("weight_decay_lambda", [0, 0.1])
+def test_multi_layer_net_gradient_check(backend, dtype, rng, activation, weight_decay_lambda):
+    # Hidden layers wide enough that no sample has every unit of a layer dead: that would put the
+    # next layer's pre-activations exactly on the ReLU kink (biases start at 0), where the
+    # central difference sees half a slope and backprop, as in the book, takes 0.
+    net = MultiLayerNet(8, [12, 10], 4, activation=activation,
+                        weight_decay_lambda=weight_decay_lambda, dtype=dtype, seed=11,
+                        **backend.net_kwargs())
+    check = bpcore.gradient_check(net, *_data(backend, rng))
+    assert len(check) == 6
+    assert check.passed, check
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_directional_gradient_check(backend, rng, activation):
+    net = MultiLayerNet(30, [40, 20], 10, activation=activation, weight_decay_lambda=0.05,
+                        seed=12, **backend.net_kwargs())
+    x, t = _data(backend, rng, n=16, features=30, classes=10)
+    check = bpcore.directional_gradient_check(net, x, t, seed=0)
+    assert check.method == "directional"
+    assert len(check) == 6
+    assert check.passed, check
+
+
+def test_checks_catch_a_wrong_gradient(backend, rng, monkeypatch):
+    # A check that cannot fail proves nothing: break Sigmoid.backward and watch both checks fail.
+    net = MultiLayerNet(8, [6], 4, activation="sigmoid", seed=13, **backend.net_kwargs())
+    x, t = _data(backend, rng)
+    assert bpcore.gradient_check(net, x, t).passed
+    monkeypatch.setattr(bpcore.layers.Sigmoid, "backward",
+                        lambda self, dout: dout * self.out)  # drops the (1 - out) factor
+    check = bpcore.gradient_check(net, x, t)
+    assert not check.passed
+    assert check["b2"] <= TOLERANCE["float64"]  # the last layer does not go through Sigmoid
+    assert check["W1"] > 0.1
+    assert not bpcore.directional_gradient_check(net, x, t, seed=1).passed
+
+
+def test_check_leaves_the_network_unchanged(backend, rng):
+    for dtype in ("float32", "float64"):
+        net = TwoLayerNet(8, 6, 4, dtype=dtype, seed=14, **backend.net_kwargs())
+        objects = dict(net.params)
+        values = {k: to_numpy(v).copy() for k, v in objects.items()}
+        x, t = _data(backend, rng)
+        bpcore.gradient_check(net, x, t)
+        bpcore.directional_gradient_check(net, x, t, seed=0)
+        for key, value in net.params.items():
+            assert value is objects[key]
+            np.testing.assert_array_equal(to_numpy(value), values[key])
+        assert net.layers["Affine1"].W is objects["W1"]
+
+
+def test_float32_fallback_where_the_device_has_no_float64(rng):
+    # array-api-strict offers a device without float64, as some GPUs and TPUs are.
+    net = MultiLayerNet(8, [6], 4, activation="tanh", seed=15, backend="array_api_strict",
+                        device="no_float64")
+    A = net.backend_info.asarray
+    x, t = A(rng.standard_normal((5, 8)).astype("float32")), A(rng.integers(0, 4, 5))
+    check = bpcore.gradient_check(net, x, t)
+    assert check.dtype == "float32"
+    assert check.tolerance == TOLERANCE["float32"] > TOLERANCE["float64"]
+    assert check.h == bpcore.gradient_check.__globals__["STEP"]["float32"]
+    assert check.passed, check
+    grads = net.numerical_gradient(x, t)
+    assert grads["W1"].dtype == net.dtype
+
+
+def test_gradient_check_result_repr_and_tolerance_override(rng):
+    net = TwoLayerNet(4, 3, 2, backend="numpy", seed=0)
+    x, t = rng.standard_normal((2, 4)), np.array([0, 1])
+    check = bpcore.gradient_check(net, x, t, tolerance=-1.0)
+    assert not check.passed
+    assert "GradientCheck({W1: " in repr(check)
+    assert "method='elementwise'" in repr(check)

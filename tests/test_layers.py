@@ -1,0 +1,221 @@
+"""Each layer's forward and backward, on every backend, against central differences.
+
+The reference gradient is a float64 central difference of ``sum(forward(...) * w)`` for a random
+upstream gradient ``w``; the layer under test runs in the dtype of the ``dtype`` fixture, and is
+compared with a tolerance for that dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import RTOL
+
+from bpcore import to_numpy
+from bpcore.gradient_check import _central_difference
+from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
+from bpcore.testing import assert_close
+
+
+def _reference_gradient(backend, f, x_host):
+    """Float64 central difference of the scalar ``f`` at ``x_host``, as a NumPy array."""
+    x = backend.asarray(x_host, "float64")
+    return to_numpy(_central_difference(f, x, 1e-6))
+
+
+def _weighted_sum(backend, out, w_host):
+    xp = backend.xp
+    return xp.sum(out * backend.asarray(w_host, "float64"))
+
+
+def _atol(reference):
+    return 1e-7 * max(1.0, float(np.max(np.abs(reference))))
+
+
+def _away_from_zero(rng, shape):
+    """Inputs at least 0.1 from 0, so no central difference straddles the ReLU kink."""
+    x = rng.uniform(0.1, 2.0, shape)
+    return x * rng.choice([-1.0, 1.0], shape)
+
+
+@pytest.mark.parametrize("layer_cls", [Relu, Sigmoid, Tanh], ids=lambda c: c.__name__)
+def test_activation_backward_matches_numerical(backend, dtype, rng, layer_cls):
+    x_host = _away_from_zero(rng, (4, 5))
+    w_host = rng.standard_normal((4, 5))
+    layer = layer_cls()
+    out = layer.forward(backend.asarray(x_host, dtype))
+    dx = layer.backward(backend.asarray(w_host, dtype))
+
+    expected = _reference_gradient(
+        backend, lambda x: _weighted_sum(backend, layer_cls().forward(x), w_host), x_host
+    )
+    xp = backend.xp
+    assert_close(dx, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
+                 dtype=getattr(xp, dtype), device=backend.resolve().device)
+    assert out.shape == (4, 5)
+
+
+def test_relu_values_and_kink(backend):
+    layer = Relu()
+    x = backend.asarray([[-2.0, -0.0, 0.0, 3.0]], "float32")
+    assert_close(layer.forward(x), [[0.0, 0.0, 0.0, 3.0]])
+    # The derivative at exactly 0 is taken as 0, as in the book.
+    assert_close(layer.backward(backend.asarray([[1.0, 1.0, 1.0, 1.0]], "float32")),
+                 [[0.0, 0.0, 0.0, 1.0]])
+
+
+def test_relu_propagates_nan(backend):
+    out = Relu().forward(backend.asarray([[np.nan, -1.0]], "float64"))
+    assert np.isnan(to_numpy(out)[0, 0])
+
+
+def test_sigmoid_is_stable_for_large_inputs(backend, dtype):
+    # The book's 1 / (1 + exp(-x)) overflows (a RuntimeWarning, an error under this suite's
+    # filterwarnings) for x < -88 in float32 and x < -709 in float64.
+    x_host = np.array([[-1000.0, -100.0, -20.0, 0.0, 20.0, 100.0, 1000.0]])
+    out = to_numpy(Sigmoid().forward(backend.asarray(x_host, dtype)))
+    with np.errstate(over="ignore"):
+        expected = 1.0 / (1.0 + np.exp(-x_host))
+    np.testing.assert_allclose(out, expected, rtol=RTOL[dtype], atol=np.finfo(dtype).tiny)
+    assert out[0, 2] > 0  # sigmoid(-20) is about 2e-9, not rounded to 0
+
+
+@pytest.mark.parametrize("x_shape", [(4, 6), (4, 2, 3), (4, 1, 2, 3)], ids=str)
+def test_affine_backward_matches_numerical(backend, dtype, rng, x_shape):
+    x_host = rng.standard_normal(x_shape)
+    W_host = rng.standard_normal((6, 3))
+    b_host = rng.standard_normal(3)
+    w_host = rng.standard_normal((4, 3))
+    A = backend.asarray
+    layer = Affine(A(W_host, dtype), A(b_host, dtype))
+    out = layer.forward(A(x_host, dtype))
+    dx = layer.backward(A(w_host, dtype))
+
+    def f_x(x):
+        return _weighted_sum(backend, Affine(A(W_host, "float64"), A(b_host, "float64")).forward(x),
+                             w_host)
+
+    def f_W(W):
+        return _weighted_sum(backend, Affine(W, A(b_host, "float64")).forward(A(x_host, "float64")),
+                             w_host)
+
+    def f_b(b):
+        return _weighted_sum(backend, Affine(A(W_host, "float64"), b).forward(A(x_host, "float64")),
+                             w_host)
+
+    xp = backend.xp
+    for got, f, at in [(dx, f_x, x_host), (layer.dW, f_W, W_host), (layer.db, f_b, b_host)]:
+        expected = _reference_gradient(backend, f, at)
+        assert_close(got, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
+                     dtype=getattr(xp, dtype))
+    assert dx.shape == x_shape  # dx comes back in the input's shape
+    assert out.shape == (4, 3)
+    assert layer.original_x_shape == x_shape
+
+
+@pytest.mark.parametrize("labels", ["integer", "one-hot"])
+@pytest.mark.parametrize("dout", [1, 0.5])
+def test_softmax_with_loss_backward_matches_numerical(backend, dtype, rng, labels, dout):
+    x_host = 3 * rng.standard_normal((5, 4))
+    t_int = np.array([0, 3, 1, 1, 2])
+    t_host = t_int if labels == "integer" else np.eye(4)[t_int]
+    t = backend.asarray(t_host)
+    layer = SoftmaxWithLoss()
+    loss = layer.forward(backend.asarray(x_host, dtype), t)
+    dx = layer.backward(dout)
+
+    t64 = backend.asarray(t_host if labels == "integer" else t_host.astype("float64"))
+    expected = dout * _reference_gradient(
+        backend, lambda x: SoftmaxWithLoss().forward(x, t64), x_host
+    )
+    xp = backend.xp
+    assert_close(dx, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
+                 dtype=getattr(xp, dtype))
+    # The loss is a 0-d array of the backend, equal to the mean cross-entropy.
+    assert loss.ndim == 0
+    log_p = x_host - np.log(np.sum(np.exp(x_host), axis=1, keepdims=True))
+    assert_close(loss, -np.mean(log_p[np.arange(5), t_int]), rtol=RTOL[dtype], xp=xp,
+                 dtype=getattr(xp, dtype))
+
+
+def test_softmax_with_loss_soft_labels(backend, rng):
+    x_host = rng.standard_normal((3, 4))
+    t_host = rng.dirichlet(np.ones(4), size=3)
+    layer = SoftmaxWithLoss()
+    loss = layer.forward(backend.asarray(x_host), backend.asarray(t_host))
+    log_p = x_host - np.log(np.sum(np.exp(x_host), axis=1, keepdims=True))
+    assert_close(loss, -np.sum(t_host * log_p) / 3)
+    y = np.exp(log_p)
+    assert_close(layer.backward(), (y - t_host) / 3)
+
+
+def test_softmax_with_loss_is_exact_for_huge_logits(backend, dtype):
+    # exp(1000) overflows; log-sum-exp does not, and no 1e-7 fudge biases the loss.
+    x = backend.asarray([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype)
+    t = backend.asarray([0, 2])
+    layer = SoftmaxWithLoss()
+    loss = float(layer.forward(x, t))
+    assert loss == pytest.approx(np.log(3) / 2, rel=RTOL[dtype])
+    y = to_numpy(layer.y)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=RTOL[dtype])
+
+
+def test_softmax_with_loss_rejects_mismatched_labels(backend):
+    layer = SoftmaxWithLoss()
+    x = backend.asarray(np.zeros((3, 10)), "float32")
+    with pytest.raises(ValueError, match=r"labels as integers of shape \(3,\)"):
+        layer.forward(x, backend.asarray([1, 2]))
+    with pytest.raises(ValueError, match=r"one-hot rows of\s+shape \(3, 10\)"):
+        layer.forward(x, backend.asarray(np.zeros((3, 9))))
+
+
+def test_affine_rejects_wrong_input_width(backend):
+    A = backend.asarray
+    layer = Affine(A(np.ones((6, 2)), "float32"), A(np.zeros(2), "float32"))
+    with pytest.raises(ValueError, match="6 features per sample"):
+        layer.forward(A(np.ones((3, 5)), "float32"))
+    with pytest.raises(ValueError, match=r"W of shape \(in, out\)"):
+        Affine(A(np.ones((6, 2)), "float32"), A(np.zeros(3), "float32"))
+
+
+@pytest.mark.parametrize("layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss],
+                         ids=lambda c: c.__name__)
+def test_backward_before_forward_is_a_clear_error(backend, layer_cls):
+    A = backend.asarray
+    layer = (Affine(A(np.ones((2, 2)), "float32"), A(np.zeros(2), "float32"))
+             if layer_cls is Affine else layer_cls())
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(A(np.ones((2, 2)), "float32"))
+
+
+@pytest.mark.parametrize("layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss],
+                         ids=lambda c: c.__name__)
+def test_layers_never_mutate_inputs_or_dout(backend, rng, layer_cls):
+    A = backend.asarray
+    x_host = rng.standard_normal((4, 6))
+    dout_host = rng.standard_normal((4, 3) if layer_cls is Affine else (4, 6))
+    t_host = np.array([0, 5, 2, 2])
+    W_host, b_host = rng.standard_normal((6, 3)), rng.standard_normal(3)
+    x, dout, t, W, b = A(x_host), A(dout_host), A(t_host), A(W_host), A(b_host)
+    if layer_cls is Affine:
+        layer = Affine(W, b)
+        layer.forward(x)
+        layer.backward(dout)
+    elif layer_cls is SoftmaxWithLoss:
+        layer = SoftmaxWithLoss()
+        layer.forward(x, t)
+        layer.backward(A(0.5))
+    else:
+        layer = layer_cls()
+        layer.forward(x)
+        layer.backward(dout)
+    for got, host in [(x, x_host), (dout, dout_host), (t, t_host), (W, W_host), (b, b_host)]:
+        np.testing.assert_array_equal(to_numpy(got), host)
+
+
+def test_reprs():
+    assert repr(Relu()) == "Relu()"
+    W, b = np.ones((3, 2)), np.zeros(2)
+    assert repr(Affine(W, b)) == "Affine(3, 2)"
+    assert repr(SoftmaxWithLoss()) == "SoftmaxWithLoss()"
