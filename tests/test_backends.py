@@ -1,0 +1,143 @@
+"""Backend selection, devices, conversion and seeded initialization."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
+from bpcore.backends import resolve_backend
+from bpcore.initializers import init_scale
+from bpcore.testing import backend_cases
+
+
+def test_import_loads_no_optional_backend():
+    code = (
+        "import sys, bpcore, bpcore.layers, bpcore.testing; "
+        "print(sorted(m for m in ('torch', 'cupy', 'array_api_strict', 'jax', 'dask') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "BPCORE_BACKEND": "torch"})
+    assert out.stdout.strip() == "[]"
+
+
+def test_version():
+    assert bpcore.__version__.count(".") == 2
+
+
+def test_available_backends_reports_each_test_case():
+    found = bpcore.available_backends()
+    assert found["numpy"] == ["cpu"]
+    for case in backend_cases():
+        assert case.device in found[case.name] or case.name == "array_api_strict"
+
+
+def test_backend_from_environment(backend, monkeypatch):
+    monkeypatch.setenv("BPCORE_BACKEND", backend.name)
+    net = TwoLayerNet(4, 3, 2, seed=0, device=backend.device)
+    assert net.backend == backend.name
+    assert net.xp is backend.xp
+
+
+def test_default_backend_is_numpy(monkeypatch):
+    monkeypatch.delenv("BPCORE_BACKEND", raising=False)
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    assert net.backend == "numpy"
+    assert isinstance(net.params["W1"], np.ndarray)
+
+
+def test_namespace_modules_as_backend(backend):
+    library = {"numpy": "numpy", "torch": "torch", "cupy": "cupy",
+               "array_api_strict": "array_api_strict"}[backend.name]
+    for module_name in (library, f"array_api_compat.{library}"):
+        if module_name == "array_api_compat.array_api_strict":
+            continue
+        module = importlib.import_module(module_name)
+        resolved = resolve_backend(module, backend.device)
+        assert resolved.name == backend.name
+        assert resolved.xp is backend.xp  # always the array-api-compat namespace
+
+
+def test_a_module_that_is_no_namespace():
+    with pytest.raises(TypeError, match="not an Array API namespace"):
+        TwoLayerNet(4, 3, 2, backend=os)
+
+
+def test_params_live_on_the_backend_and_device(backend, dtype):
+    import array_api_compat
+
+    net = TwoLayerNet(4, 3, 2, seed=0, dtype=dtype, **backend.net_kwargs())
+    expected_device = backend.resolve().device
+    for value in net.params.values():
+        assert array_api_compat.array_namespace(value) is backend.xp
+        assert array_api_compat.device(value) == expected_device
+        assert value.dtype == getattr(backend.xp, dtype)
+    assert net.device == expected_device
+
+
+def test_dtype_objects_are_accepted(backend):
+    net = TwoLayerNet(4, 3, 2, seed=0, dtype=backend.xp.float64, **backend.net_kwargs())
+    assert net.dtype == backend.xp.float64
+
+
+def test_strict_devices_by_name():
+    net = TwoLayerNet(4, 3, 2, seed=0, backend="array_api_strict", device="device2")
+    import array_api_strict
+
+    assert net.params["W1"].device == array_api_strict.Device("device2")
+
+
+@pytest.mark.parametrize("net_dtype", ["float32", "float64"])
+def test_same_seed_same_bits_on_every_backend(net_dtype):
+    nets = [MultiLayerNet(20, [16, 8], 5, weight_init_std="he", seed=42, dtype=net_dtype,
+                          **c.net_kwargs()) for c in backend_cases()]
+    reference = {k: to_numpy(v) for k, v in nets[0].params.items()}
+    for net in nets[1:]:
+        for key, value in net.params.items():
+            got = to_numpy(value)
+            assert got.dtype == reference[key].dtype
+            assert got.tobytes() == reference[key].tobytes(), (net.backend, key)
+    assert np.any(reference["W1"] != 0)
+
+
+def test_seeds_matter():
+    a = TwoLayerNet(10, 5, 3, seed=1).params["W1"]
+    b = TwoLayerNet(10, 5, 3, seed=2).params["W1"]
+    c = TwoLayerNet(10, 5, 3, seed=np.random.default_rng(1)).params["W1"]
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(TwoLayerNet(10, 5, 3).params["W1"],
+                              TwoLayerNet(10, 5, 3).params["W1"])
+
+
+@pytest.mark.parametrize(("name", "factor"), [("relu", 2.0), ("he", 2.0), ("sigmoid", 1.0),
+                                              ("xavier", 1.0)])
+def test_named_initializations_have_the_books_scale(name, factor):
+    net = MultiLayerNet(400, [300], 10, weight_init_std=name, seed=0, dtype="float64")
+    W1, W2 = net.params["W1"], net.params["W2"]
+    assert np.std(W1) == pytest.approx(np.sqrt(factor / 400), rel=0.02)
+    assert np.std(W2) == pytest.approx(np.sqrt(factor / 300), rel=0.05)
+    assert not np.any(net.params["b1"])
+    assert init_scale(name, 100) == pytest.approx(np.sqrt(factor / 100))
+
+
+def test_float_init_std():
+    net = TwoLayerNet(500, 200, 10, weight_init_std=0.01, seed=0, dtype="float64")
+    assert np.std(net.params["W1"]) == pytest.approx(0.01, rel=0.02)
+
+
+def test_to_numpy(backend, rng):
+    host = rng.standard_normal((3, 4))
+    out = to_numpy(backend.asarray(host))
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, host)
+    assert isinstance(to_numpy(backend.xp.sum(backend.asarray(host))), np.ndarray)
+    np.testing.assert_array_equal(to_numpy([1, 2]), np.array([1, 2]))
+    assert to_numpy(np.float64(2.5)).shape == ()
