@@ -11,6 +11,7 @@ array-api-compat alone), with an error that says which extra to install when the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -302,9 +303,13 @@ def _torch_device(device: Any) -> Any:
         raise ValueError(f"backend 'torch' does not know device={device!r}: {exc}") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = dev.index if dev.index is not None else (torch.cuda.current_device() if count else 0)
+        index = (
+            dev.index if dev.index is not None else (torch.cuda.current_device() if count else 0)
+        )
         if not 0 <= index < count:
-            raise ValueError(f"device {device!r} is not available: torch sees {count} CUDA device(s)")
+            raise ValueError(
+                f"device {device!r} is not available: torch sees {count} CUDA device(s)"
+            )
         dev = torch.device("cuda", index)
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' is not available to torch here")
@@ -316,10 +321,8 @@ def _strict_device(xp: Namespace, device: Any) -> Any:
     if device is None or (isinstance(device, str) and device.lower() == "cpu"):
         return xp.__array_namespace_info__().default_device()
     if isinstance(device, str):
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # not a name: the check below says so
             device = xp.Device(device)
-        except (TypeError, ValueError):
-            pass
     if device in devices:
         return device
     raise ValueError(
@@ -396,9 +399,9 @@ def to_numpy(a: Array) -> np.ndarray:
     if isinstance(a, np.generic):
         return np.asarray(a)
     if array_api_compat.is_cupy_array(a):
-        return a.get()  # type: ignore[no-any-return]
+        return np.asarray(a.get())
     if array_api_compat.is_torch_array(a):
-        return a.detach().cpu().numpy()  # type: ignore[no-any-return]
+        return np.asarray(a.detach().cpu().numpy())
     if array_api_compat.is_array_api_obj(a):
         # DLPack is the standard's way out of a library (array-api-strict, JAX on CPU, ...).
         try:

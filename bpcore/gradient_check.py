@@ -18,13 +18,14 @@ Two checks are offered:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace
 
+from ._namespace import namespace
 from .backends import Array
 
 __all__ = [
@@ -95,15 +96,14 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
     ``f`` is called with arrays shaped like ``x`` in which one element is moved by ``±h`` and
     must return a 0-d array; the results stay on the device until they are stacked at the end.
     """
-    xp = array_namespace(x)
+    xp = namespace(x)
     shape = tuple(x.shape)
     size = int(np.prod(shape))
     diffs = []
     if array_api_compat.is_writeable_array(x):
         # One working copy, moved one element at a time: O(1) work per element besides f.
         work = xp.asarray(x, copy=True)
-        for i in range(size):
-            idx = tuple(int(j) for j in np.unravel_index(i, shape))
+        for idx in itertools.product(*(range(d) for d in shape)):  # C order, like reshape
             original = x[idx]
             work[idx] = original + h
             f_plus = f(work)
@@ -171,7 +171,7 @@ def _noise(work: Any, x: Array, t: Array, dtype: str, h: float) -> float:
 
 
 def _max_relative_error(a: Array, n: Array, noise: float) -> float:
-    xp = array_namespace(a, n)
+    xp = namespace(a, n)
     excess = xp.maximum(xp.abs(a - n) - noise, xp.zeros_like(a))
     scale = xp.maximum(xp.abs(a), xp.abs(n))
     # 0/0 happens only where both gradients are 0 (a dead ReLU unit): that element agrees.

@@ -8,6 +8,7 @@ arrive are the same everywhere.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -88,7 +89,7 @@ def initial_weights(
     scales = [init_scale(weight_init_std, fan_in) for fan_in in sizes[:-1]]
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
         params[f"W{i}"] = (scales[i - 1] * rng.standard_normal((fan_in, fan_out))).astype(dtype)
         params[f"b{i}"] = np.zeros(fan_out, dtype=dtype)
     return params

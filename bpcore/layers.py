@@ -1,6 +1,7 @@
 """The layers of chapter 5, each with its forward and backward pass side by side.
 
-Every layer takes its namespace from the arrays it is given (``array_namespace``), so the same
+Every layer takes its namespace from the arrays it is given (``array_namespace``, cached by
+array type in ``_namespace``), so the same
 code runs on NumPy, CuPy, PyTorch, array-api-strict or any other Array API library.
 
 Two rules make that work and keep the layers correct:
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
+from ._namespace import namespace
 from .backends import Array
 
 __all__ = ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh"]
@@ -51,15 +53,13 @@ class Relu:
 
     def forward(self, x: Array) -> Array:
         """Return ``max(x, 0)`` elementwise (NaN stays NaN)."""
-        xp = array_namespace(x)
-        self.out = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+        self.out = namespace(x).maximum(x, 0.0)  # a Python scalar keeps x's dtype
         return self.out
 
     def backward(self, dout: Array) -> Array:
         """Return ``dout`` where the output was positive, else 0; ``dout`` is not modified."""
         out = _require_forward(self.out, self)
-        xp = array_namespace(out, dout)
-        return xp.where(out > 0, dout, xp.zeros((), dtype=dout.dtype, device=device(dout)))
+        return namespace(out, dout).where(out > 0, dout, 0.0)
 
 
 class Sigmoid:
@@ -79,7 +79,7 @@ class Sigmoid:
 
     def forward(self, x: Array) -> Array:
         """Return the sigmoid of ``x`` without overflowing for large ``|x|``."""
-        xp = array_namespace(x)
+        xp = namespace(x)
         # exp(-|x|) lies in (0, 1], so neither branch can overflow (the book's exp(-x) does, with
         # a warning, for x < -709 in float64 and x < -88 in float32).
         e = xp.exp(-xp.abs(x))
@@ -110,7 +110,7 @@ class Tanh:
 
     def forward(self, x: Array) -> Array:
         """Return ``tanh(x)``."""
-        self.out = array_namespace(x).tanh(x)
+        self.out = namespace(x).tanh(x)
         return self.out
 
     def backward(self, dout: Array) -> Array:
@@ -162,7 +162,7 @@ class Affine:
 
     def forward(self, x: Array) -> Array:
         """Return ``x.reshape(N, -1) @ W + b``."""
-        xp = array_namespace(x, self.W, self.b)
+        xp = namespace(x, self.W, self.b)
         n_in = self.W.shape[0]
         features = 1
         for d in x.shape[1:]:
@@ -179,7 +179,7 @@ class Affine:
     def backward(self, dout: Array) -> Array:
         """Set ``dW = x.T @ dout`` and ``db = sum(dout, axis=0)``; return ``dout @ W.T``."""
         x = _require_forward(self.x, self)
-        xp = array_namespace(x, dout, self.W)
+        xp = namespace(x, dout, self.W)
         self.dW = x.T @ dout
         self.db = xp.sum(dout, axis=0)
         dx = dout @ self.W.T
@@ -215,7 +215,7 @@ class SoftmaxWithLoss:
 
     def forward(self, x: Array, t: Array) -> Array:
         """Return the mean cross-entropy of ``softmax(x)`` against ``t`` as a 0-d array."""
-        xp = array_namespace(x, t)
+        xp = namespace(x, t)
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
         n, c = x.shape

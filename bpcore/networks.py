@@ -60,12 +60,12 @@ class Params(dict[str, Array]):
         setattr(layer, attribute, value)
         super().__setitem__(key, value)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         """Set several parameters, each checked as in ``params[key] = value``."""
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def setdefault(self, key: str, default: Any = None) -> Array:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = None) -> Array:
         """Return ``params[key]``; parameters cannot be added."""
         return self[key]
 
@@ -220,9 +220,7 @@ class _Network:
         x, t = self._xt(x, t)
         return self._gradient(x, t)
 
-    def numerical_gradient(
-        self, x: Array, t: Array, *, h: float | None = None
-    ) -> dict[str, Array]:
+    def numerical_gradient(self, x: Array, t: Array, *, h: float | None = None) -> dict[str, Array]:
         """Return the gradients of `loss` by central differences, keyed like ``params``.
 
         Slow (two forward passes per parameter element): a reference for `gradient`. The

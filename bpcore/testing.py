@@ -19,7 +19,14 @@ import numpy as np
 
 from .backends import BACKENDS, Array, Backend, available_backends, resolve_backend, to_numpy
 
-__all__ = ["ENV_BACKENDS", "BackendCase", "assert_close", "backend_cases", "parse_backend_names"]
+__all__ = [
+    "ENV_BACKENDS",
+    "BackendCase",
+    "assert_close",
+    "backend_cases",
+    "parse_backend_names",
+    "raw_images",
+]
 
 #: Comma-separated backend names that narrow `backend_cases`, e.g. ``numpy,torch``.
 ENV_BACKENDS = "BPCORE_BACKENDS"
@@ -152,3 +159,19 @@ def assert_close(
     if a.shape != d.shape:
         raise AssertionError(f"shape {a.shape} != expected {d.shape} {err_msg}")
     np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def raw_images(n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` synthetic raw MNIST-like images, uint8 of shape ``(n, 784)``.
+
+    Each 28x28 image has a 0 background and two strokes (vertical and horizontal) of values 64 to
+    255, the statistics that matter to the gradient check: mostly zeros, large raw values, as
+    ``load_mnist(normalize=False)`` gives.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for image in images:
+        row, col = int(rng.integers(2, 16)), int(rng.integers(4, 22))
+        image[row : row + 12, col - 2 : col + 3] = rng.integers(64, 256, (12, 5))
+        image[row + 5 : row + 8, 4:24] = rng.integers(128, 256, (3, 20))
+    return images.reshape(n, 784)

@@ -23,8 +23,13 @@ def test_import_loads_no_optional_backend():
         "print(sorted(m for m in ('torch', 'cupy', 'array_api_strict', 'jax', 'dask') "
         "if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "BPCORE_BACKEND": "torch"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BPCORE_BACKEND": "torch"},
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -54,8 +59,12 @@ def test_default_backend_is_numpy(monkeypatch):
 
 
 def test_namespace_modules_as_backend(backend):
-    library = {"numpy": "numpy", "torch": "torch", "cupy": "cupy",
-               "array_api_strict": "array_api_strict"}[backend.name]
+    library = {
+        "numpy": "numpy",
+        "torch": "torch",
+        "cupy": "cupy",
+        "array_api_strict": "array_api_strict",
+    }[backend.name]
     for module_name in (library, f"array_api_compat.{library}"):
         if module_name == "array_api_compat.array_api_strict":
             continue
@@ -96,8 +105,12 @@ def test_strict_devices_by_name():
 
 @pytest.mark.parametrize("net_dtype", ["float32", "float64"])
 def test_same_seed_same_bits_on_every_backend(net_dtype):
-    nets = [MultiLayerNet(20, [16, 8], 5, weight_init_std="he", seed=42, dtype=net_dtype,
-                          **c.net_kwargs()) for c in backend_cases()]
+    nets = [
+        MultiLayerNet(
+            20, [16, 8], 5, weight_init_std="he", seed=42, dtype=net_dtype, **c.net_kwargs()
+        )
+        for c in backend_cases()
+    ]
     reference = {k: to_numpy(v) for k, v in nets[0].params.items()}
     for net in nets[1:]:
         for key, value in net.params.items():
@@ -113,12 +126,14 @@ def test_seeds_matter():
     c = TwoLayerNet(10, 5, 3, seed=np.random.default_rng(1)).params["W1"]
     assert not np.array_equal(a, b)
     np.testing.assert_array_equal(a, c)
-    assert not np.array_equal(TwoLayerNet(10, 5, 3).params["W1"],
-                              TwoLayerNet(10, 5, 3).params["W1"])
+    assert not np.array_equal(
+        TwoLayerNet(10, 5, 3).params["W1"], TwoLayerNet(10, 5, 3).params["W1"]
+    )
 
 
-@pytest.mark.parametrize(("name", "factor"), [("relu", 2.0), ("he", 2.0), ("sigmoid", 1.0),
-                                              ("xavier", 1.0)])
+@pytest.mark.parametrize(
+    ("name", "factor"), [("relu", 2.0), ("he", 2.0), ("sigmoid", 1.0), ("xavier", 1.0)]
+)
 def test_named_initializations_have_the_books_scale(name, factor):
     net = MultiLayerNet(400, [300], 10, weight_init_std=name, seed=0, dtype="float64")
     W1, W2 = net.params["W1"], net.params["W2"]

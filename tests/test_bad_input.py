@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -12,8 +13,14 @@ from hypothesis import strategies as st
 import bpcore
 from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
 
-ENTRY_POINTS = ["loss", "accuracy", "gradient", "numerical_gradient", "gradient_check",
-                "directional_gradient_check"]
+ENTRY_POINTS = [
+    "loss",
+    "accuracy",
+    "gradient",
+    "numerical_gradient",
+    "gradient_check",
+    "directional_gradient_check",
+]
 
 
 def _call(net, entry, x, t):
@@ -43,34 +50,98 @@ def _bad_batches(backend):
     x = A(np.ones((4, 6)), "float32")
     t = A(np.array([0, 1, 2, 1]))
     return [
-        ("wrong feature count", A(np.ones((4, 5)), "float32"), t, ValueError,
-         "5 features per sample .* expects 6"),
-        ("batch size mismatch", x, A(np.array([0, 1, 2])), ValueError,
-         "batch of 4 samples but t holds 3 labels"),
-        ("label out of range", x, A(np.array([0, 1, 3, 1])), ValueError,
-         r"labels from 0 to 3; expected integers in \[0, 2\]"),
-        ("negative label", x, A(np.array([0, -1, 2, 1])), ValueError,
-         r"labels from -1 to 2; expected integers in \[0, 2\]"),
-        ("fractional label", x, A(np.array([0.0, 1.5, 2.0, 1.0])), ValueError,
-         "fractional or NaN class labels"),
-        ("NaN label", x, A(np.array([0.0, np.nan, 2.0, 1.0])), ValueError,
-         "fractional or NaN class labels"),
-        ("one-hot too narrow", x, A(np.eye(2)[[0, 1, 1, 0]]), ValueError,
-         "one-hot rows of width 2, but the network has 3 outputs"),
-        ("one-hot too wide", x, A(np.eye(4)[[0, 1, 1, 0]]), ValueError,
-         "one-hot rows of width 4, but the network has 3 outputs"),
-        ("rows not one-hot", x, A(np.full((4, 3), 0.5)), ValueError,
-         "not one-hot: each row must be non-negative and sum to 1"),
-        ("empty batch", A(np.ones((0, 6)), "float32"), A(np.zeros(0, dtype="int64")),
-         ValueError, "empty batch"),
-        ("a single sample without a batch axis", A(np.ones(6), "float32"), t, ValueError,
-         r"batch of shape \(N, 6\)"),
-        ("boolean labels", x, A(np.array([True, False, True, True])), TypeError,
-         "integer class labels or one-hot rows"),
-        ("labels of the wrong rank", x, A(np.zeros((4, 3, 1))), ValueError,
-         r"class labels of shape \(4,\) or one-hot rows"),
-        ("x of booleans", A(np.ones((4, 6), dtype=bool)), t, TypeError,
-         "integers or real floats"),
+        (
+            "wrong feature count",
+            A(np.ones((4, 5)), "float32"),
+            t,
+            ValueError,
+            "5 features per sample .* expects 6",
+        ),
+        (
+            "batch size mismatch",
+            x,
+            A(np.array([0, 1, 2])),
+            ValueError,
+            "batch of 4 samples but t holds 3 labels",
+        ),
+        (
+            "label out of range",
+            x,
+            A(np.array([0, 1, 3, 1])),
+            ValueError,
+            r"labels from 0 to 3; expected integers in \[0, 2\]",
+        ),
+        (
+            "negative label",
+            x,
+            A(np.array([0, -1, 2, 1])),
+            ValueError,
+            r"labels from -1 to 2; expected integers in \[0, 2\]",
+        ),
+        (
+            "fractional label",
+            x,
+            A(np.array([0.0, 1.5, 2.0, 1.0])),
+            ValueError,
+            "fractional or NaN class labels",
+        ),
+        (
+            "NaN label",
+            x,
+            A(np.array([0.0, np.nan, 2.0, 1.0])),
+            ValueError,
+            "fractional or NaN class labels",
+        ),
+        (
+            "one-hot too narrow",
+            x,
+            A(np.eye(2)[[0, 1, 1, 0]]),
+            ValueError,
+            "one-hot rows of width 2, but the network has 3 outputs",
+        ),
+        (
+            "one-hot too wide",
+            x,
+            A(np.eye(4)[[0, 1, 1, 0]]),
+            ValueError,
+            "one-hot rows of width 4, but the network has 3 outputs",
+        ),
+        (
+            "rows not one-hot",
+            x,
+            A(np.full((4, 3), 0.5)),
+            ValueError,
+            "not one-hot: each row must be non-negative and sum to 1",
+        ),
+        (
+            "empty batch",
+            A(np.ones((0, 6)), "float32"),
+            A(np.zeros(0, dtype="int64")),
+            ValueError,
+            "empty batch",
+        ),
+        (
+            "a single sample without a batch axis",
+            A(np.ones(6), "float32"),
+            t,
+            ValueError,
+            r"batch of shape \(N, 6\)",
+        ),
+        (
+            "boolean labels",
+            x,
+            A(np.array([True, False, True, True])),
+            TypeError,
+            "integer class labels or one-hot rows",
+        ),
+        (
+            "labels of the wrong rank",
+            x,
+            A(np.zeros((4, 3, 1))),
+            ValueError,
+            r"class labels of shape \(4,\) or one-hot rows",
+        ),
+        ("x of booleans", A(np.ones((4, 6), dtype=bool)), t, TypeError, "integers or real floats"),
         ("x as a list", [[0.0] * 6] * 4, t, TypeError, "x must be an array of backend"),
     ]
 
@@ -79,8 +150,13 @@ def _bad_batches(backend):
 def test_bad_batches(backend, net, entry):
     for what, x, t, error, pattern in _bad_batches(backend):
         snapshot = _snapshot(net)
-        with pytest.raises(error, match=pattern):
+        caught = None
+        try:
             _call(net, entry, x, t)
+        except error as exc:
+            caught = exc
+        assert caught is not None, f"{what}: {entry} raised no {error.__name__}"
+        assert re.search(pattern, str(caught)), f"{what}: message {str(caught)!r}"
         _assert_unchanged(net, snapshot)
 
 
@@ -104,8 +180,9 @@ def test_arrays_from_another_backend(backend, net):
     x = backend.asarray(np.ones((4, 6)), "float32")
     t = backend.asarray(np.array([0, 1, 2, 1]))
     snapshot = _snapshot(net)
-    with pytest.raises(TypeError, match=f"x is an array of .* this network uses backend "
-                                        f"'{backend.name}'"):
+    with pytest.raises(
+        TypeError, match=f"x is an array of .* this network uses backend '{backend.name}'"
+    ):
         net.gradient(x_foreign, t)
     with pytest.raises(TypeError, match="t is an array of"):
         net.loss(x, x_foreign[:, 0])
@@ -120,7 +197,7 @@ def test_arrays_from_another_device():
     x = xp.asarray(np.ones((4, 6), dtype="float32"))  # on the default CPU_DEVICE
     t = xp.asarray(np.array([0, 1, 2, 1]), device=xp.Device("device1"))
     snapshot = _snapshot(net)
-    with pytest.raises(ValueError, match="is on device .*CPU_DEVICE.* but this network is on"):
+    with pytest.raises(ValueError, match=r"is on device .*CPU_DEVICE.* but this network is on"):
         net.gradient(x, t)
     _assert_unchanged(net, snapshot)
     assert net.params["W1"].device == xp.Device("device1")
@@ -152,21 +229,41 @@ def test_params_assignment_is_checked(backend, net):
         ((6, 4, 0), {}, ValueError, "output_size must be a positive integer, got 0"),
         ((6.0, 4, 3), {}, TypeError, "input_size must be a positive integer"),
         ((6, True, 3), {}, TypeError, "hidden_size must be a positive integer"),
-        ((6, 4, 3), {"weight_init_std": "glorot"}, ValueError,
-         "unknown weight_init_std 'glorot'; expected a positive number or one of 'relu'"),
+        (
+            (6, 4, 3),
+            {"weight_init_std": "glorot"},
+            ValueError,
+            "unknown weight_init_std 'glorot'; expected a positive number or one of 'relu'",
+        ),
         ((6, 4, 3), {"weight_init_std": -0.1}, ValueError, "positive finite number"),
         ((6, 4, 3), {"weight_init_std": float("nan")}, ValueError, "positive finite number"),
-        ((6, 4, 3), {"dtype": "float16"}, ValueError,
-         "unsupported dtype 'float16'; expected one of 'float32', 'float64'"),
+        (
+            (6, 4, 3),
+            {"dtype": "float16"},
+            ValueError,
+            "unsupported dtype 'float16'; expected one of 'float32', 'float64'",
+        ),
         ((6, 4, 3), {"dtype": "int32"}, ValueError, "unsupported dtype 'int32'"),
-        ((6, 4, 3), {"backend": "tensorflow"}, ValueError,
-         "unknown backend 'tensorflow'; expected one of 'numpy', 'cupy', 'torch', "
-         "'array_api_strict'"),
+        (
+            (6, 4, 3),
+            {"backend": "tensorflow"},
+            ValueError,
+            "unknown backend 'tensorflow'; expected one of 'numpy', 'cupy', 'torch', "
+            "'array_api_strict'",
+        ),
         ((6, 4, 3), {"backend": 3}, TypeError, "backend must be a name or a namespace module"),
-        ((6, 4, 3), {"backend": "numpy", "device": "cuda:0"}, ValueError,
-         "backend 'numpy' has only the 'cpu' device"),
-        ((6, 4, 3), {"backend": "array_api_strict", "device": "tpu"}, ValueError,
-         "backend 'array_api_strict' has no device 'tpu'"),
+        (
+            (6, 4, 3),
+            {"backend": "numpy", "device": "cuda:0"},
+            ValueError,
+            "backend 'numpy' has only the 'cpu' device",
+        ),
+        (
+            (6, 4, 3),
+            {"backend": "array_api_strict", "device": "tpu"},
+            ValueError,
+            "backend 'array_api_strict' has no device 'tpu'",
+        ),
     ],
 )
 def test_bad_two_layer_net_arguments(args, kwargs, error, pattern):
@@ -179,8 +276,11 @@ def test_bad_two_layer_net_arguments(args, kwargs, error, pattern):
     [
         ({"hidden_size_list": [5, 0]}, ValueError, r"hidden_size_list\[1\] must be a positive"),
         ({"hidden_size_list": 5}, TypeError, "hidden_size_list must be a list"),
-        ({"activation": "gelu"}, ValueError,
-         "unknown activation 'gelu'; expected one of 'relu', 'sigmoid', 'tanh'"),
+        (
+            {"activation": "gelu"},
+            ValueError,
+            "unknown activation 'gelu'; expected one of 'relu', 'sigmoid', 'tanh'",
+        ),
         ({"weight_init_std": "uniform"}, ValueError, "unknown weight_init_std 'uniform'"),
         ({"weight_decay_lambda": -1}, ValueError, "weight_decay_lambda must be a finite"),
         ({"weight_decay_lambda": "0.1"}, TypeError, "weight_decay_lambda must be a number"),
@@ -210,17 +310,23 @@ def test_unknown_backend_in_environment(monkeypatch):
         TwoLayerNet(6, 4, 3)
 
 
-@pytest.mark.parametrize(("name", "hint"), [
-    ("torch", 'pip install "bpcore[torch]"'),
-    ("array_api_strict", 'pip install "bpcore[strict]"'),
-    ("cupy", 'pip install "bpcore[cuda12]"'),
-])
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("torch", 'pip install "bpcore[torch]"'),
+        ("array_api_strict", 'pip install "bpcore[strict]"'),
+        ("cupy", 'pip install "bpcore[cuda12]"'),
+    ],
+)
 def test_backend_not_installed(monkeypatch, name, hint):
     # A None entry in sys.modules makes the import fail as if the package were absent.
     module = {"array_api_strict": "array_api_strict"}.get(name, f"array_api_compat.{name}")
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(ImportError, match=f"backend '{name}' is not installed here.*"
-                       + hint.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ImportError,
+        match=f"backend '{name}' is not installed here.*"
+        + hint.replace("[", r"\[").replace("]", r"\]"),
+    ):
         TwoLayerNet(6, 4, 3, backend=name)
 
 
@@ -229,9 +335,11 @@ def test_cupy_without_a_cuda_device(monkeypatch):
     import bpcore.backends as backends
 
     real_import = backends.importlib.import_module
-    monkeypatch.setattr(backends.importlib, "import_module",
-                        lambda name: object() if name == "array_api_compat.cupy"
-                        else real_import(name))
+    monkeypatch.setattr(
+        backends.importlib,
+        "import_module",
+        lambda name: object() if name == "array_api_compat.cupy" else real_import(name),
+    )
     monkeypatch.setattr(backends, "_cuda_device_count", lambda: 0)
     with pytest.raises(ImportError, match=r"sees no CUDA device.*bpcore\[cuda12\]"):
         TwoLayerNet(6, 4, 3, backend="cupy")

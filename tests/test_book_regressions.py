@@ -12,7 +12,7 @@ import numpy as np
 
 from bpcore import TwoLayerNet, to_numpy
 from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
-from bpcore.testing import assert_close
+from bpcore.testing import assert_close, raw_images
 
 
 def test_affine_backward_returns_dx(backend, rng):
@@ -57,23 +57,14 @@ def test_relu_backward_leaves_dout_alone(backend, rng):
     np.testing.assert_array_equal(to_numpy(dx), np.where(x_host > 0, dout_host, 0.0))
 
 
-def _three_raw_images(rng):
-    """Three 28x28 uint8 "digits": mostly 0 background, strokes of up to 255, like raw MNIST."""
-    images = np.zeros((3, 28, 28), dtype=np.uint8)
-    for image in images:
-        rows, cols = rng.integers(2, 16), rng.integers(4, 22)
-        image[rows : rows + 12, cols - 2 : cols + 3] = rng.integers(64, 256, (12, 5))
-        image[rows + 5 : rows + 8, 4:24] = rng.integers(128, 256, (3, 20))
-    return images.reshape(3, 784)
-
-
-def test_seed_notebook_cell_runs_and_agrees(backend, rng):
+def test_seed_notebook_cell_runs_and_agrees(backend):
     # The notebook's cell: TwoLayerNet(784, 50, 10) with its default float32 dtype here, three
     # raw uint8 images (load_mnist(normalize=False)), labels [5, 0, 4], then
     # numerical_gradient against gradient. It crashed in the notebook; here it must agree.
-    net = TwoLayerNet(input_size=784, hidden_size=50, output_size=10, seed=0,
-                      **backend.net_kwargs())
-    x_batch = backend.asarray(_three_raw_images(rng))
+    net = TwoLayerNet(
+        input_size=784, hidden_size=50, output_size=10, seed=0, **backend.net_kwargs()
+    )
+    x_batch = backend.asarray(raw_images(3, seed=1))
     t_batch = backend.asarray(np.array([5, 0, 4]))
     assert x_batch.dtype == backend.xp.uint8
 
@@ -88,14 +79,13 @@ def test_seed_notebook_cell_runs_and_agrees(backend, rng):
         assert scale > 0
         assert diff <= 1e-6 * scale, f"{key}: mean |diff| {diff:.3g}, max |grad| {scale:.3g}"
         # Element by element, to float32 precision.
-        np.testing.assert_allclose(backprop, numerical, rtol=1e-3, atol=1e-5 * scale,
-                                   err_msg=key)
+        np.testing.assert_allclose(backprop, numerical, rtol=1e-3, atol=1e-5 * scale, err_msg=key)
 
 
-def test_seed_notebook_comparison_catches_a_broken_layer(backend, rng, monkeypatch):
+def test_seed_notebook_comparison_catches_a_broken_layer(backend, monkeypatch):
     # The same comparison detects an Affine.backward that is wrong: proof the check is live.
     net = TwoLayerNet(784, 2, 10, seed=0, **backend.net_kwargs())
-    x_batch = backend.asarray(_three_raw_images(rng))
+    x_batch = backend.asarray(raw_images(3, seed=1))
     t_batch = backend.asarray(np.array([5, 0, 4]))
     original = Affine.backward
 

@@ -17,8 +17,7 @@ def _data(backend, rng, n=5, features=8, classes=4):
 
 
 def test_two_layer_net_gradient_check(backend, dtype, rng):
-    net = TwoLayerNet(8, 6, 4, weight_init_std="he", dtype=dtype, seed=10,
-                      **backend.net_kwargs())
+    net = TwoLayerNet(8, 6, 4, weight_init_std="he", dtype=dtype, seed=10, **backend.net_kwargs())
     check = bpcore.gradient_check(net, *_data(backend, rng))
     assert check.dtype == "float64"  # promoted for float32 networks too
     assert sorted(check) == ["W1", "W2", "b1", "b2"]
@@ -32,9 +31,16 @@ def test_multi_layer_net_gradient_check(backend, dtype, rng, activation, weight_
     # Hidden layers wide enough that no sample has every unit of a layer dead: that would put the
     # next layer's pre-activations exactly on the ReLU kink (biases start at 0), where the
     # central difference sees half a slope and backprop, as in the book, takes 0.
-    net = MultiLayerNet(8, [12, 10], 4, activation=activation,
-                        weight_decay_lambda=weight_decay_lambda, dtype=dtype, seed=11,
-                        **backend.net_kwargs())
+    net = MultiLayerNet(
+        8,
+        [12, 10],
+        4,
+        activation=activation,
+        weight_decay_lambda=weight_decay_lambda,
+        dtype=dtype,
+        seed=11,
+        **backend.net_kwargs(),
+    )
     check = bpcore.gradient_check(net, *_data(backend, rng))
     assert len(check) == 6
     assert check.passed, check
@@ -42,8 +48,15 @@ def test_multi_layer_net_gradient_check(backend, dtype, rng, activation, weight_
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 def test_directional_gradient_check(backend, rng, activation):
-    net = MultiLayerNet(30, [40, 20], 10, activation=activation, weight_decay_lambda=0.05,
-                        seed=12, **backend.net_kwargs())
+    net = MultiLayerNet(
+        30,
+        [40, 20],
+        10,
+        activation=activation,
+        weight_decay_lambda=0.05,
+        seed=12,
+        **backend.net_kwargs(),
+    )
     x, t = _data(backend, rng, n=16, features=30, classes=10)
     check = bpcore.directional_gradient_check(net, x, t, seed=0)
     assert check.method == "directional"
@@ -56,8 +69,9 @@ def test_checks_catch_a_wrong_gradient(backend, rng, monkeypatch):
     net = MultiLayerNet(8, [6], 4, activation="sigmoid", seed=13, **backend.net_kwargs())
     x, t = _data(backend, rng)
     assert bpcore.gradient_check(net, x, t).passed
-    monkeypatch.setattr(bpcore.layers.Sigmoid, "backward",
-                        lambda self, dout: dout * self.out)  # drops the (1 - out) factor
+    monkeypatch.setattr(
+        bpcore.layers.Sigmoid, "backward", lambda self, dout: dout * self.out
+    )  # drops the (1 - out) factor
     check = bpcore.gradient_check(net, x, t)
     assert not check.passed
     assert check["b2"] <= TOLERANCE["float64"]  # the last layer does not go through Sigmoid
@@ -81,8 +95,9 @@ def test_check_leaves_the_network_unchanged(backend, rng):
 
 def test_float32_fallback_where_the_device_has_no_float64(rng):
     # array-api-strict offers a device without float64, as some GPUs and TPUs are.
-    net = MultiLayerNet(8, [6], 4, activation="tanh", seed=15, backend="array_api_strict",
-                        device="no_float64")
+    net = MultiLayerNet(
+        8, [6], 4, activation="tanh", seed=15, backend="array_api_strict", device="no_float64"
+    )
     A = net.backend_info.asarray
     x, t = A(rng.standard_normal((5, 8)).astype("float32")), A(rng.integers(0, 4, 5))
     check = bpcore.gradient_check(net, x, t)

@@ -50,8 +50,15 @@ def test_activation_backward_matches_numerical(backend, dtype, rng, layer_cls):
         backend, lambda x: _weighted_sum(backend, layer_cls().forward(x), w_host), x_host
     )
     xp = backend.xp
-    assert_close(dx, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
-                 dtype=getattr(xp, dtype), device=backend.resolve().device)
+    assert_close(
+        dx,
+        expected,
+        rtol=RTOL[dtype],
+        atol=_atol(expected),
+        xp=xp,
+        dtype=getattr(xp, dtype),
+        device=backend.resolve().device,
+    )
     assert out.shape == (4, 5)
 
 
@@ -60,8 +67,9 @@ def test_relu_values_and_kink(backend):
     x = backend.asarray([[-2.0, -0.0, 0.0, 3.0]], "float32")
     assert_close(layer.forward(x), [[0.0, 0.0, 0.0, 3.0]])
     # The derivative at exactly 0 is taken as 0, as in the book.
-    assert_close(layer.backward(backend.asarray([[1.0, 1.0, 1.0, 1.0]], "float32")),
-                 [[0.0, 0.0, 0.0, 1.0]])
+    assert_close(
+        layer.backward(backend.asarray([[1.0, 1.0, 1.0, 1.0]], "float32")), [[0.0, 0.0, 0.0, 1.0]]
+    )
 
 
 def test_relu_propagates_nan(backend):
@@ -92,22 +100,26 @@ def test_affine_backward_matches_numerical(backend, dtype, rng, x_shape):
     dx = layer.backward(A(w_host, dtype))
 
     def f_x(x):
-        return _weighted_sum(backend, Affine(A(W_host, "float64"), A(b_host, "float64")).forward(x),
-                             w_host)
+        return _weighted_sum(
+            backend, Affine(A(W_host, "float64"), A(b_host, "float64")).forward(x), w_host
+        )
 
     def f_W(W):
-        return _weighted_sum(backend, Affine(W, A(b_host, "float64")).forward(A(x_host, "float64")),
-                             w_host)
+        return _weighted_sum(
+            backend, Affine(W, A(b_host, "float64")).forward(A(x_host, "float64")), w_host
+        )
 
     def f_b(b):
-        return _weighted_sum(backend, Affine(A(W_host, "float64"), b).forward(A(x_host, "float64")),
-                             w_host)
+        return _weighted_sum(
+            backend, Affine(A(W_host, "float64"), b).forward(A(x_host, "float64")), w_host
+        )
 
     xp = backend.xp
     for got, f, at in [(dx, f_x, x_host), (layer.dW, f_W, W_host), (layer.db, f_b, b_host)]:
         expected = _reference_gradient(backend, f, at)
-        assert_close(got, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
-                     dtype=getattr(xp, dtype))
+        assert_close(
+            got, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp, dtype=getattr(xp, dtype)
+        )
     assert dx.shape == x_shape  # dx comes back in the input's shape
     assert out.shape == (4, 3)
     assert layer.original_x_shape == x_shape
@@ -129,13 +141,19 @@ def test_softmax_with_loss_backward_matches_numerical(backend, dtype, rng, label
         backend, lambda x: SoftmaxWithLoss().forward(x, t64), x_host
     )
     xp = backend.xp
-    assert_close(dx, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp,
-                 dtype=getattr(xp, dtype))
+    assert_close(
+        dx, expected, rtol=RTOL[dtype], atol=_atol(expected), xp=xp, dtype=getattr(xp, dtype)
+    )
     # The loss is a 0-d array of the backend, equal to the mean cross-entropy.
     assert loss.ndim == 0
     log_p = x_host - np.log(np.sum(np.exp(x_host), axis=1, keepdims=True))
-    assert_close(loss, -np.mean(log_p[np.arange(5), t_int]), rtol=RTOL[dtype], xp=xp,
-                 dtype=getattr(xp, dtype))
+    assert_close(
+        loss,
+        -np.mean(log_p[np.arange(5), t_int]),
+        rtol=RTOL[dtype],
+        xp=xp,
+        dtype=getattr(xp, dtype),
+    )
 
 
 def test_softmax_with_loss_soft_labels(backend, rng):
@@ -179,18 +197,23 @@ def test_affine_rejects_wrong_input_width(backend):
         Affine(A(np.ones((6, 2)), "float32"), A(np.zeros(3), "float32"))
 
 
-@pytest.mark.parametrize("layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss], ids=lambda c: c.__name__
+)
 def test_backward_before_forward_is_a_clear_error(backend, layer_cls):
     A = backend.asarray
-    layer = (Affine(A(np.ones((2, 2)), "float32"), A(np.zeros(2), "float32"))
-             if layer_cls is Affine else layer_cls())
+    layer = (
+        Affine(A(np.ones((2, 2)), "float32"), A(np.zeros(2), "float32"))
+        if layer_cls is Affine
+        else layer_cls()
+    )
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(A(np.ones((2, 2)), "float32"))
 
 
-@pytest.mark.parametrize("layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "layer_cls", [Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss], ids=lambda c: c.__name__
+)
 def test_layers_never_mutate_inputs_or_dout(backend, rng, layer_cls):
     A = backend.asarray
     x_host = rng.standard_normal((4, 6))

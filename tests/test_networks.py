@@ -18,8 +18,11 @@ def _batch(backend, rng, n=6, features=10, classes=4):
 
 def _host_forward(params, x, activation="relu"):
     """The network's scores computed in NumPy float64 from the same parameters."""
-    act = {"relu": lambda a: np.maximum(a, 0), "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
-           "tanh": np.tanh}[activation]
+    act = {
+        "relu": lambda a: np.maximum(a, 0),
+        "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+        "tanh": np.tanh,
+    }[activation]
     n_layers = len(params) // 2
     h = x.reshape(x.shape[0], -1).astype("float64")
     for i in range(1, n_layers + 1):
@@ -51,8 +54,13 @@ def test_multi_layer_net_structure(backend):
     net = MultiLayerNet(10, [8, 6, 5], 4, activation="sigmoid", seed=0, **backend.net_kwargs())
     assert list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4"]
     assert list(net.layers) == [
-        "Affine1", "Activation_function1", "Affine2", "Activation_function2",
-        "Affine3", "Activation_function3", "Affine4",
+        "Affine1",
+        "Activation_function1",
+        "Affine2",
+        "Activation_function2",
+        "Affine3",
+        "Activation_function3",
+        "Affine4",
     ]
     assert type(net.layers["Activation_function2"]).__name__ == "Sigmoid"
     plain = MultiLayerNet(10, [], 4, seed=0, **backend.net_kwargs())  # softmax regression
@@ -61,20 +69,30 @@ def test_multi_layer_net_structure(backend):
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_predict_loss_accuracy_match_host_math(backend, rng, activation):
-    net = MultiLayerNet(10, [8, 6], 4, activation=activation, weight_decay_lambda=0.3,
-                        dtype="float64", seed=1, **backend.net_kwargs())
+    net = MultiLayerNet(
+        10,
+        [8, 6],
+        4,
+        activation=activation,
+        weight_decay_lambda=0.3,
+        dtype="float64",
+        seed=1,
+        **backend.net_kwargs(),
+    )
     x, t, t_host = _batch(backend, rng)
     x_host = to_numpy(x)
     scores = _host_forward(net.params, x_host, activation)
     assert_close(net.predict(x), scores, rtol=1e-12, atol=1e-12, xp=backend.xp)
 
-    log_p = scores - np.log(np.sum(np.exp(scores - scores.max(1, keepdims=True)), axis=1,
-                                   keepdims=True)) - scores.max(1, keepdims=True)
+    log_p = (
+        scores
+        - np.log(np.sum(np.exp(scores - scores.max(1, keepdims=True)), axis=1, keepdims=True))
+        - scores.max(1, keepdims=True)
+    )
     decay = 0.5 * 0.3 * sum(np.sum(to_numpy(net.params[f"W{i}"]) ** 2) for i in (1, 2, 3))
     loss = net.loss(x, t)
     assert loss.ndim == 0  # a 0-d array of the backend: no host sync
-    assert_close(loss, -np.mean(log_p[np.arange(6), t_host]) + decay, rtol=1e-12,
-                 xp=backend.xp)
+    assert_close(loss, -np.mean(log_p[np.arange(6), t_host]) + decay, rtol=1e-12, xp=backend.xp)
 
     acc = net.accuracy(x, t)
     assert isinstance(acc, float)
@@ -118,15 +136,17 @@ def test_multidimensional_inputs_are_flattened(backend, rng):
     net = TwoLayerNet(12, 5, 3, seed=0, dtype="float64", **backend.net_kwargs())
     images = rng.standard_normal((4, 1, 3, 4))
     flat = images.reshape(4, 12)
-    assert_close(net.predict(backend.asarray(images)), net.predict(backend.asarray(flat)),
-                 rtol=1e-14)
+    assert_close(
+        net.predict(backend.asarray(images)), net.predict(backend.asarray(flat)), rtol=1e-14
+    )
     grads = net.gradient(backend.asarray(images), backend.asarray([0, 1, 2, 0]))
     assert grads["W1"].shape == (12, 5)
 
 
 def test_numerical_gradient_agrees_with_gradient(backend, dtype, rng):
-    net = MultiLayerNet(6, [5], 3, activation="sigmoid", dtype=dtype, seed=4,
-                        **backend.net_kwargs())
+    net = MultiLayerNet(
+        6, [5], 3, activation="sigmoid", dtype=dtype, seed=4, **backend.net_kwargs()
+    )
     x = backend.asarray(rng.standard_normal((4, 6)))
     t = backend.asarray([0, 2, 1, 2])
     analytic, numeric = net.gradient(x, t), net.numerical_gradient(x, t)
@@ -134,8 +154,9 @@ def test_numerical_gradient_agrees_with_gradient(backend, dtype, rng):
     for key in analytic:
         assert numeric[key].dtype == net.dtype
         scale = float(np.max(np.abs(to_numpy(analytic[key]))))
-        assert_close(numeric[key], analytic[key], rtol=RTOL[dtype], atol=RTOL[dtype] * scale,
-                     err_msg=key)
+        assert_close(
+            numeric[key], analytic[key], rtol=RTOL[dtype], atol=RTOL[dtype] * scale, err_msg=key
+        )
 
 
 def test_assigning_params_rebinds_the_layers(backend, rng):
@@ -189,8 +210,10 @@ def test_entry_points_do_not_change_params_or_inputs(backend, rng):
     net.numerical_gradient(x, t)
     for key in net.params:
         assert net.params[key] is objects[key]
-        assert net.layers["Affine1" if key.endswith("1") else "Affine2"].__dict__[key[0]] is \
-            objects[key]
+        assert (
+            net.layers["Affine1" if key.endswith("1") else "Affine2"].__dict__[key[0]]
+            is objects[key]
+        )
         np.testing.assert_array_equal(to_numpy(net.params[key]), values[key])
     np.testing.assert_array_equal(to_numpy(x), x_host)
     np.testing.assert_array_equal(to_numpy(t), t_host)

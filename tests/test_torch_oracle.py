@@ -19,8 +19,10 @@ ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 def _torch_gradients(net, x_host, t_host, activation, weight_decay_lambda):
-    params = {k: torch.tensor(to_numpy(v), dtype=torch.float64, requires_grad=True)
-              for k, v in net.params.items()}
+    params = {
+        k: torch.tensor(to_numpy(v), dtype=torch.float64, requires_grad=True)
+        for k, v in net.params.items()
+    }
     n_layers = len(params) // 2
     h = torch.tensor(x_host, dtype=torch.float64).reshape(x_host.shape[0], -1)
     for i in range(1, n_layers + 1):
@@ -41,9 +43,16 @@ def _torch_gradients(net, x_host, t_host, activation, weight_decay_lambda):
 @pytest.mark.parametrize("weight_decay_lambda", [0.0, 0.05])
 @pytest.mark.parametrize("labels", ["integer", "one-hot"])
 def test_multi_layer_net_matches_autograd(backend, rng, activation, weight_decay_lambda, labels):
-    net = MultiLayerNet(12, [9, 7], 5, activation=activation,
-                        weight_decay_lambda=weight_decay_lambda, dtype="float64", seed=21,
-                        **backend.net_kwargs())
+    net = MultiLayerNet(
+        12,
+        [9, 7],
+        5,
+        activation=activation,
+        weight_decay_lambda=weight_decay_lambda,
+        dtype="float64",
+        seed=21,
+        **backend.net_kwargs(),
+    )
     x_host = rng.standard_normal((8, 3, 4))
     t_int = rng.integers(0, 5, 8)
     t_host = t_int if labels == "integer" else np.eye(5)[t_int]
@@ -53,8 +62,15 @@ def test_multi_layer_net_matches_autograd(backend, rng, activation, weight_decay
     assert float(net.loss(x, t)) == pytest.approx(loss, rel=1e-12)
     grads = net.gradient(x, t)
     for key in net.params:
-        assert_close(grads[key], expected[key], rtol=1e-10, atol=1e-14, xp=backend.xp,
-                     dtype=net.dtype, err_msg=key)
+        assert_close(
+            grads[key],
+            expected[key],
+            rtol=1e-10,
+            atol=1e-14,
+            xp=backend.xp,
+            dtype=net.dtype,
+            err_msg=key,
+        )
 
 
 def test_two_layer_net_float32_matches_autograd(backend, rng):
@@ -66,5 +82,6 @@ def test_two_layer_net_float32_matches_autograd(backend, rng):
     grads = net.gradient(x, backend.asarray(t_host))
     for key in net.params:
         scale = float(np.max(np.abs(expected[key])))
-        assert_close(grads[key], expected[key], rtol=1e-3, atol=1e-5 * scale,
-                     dtype=net.dtype, err_msg=key)
+        assert_close(
+            grads[key], expected[key], rtol=1e-3, atol=1e-5 * scale, dtype=net.dtype, err_msg=key
+        )

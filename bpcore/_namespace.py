@@ -1,0 +1,27 @@
+"""``namespace(*arrays)``: ``array_api_compat.array_namespace`` with a cache keyed by array types.
+
+``array_namespace`` inspects its arguments anew on every call (some 10 µs); a layer's forward pass
+on a small batch is not much more. The namespace of an array depends only on its type for every
+library bpcore supports, so the answer is cached per tuple of argument types; a call that fails
+(arrays of two libraries) is not cached and raises as ``array_namespace`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+__all__ = ["namespace"]
+
+_CACHE: dict[tuple[type, ...], Any] = {}
+
+
+def namespace(*arrays: Any) -> Any:
+    """Return the Array API namespace of ``arrays``, as ``array_namespace`` does."""
+    key = tuple(type(a) for a in arrays)
+    try:
+        return _CACHE[key]
+    except KeyError:
+        xp = _CACHE[key] = array_namespace(*arrays)
+        return xp
