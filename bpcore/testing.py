@@ -21,12 +21,18 @@ from .backends import BACKENDS, Array, Backend, available_backends, resolve_back
 
 __all__ = [
     "ENV_BACKENDS",
+    "RTOL",
     "BackendCase",
     "assert_close",
     "backend_cases",
+    "parametrize_backends",
     "parse_backend_names",
     "raw_images",
+    "synchronize",
 ]
+
+#: Relative tolerances for comparing results computed in each dtype with exact ones.
+RTOL = {"float32": 2e-4, "float64": 1e-9}
 
 #: Comma-separated backend names that narrow `backend_cases`, e.g. ``numpy,torch``.
 ENV_BACKENDS = "BPCORE_BACKENDS"
@@ -129,6 +135,37 @@ def backend_cases(names: list[str] | None = None) -> list[BackendCase]:
             f"{sorted({c.name for c in cases})}"
         )
     return [c for c in cases if c.name in names]
+
+
+def parametrize_backends(metafunc: Any, names: list[str]) -> None:
+    """Parametrize a pytest test's ``backend`` argument over `backend_cases`.
+
+    For a ``pytest_generate_tests`` hook: ``names`` are the backends given with ``--backend``
+    (empty for all, or what ``BPCORE_BACKENDS`` says). An unusable or unknown backend is a usage
+    error, so a run that asked for CuPy never passes without running on it.
+    """
+    if "backend" not in metafunc.fixturenames:
+        return
+    try:
+        cases = backend_cases(parse_backend_names(",".join(names)) if names else None)
+    except ValueError as exc:
+        import pytest  # only test runs get here
+
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize("backend", cases, ids=[c.id for c in cases])
+
+
+def synchronize(a: Array) -> None:
+    """Wait until the device has finished computing ``a`` (a no-op on the CPU).
+
+    GPU work is asynchronous: a timer read before this measures only the kernel launches.
+    """
+    if array_api_compat.is_cupy_array(a):
+        a.device.synchronize()
+    elif array_api_compat.is_torch_array(a) and a.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(a.device)
 
 
 def assert_close(

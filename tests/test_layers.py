@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RTOL
 
 from bpcore import to_numpy
 from bpcore.gradient_check import _central_difference
 from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
-from bpcore.testing import assert_close
+from bpcore.testing import RTOL, assert_close
 
 
 def _reference_gradient(backend, f, x_host):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RTOL
 
 from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
-from bpcore.testing import assert_close
+from bpcore.testing import RTOL, assert_close
 
 
 def _batch(backend, rng, n=6, features=10, classes=4):

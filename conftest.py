@@ -1,4 +1,4 @@
-"""One ``backend`` fixture drives every test over every backend usable here.
+"""One ``backend`` fixture drives every test and benchmark over every backend usable here.
 
 The backends are numpy, array_api_strict and torch on the CPU, plus cupy and torch on CUDA when a
 GPU is present; ``BPCORE_BACKENDS=numpy,torch`` or ``--backend numpy --backend torch`` narrows
@@ -10,10 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpcore.testing import BackendCase, backend_cases, parse_backend_names
-
-#: Tolerances for comparing results computed in each dtype.
-RTOL = {"float32": 2e-4, "float64": 1e-9}
+from bpcore.testing import backend_cases, parametrize_backends, parse_backend_names
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,22 +22,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _cases(config: pytest.Config) -> list[BackendCase]:
+def pytest_report_header(config: pytest.Config) -> str:
     names = config.getoption("--backend")
     try:
-        return backend_cases(parse_backend_names(",".join(names)) if names else None)
+        cases = backend_cases(parse_backend_names(",".join(names)) if names else None)
     except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return "bpcore backends: " + ", ".join(f"{c.name}@{c.device}" for c in _cases(config))
+        return f"bpcore backends: {exc}"
+    return "bpcore backends: " + ", ".join(f"{c.name}@{c.device}" for c in cases)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
-        cases = _cases(metafunc.config)
-        metafunc.parametrize("backend", cases, ids=[c.id for c in cases])
+    parametrize_backends(metafunc, metafunc.config.getoption("--backend"))
 
 
 @pytest.fixture(params=["float32", "float64"])
