@@ -31,7 +31,7 @@ EXTRAS = {
 }
 GRADCHECK_TESTS = [
     "tests/test_layers.py",
-    "tests/test_gradient_check.py",
+    "tests/test_gradcheck.py",
     "tests/test_torch_oracle.py",
     "tests/test_book_regressions.py",
 ]

@@ -13,7 +13,7 @@ network asks for them.
 from . import layers
 from ._version import __version__
 from .backends import BACKENDS, available_backends, to_numpy
-from .gradient_check import GradientCheck, directional_gradient_check, gradient_check
+from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .networks import MultiLayerNet, TwoLayerNet
 
 __all__ = [

@@ -111,10 +111,13 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
 
 
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
-    in_range = (t >= 0) & (t < n_classes)
     floating = xp.isdtype(t.dtype, "real floating")
     if floating:
-        in_range = in_range & (t == xp.round(t))  # NaN fails both comparisons
+        in_range = (t >= 0) & (t < n_classes) & (t == xp.round(t))  # NaN fails them all
+    else:
+        # Compare as int64: n_classes may not fit the labels' own dtype (uint8 and 300 classes).
+        t = t if t.dtype == xp.int64 else xp.astype(t, xp.int64)
+        in_range = (t >= 0) & (t < n_classes)
     if bool(xp.all(in_range)):  # the one host sync of this check
         return xp.astype(t, xp.int64) if floating else t
     lo, hi = float(xp.min(t)), float(xp.max(t))

@@ -165,6 +165,22 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A module does not pickle or deep-copy: rebuild from the name (networks deep-copy).
+        return (_restore_backend, (self.name, getattr(self.xp, "__name__", ""), self.device))
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which this backend's device is the current one.
+
+        Only CuPy needs it: its creation functions (and array-api-compat's wrappers of them)
+        ignore ``device=`` and allocate, like its kernels run, on the current CUDA device. So
+        every public entry point of a network on CuPy runs inside ``with backend.activate():``,
+        which makes ``device="cuda:1"`` work; elsewhere it does nothing.
+        """
+        if self.name == "cupy":
+            return self.device  # type: ignore[no-any-return]  # cupy.cuda.Device is a context
+        return contextlib.nullcontext()
+
     def asarray(self, host: np.ndarray) -> Array:
         """Copy a NumPy array to this backend and device, keeping its dtype."""
         return self.xp.asarray(host, device=self.device)
@@ -203,6 +219,12 @@ class Backend:
                 f"{self.device!r}; use 'float32'"
             )
         return name
+
+
+def _restore_backend(name: str, module: str, device: Any) -> Backend:
+    if name in _SPECS:
+        return resolve_backend(name, device)
+    return resolve_backend(importlib.import_module(module), device)
 
 
 def resolve_backend(backend: str | Namespace | None = None, device: Any = None) -> Backend:
@@ -313,6 +335,9 @@ def _torch_device(device: Any) -> Any:
         dev = torch.device("cuda", index)
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' is not available to torch here")
+    elif dev.type != "cpu":
+        # Tensors report an indexed device ("mps:0"), which does not equal torch.device("mps").
+        dev = torch.empty(0, device=dev).device
     return dev
 
 
@@ -383,8 +408,9 @@ def _device_names(name: str, xp: Namespace) -> list[str]:
 def to_numpy(a: Array) -> np.ndarray:
     """Return any backend's array (or a Python scalar or sequence) as a NumPy array.
 
-    NumPy arrays come back as they are (no copy); CuPy arrays and PyTorch tensors on a GPU are
-    copied to the host, which waits for the device.
+    NumPy arrays come back as they are; PyTorch CPU tensors and array-api-strict arrays come back
+    as NumPy views of the same memory (no copy); CuPy arrays and PyTorch tensors on a GPU are
+    copied to the host, which waits for the device. Copy the result before writing into it.
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import __version__
 from .backends import BACKENDS, available_backends
-from .gradient_check import directional_gradient_check, gradient_check
+from .gradcheck import directional_gradient_check, gradient_check
 from .networks import TwoLayerNet
 from .testing import raw_images
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "gradcheck":
             return _gradcheck(args)
         return _info()
-    except (ValueError, TypeError, ImportError) as exc:
+    except (ValueError, TypeError, ImportError, RuntimeError) as exc:  # RuntimeError: CUDA
         print(f"bpcore {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

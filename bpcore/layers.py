@@ -220,8 +220,11 @@ class SoftmaxWithLoss:
             raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
         n, c = x.shape
         if t.ndim == 1 and t.shape[0] == n and xp.isdtype(t.dtype, "integral"):
-            classes = xp.arange(c, dtype=t.dtype, device=device(x))
-            target = xp.astype(xp.expand_dims(t, axis=1) == classes, x.dtype)
+            # Compare in the default integer dtype: an arange in t's own dtype would wrap
+            # around past 255 classes for uint8 labels.
+            classes = xp.arange(c, device=device(x))
+            labels = t if t.dtype == classes.dtype else xp.astype(t, classes.dtype)
+            target = xp.astype(xp.expand_dims(labels, axis=1) == classes, x.dtype)
         elif tuple(t.shape) == (n, c) and xp.isdtype(t.dtype, ("integral", "real floating")):
             target = t if t.dtype == x.dtype else xp.astype(t, x.dtype)
         else:
@@ -242,4 +245,9 @@ class SoftmaxWithLoss:
     def backward(self, dout: Array | float = 1) -> Array:
         """Return ``dout * (y - t) / N``, the gradient of the mean loss with respect to ``x``."""
         y = _require_forward(self.y, self)
-        return (y - self._target) * (dout / y.shape[0])
+        n = y.shape[0]
+        if type(dout) in (int, float):  # a Python number keeps y's dtype
+            return (y - self._target) * (dout / n)
+        # A 0-d array (or a NumPy scalar, which is not a weak Python float): cast it to y's dtype
+        # so that a float64 dout does not turn a float32 network's gradients into float64.
+        return (y - self._target) * (namespace(y).astype(dout, y.dtype) / n)

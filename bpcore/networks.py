@@ -8,15 +8,16 @@ replace arrays (as they must on immutable backends) instead of updating them in 
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import array_api_compat
 
 from . import _checks
 from .backends import Array, Backend, resolve_backend
-from .gradient_check import network_numerical_gradient
+from .gradcheck import network_numerical_gradient
 from .initializers import init_scale, initial_weights
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
@@ -34,14 +35,19 @@ class Params(dict[str, Array]):
     """A network's parameters: a dict whose values stay bound to the network's layers.
 
     Setting ``params["W1"] = W`` checks that ``W`` has the shape, dtype, backend and device of the
-    value it replaces, then hands it to the layer that uses it. Keys cannot be added or removed.
+    value it replaces, then hands it to the layer that uses it. ``update`` and ``|=`` check every
+    value before setting any. Keys cannot be added or removed.
     """
 
     def __init__(self, values: Mapping[str, Array], bindings: Mapping[str, tuple[Any, str]]):
         super().__init__(values)
         self._bindings = dict(bindings)
 
-    def __setitem__(self, key: str, value: Array) -> None:
+    def __reduce__(self) -> tuple[Any, ...]:
+        # dict's own pickling would set items before _bindings exists.
+        return (type(self), (dict(self), self._bindings))
+
+    def _check(self, key: str, value: Array) -> None:
         if key not in self._bindings:
             raise KeyError(f"{key!r} is not a parameter of this network; it has {list(self)}")
         old = self[key]
@@ -56,14 +62,27 @@ class Params(dict[str, Array]):
                 f"params[{key!r}] must have shape {tuple(old.shape)} and dtype {old.dtype}, got "
                 f"shape {tuple(value.shape)} and dtype {value.dtype}"
             )
+
+    def _bind(self, key: str, value: Array) -> None:
         layer, attribute = self._bindings[key]
         setattr(layer, attribute, value)
         super().__setitem__(key, value)
 
+    def __setitem__(self, key: str, value: Array) -> None:
+        self._check(key, value)
+        self._bind(key, value)
+
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Set several parameters, each checked as in ``params[key] = value``."""
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+        """Set several parameters; all are checked before any is set."""
+        new = dict(*args, **kwargs)
+        for key, value in new.items():
+            self._check(key, value)
+        for key, value in new.items():
+            self._bind(key, value)
+
+    def __ior__(self, other: Any) -> Params:  # type: ignore[override,misc]
+        self.update(other)
+        return self
 
     def setdefault(self, key: str, default: Any = None) -> Array:
         """Return ``params[key]``; parameters cannot be added."""
@@ -73,6 +92,20 @@ class Params(dict[str, Array]):
         raise TypeError("a network's parameters cannot be removed")
 
     __delitem__ = pop = popitem = clear = _fixed
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _on_device(method: _F) -> _F:
+    """Run a public method with the network's device current (see `Backend.activate`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: _Network, *args: Any, **kwargs: Any) -> Any:
+        with self.backend_info.activate():
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Network:
@@ -188,6 +221,7 @@ class _Network:
 
     # -- the book's API -----------------------------------------------------------------------
 
+    @_on_device
     def predict(self, x: Array) -> Array:
         """Return the scores (logits) for a batch, shape ``(N, output_size)``.
 
@@ -199,6 +233,7 @@ class _Network:
         """
         return self._predict(self._x(x))
 
+    @_on_device
     def loss(self, x: Array, t: Array) -> Array:
         """Return the mean cross-entropy loss, plus the weight decay, as a 0-d array.
 
@@ -210,16 +245,19 @@ class _Network:
         x, t = self._xt(x, t)
         return self._loss(x, t)
 
+    @_on_device
     def accuracy(self, x: Array, t: Array) -> float:
         """Return the fraction of samples whose highest score is the label's class."""
         x, t = self._xt(x, t)
         return float(self._accuracy(x, t))
 
+    @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Return the gradients of `loss` by backpropagation, keyed like ``params``."""
         x, t = self._xt(x, t)
         return self._gradient(x, t)
 
+    @_on_device
     def numerical_gradient(self, x: Array, t: Array, *, h: float | None = None) -> dict[str, Array]:
         """Return the gradients of `loss` by central differences, keyed like ``params``.
 

@@ -70,11 +70,13 @@ class BackendCase:
         return self.resolve().xp
 
     def asarray(self, host: Any, dtype: str | None = None) -> Array:
-        """Copy a NumPy array (or anything ``numpy.asarray`` takes) to this backend and device."""
-        a = np.asarray(host)
-        if dtype is not None:
-            a = a.astype(dtype)
-        return self.resolve().asarray(a)
+        """Copy a NumPy array (or anything ``numpy.asarray`` takes) to this backend and device.
+
+        The result never shares memory with ``host`` (NumPy, PyTorch on the CPU and
+        array-api-strict would otherwise wrap it without a copy), so a test can compare it with
+        ``host`` to see whether code under test wrote into it.
+        """
+        return self.resolve().asarray(np.array(host, dtype=dtype, copy=True))
 
     def net_kwargs(self) -> dict[str, str]:
         """``backend=`` and ``device=`` for a network constructor."""

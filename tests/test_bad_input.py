@@ -218,7 +218,14 @@ def test_params_assignment_is_checked(backend, net):
         del net.params["W1"]
     with pytest.raises(TypeError, match="cannot be removed"):
         net.params.pop("W1")
+    good_b1 = xp.ones_like(net.params["b1"])
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):  # checked before b1 is set
+        net.params.update({"b1": good_b1, "b2": xp.zeros((4,), dtype=net.dtype)})
+    with pytest.raises(ValueError, match=r"shape \(6, 4\)"):
+        net.params |= {"W1": xp.zeros((9, 9), dtype=net.dtype)}
     _assert_unchanged(net, snapshot)
+    net.params |= {"b1": good_b1}
+    assert net.layers["Affine1"].b is good_b1
 
 
 @pytest.mark.parametrize(
@@ -356,3 +363,15 @@ def test_any_label_outside_the_classes_is_rejected(labels):
     else:
         with pytest.raises(ValueError, match=r"expected integers in \[0, 6\]"):
             net.loss(x, t)
+
+
+@pytest.mark.parametrize("label_dtype", ["uint8", "int16", "int32", "int64"])
+def test_label_dtypes_with_many_classes(backend, label_dtype):
+    # 300 classes do not fit uint8: comparing against an arange in the labels' dtype would wrap.
+    net = TwoLayerNet(4, 3, 300, seed=0, dtype="float64", **backend.net_kwargs())
+    x = backend.asarray(np.ones((2, 4)))
+    reference = float(net.loss(x, backend.asarray(np.array([1, 2]))))
+    assert float(net.loss(x, backend.asarray(np.array([1, 2], dtype=label_dtype)))) == reference
+    if label_dtype != "uint8":
+        with pytest.raises(ValueError, match=r"expected integers in \[0, 299\]"):
+            net.loss(x, backend.asarray(np.array([1, 300], dtype=label_dtype)))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bpcore import to_numpy
-from bpcore.gradient_check import _central_difference
+from bpcore.gradcheck import _central_difference
 from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from bpcore.testing import RTOL, assert_close
 
@@ -241,3 +241,11 @@ def test_reprs():
     W, b = np.ones((3, 2)), np.zeros(2)
     assert repr(Affine(W, b)) == "Affine(3, 2)"
     assert repr(SoftmaxWithLoss()) == "SoftmaxWithLoss()"
+
+
+def test_softmax_backward_keeps_the_dtype_of_its_scores(backend):
+    layer = SoftmaxWithLoss()
+    layer.forward(backend.asarray(np.zeros((2, 3)), "float32"), backend.asarray([0, 1]))
+    xp = backend.xp
+    assert layer.backward(backend.asarray(0.5, "float64")).dtype == xp.float32
+    assert layer.backward(2).dtype == xp.float32

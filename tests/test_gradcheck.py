@@ -7,7 +7,7 @@ import pytest
 
 import bpcore
 from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
-from bpcore.gradient_check import TOLERANCE
+from bpcore.gradcheck import STEP, TOLERANCE
 
 
 def _data(backend, rng, n=5, features=8, classes=4):
@@ -103,7 +103,7 @@ def test_float32_fallback_where_the_device_has_no_float64(rng):
     check = bpcore.gradient_check(net, x, t)
     assert check.dtype == "float32"
     assert check.tolerance == TOLERANCE["float32"] > TOLERANCE["float64"]
-    assert check.h == bpcore.gradient_check.__globals__["STEP"]["float32"]
+    assert check.h == STEP["float32"]
     assert check.passed, check
     grads = net.numerical_gradient(x, t)
     assert grads["W1"].dtype == net.dtype
@@ -116,3 +116,30 @@ def test_gradient_check_result_repr_and_tolerance_override(rng):
     assert not check.passed
     assert "GradientCheck({W1: " in repr(check)
     assert "method='elementwise'" in repr(check)
+
+
+def test_nan_gradients_fail_the_checks(backend, rng, monkeypatch):
+    net = MultiLayerNet(8, [6], 4, activation="sigmoid", seed=16, **backend.net_kwargs())
+    x, t = _data(backend, rng)
+    monkeypatch.setattr(bpcore.layers.Sigmoid, "backward", lambda self, dout: dout * np.nan)
+    check = bpcore.gradient_check(net, x, t)
+    assert check["W1"] == float("inf")
+    assert not check.passed
+    assert not bpcore.directional_gradient_check(net, x, t, seed=0).passed
+
+
+def test_immutable_arrays_take_the_functional_path(backend, rng, monkeypatch):
+    # JAX arrays cannot be written to; the central difference then builds each perturbed copy
+    # with where. Pretend every array is read-only and expect the same gradients.
+    import bpcore.gradcheck as gradcheck
+
+    net = TwoLayerNet(5, 4, 3, dtype="float64", seed=17, **backend.net_kwargs())
+    x, t = _data(backend, rng, features=5, classes=3)
+    in_place = net.numerical_gradient(x, t)
+    monkeypatch.setattr(gradcheck.array_api_compat, "is_writeable_array", lambda a: False)
+    functional = net.numerical_gradient(x, t)
+    for key in in_place:
+        np.testing.assert_allclose(
+            to_numpy(functional[key]), to_numpy(in_place[key]), rtol=1e-12, atol=1e-15
+        )
+    assert bpcore.gradient_check(net, x, t).passed

@@ -102,7 +102,7 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
     diffs = []
     if array_api_compat.is_writeable_array(x):
         # One working copy, moved one element at a time: O(1) work per element besides f.
-        work = xp.asarray(x, copy=True)
+        work = xp.asarray(x, copy=True, device=array_api_compat.device(x))
         for idx in itertools.product(*(range(d) for d in shape)):  # C order, like reshape
             original = x[idx]
             work[idx] = original + h
@@ -176,6 +176,8 @@ def _max_relative_error(a: Array, n: Array, noise: float) -> float:
     scale = xp.maximum(xp.abs(a), xp.abs(n))
     # 0/0 happens only where both gradients are 0 (a dead ReLU unit): that element agrees.
     ratio = xp.where(excess > 0, excess / xp.where(scale > 0, scale, xp.ones_like(a)), 0.0)
+    # A NaN or infinite gradient on either side is no agreement at all.
+    ratio = xp.where(xp.isfinite(a) & xp.isfinite(n), ratio, xp.inf)
     return float(xp.max(ratio))
 
 
@@ -228,11 +230,12 @@ def gradient_check(
     >>> check.passed, sorted(check)
     (True, ['W1', 'W2', 'b1', 'b2'])
     """
-    work, dtype, x, t, h = _prepare(net, x, t, h)
-    analytic = work._gradient(x, t)
-    numeric = _numerical(work, x, t, h)
-    noise = _noise(work, x, t, dtype, h)
-    errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
+    with net.backend_info.activate():
+        work, dtype, x, t, h = _prepare(net, x, t, h)
+        analytic = work._gradient(x, t)
+        numeric = _numerical(work, x, t, h)
+        noise = _noise(work, x, t, dtype, h)
+        errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
     return GradientCheck(
         errors,
         dtype=dtype,
@@ -271,27 +274,28 @@ def directional_gradient_check(
     GradientCheck
         Parameter name -> relative error of the directional derivative.
     """
-    work, dtype, x, t, h = _prepare(net, x, t, h)
-    xp = net.xp
-    analytic = work._gradient(x, t)
-    noise = _noise(work, x, t, dtype, h)
-    rng = np.random.default_rng(seed)
-    errors = {}
-    for key in list(work.params):
-        original = work.params[key]
-        d_host = rng.standard_normal(tuple(original.shape))
-        d_host /= np.linalg.norm(d_host)
-        d = work.backend_info.asarray(d_host.astype(dtype))
-        try:
-            work.params[key] = original + h * d
-            f_plus = work._loss(x, t)
-            work.params[key] = original - h * d
-            f_minus = work._loss(x, t)
-        finally:
-            work.params[key] = original
-        numeric = (f_plus - f_minus) / (2 * h)
-        expected = xp.sum(analytic[key] * d)
-        errors[key] = _max_relative_error(expected, numeric, noise)
+    with net.backend_info.activate():
+        work, dtype, x, t, h = _prepare(net, x, t, h)
+        xp = net.xp
+        analytic = work._gradient(x, t)
+        noise = _noise(work, x, t, dtype, h)
+        rng = np.random.default_rng(seed)
+        errors = {}
+        for key in list(work.params):
+            original = work.params[key]
+            d_host = rng.standard_normal(tuple(original.shape))
+            d_host /= np.linalg.norm(d_host)
+            d = work.backend_info.asarray(d_host.astype(dtype))
+            try:
+                work.params[key] = original + h * d
+                f_plus = work._loss(x, t)
+                work.params[key] = original - h * d
+                f_minus = work._loss(x, t)
+            finally:
+                work.params[key] = original
+            numeric = (f_plus - f_minus) / (2 * h)
+            expected = xp.sum(analytic[key] * d)
+            errors[key] = _max_relative_error(expected, numeric, noise)
     return GradientCheck(
         errors,
         dtype=dtype,
