@@ -88,5 +88,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the bpcore package with mypy."""
-    _install(session, "-e", ".", "mypy>=1.10")
+    _install(session, "-e", ".", "mypy>=1.10", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("mypy")
