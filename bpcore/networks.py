@@ -69,6 +69,8 @@ class Params(dict[str, Array]):
         super().__setitem__(key, value)
 
     def __setitem__(self, key: str, value: Array) -> None:
+        if key in self._bindings and value is dict.__getitem__(self, key):
+            return  # updated in place (params[key] += ...): nothing to check or rebind
         self._check(key, value)
         self._bind(key, value)
 
