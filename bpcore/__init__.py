@@ -10,9 +10,10 @@ Importing bpcore imports NumPy and array-api-compat only; other backends are imp
 network asks for them.
 """
 
-from . import layers
+from . import layers, optimizers
 from ._version import __version__
 from .backends import BACKENDS, available_backends, to_numpy
+from .checkpoints import load
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .networks import MultiLayerNet, TwoLayerNet
 
@@ -26,5 +27,7 @@ __all__ = [
     "directional_gradient_check",
     "gradient_check",
     "layers",
+    "load",
+    "optimizers",
     "to_numpy",
 ]

@@ -277,6 +277,15 @@ class _Network:
         x, t = self._xt(x, t)
         return network_numerical_gradient(self, x, t, h=h)
 
+    def save(self, path: Any) -> Any:
+        """Save this network to an ``.npz`` checkpoint (no pickle, written atomically).
+
+        Load it on any backend with `bpcore.load`. Returns the path written.
+        """
+        from .checkpoints import save
+
+        return save(self, path)
+
     # -- the unchecked internals (inputs already validated and cast) --------------------------
 
     def _x(self, x: Any) -> Array:

@@ -1,0 +1,105 @@
+"""Checkpoints: saved from any backend, loaded on any other; corrupt files get clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore import MultiLayerNet, TwoLayerNet, to_numpy
+from bpcore.testing import backend_cases
+
+
+@pytest.mark.parametrize("net_dtype", ["float32", "float64"])
+def test_round_trip_to_every_backend(backend, tmp_path, net_dtype):
+    net = MultiLayerNet(
+        6,
+        [5, 4],
+        3,
+        activation="tanh",
+        weight_decay_lambda=0.1,
+        seed=1,
+        dtype=net_dtype,
+        **backend.net_kwargs(),
+    )
+    path = net.save(tmp_path / "net.npz")
+    assert path.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]  # no temporary file left
+    for target in backend_cases():
+        loaded = bpcore.load(path, **target.net_kwargs())
+        assert type(loaded) is MultiLayerNet
+        assert loaded.backend == target.name
+        assert loaded.dtype == getattr(loaded.xp, net_dtype)
+        assert loaded.weight_decay_lambda == 0.1
+        assert type(loaded.layers["Activation_function1"]).__name__ == "Tanh"
+        for key, value in net.params.items():
+            assert to_numpy(loaded.params[key]).tobytes() == to_numpy(value).tobytes()
+            assert loaded.layers[f"Affine{key[1]}"].__dict__[key[0]] is loaded.params[key]
+
+
+def test_checkpoint_holds_no_pickle(tmp_path):
+    path = TwoLayerNet(4, 3, 2, seed=0).save(tmp_path / "net.npz")
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(data["__bpcore__"].tobytes())
+        assert all(data[k].dtype != object for k in data.files)
+    assert meta["class"] == "TwoLayerNet"
+    assert meta["config"] == {"input_size": 4, "hidden_size": 3, "output_size": 2}
+    assert meta["dtype"] == "float32"
+    assert meta["bpcore_version"] == bpcore.__version__
+
+
+def test_overwrite_is_atomic(tmp_path, monkeypatch):
+    path = TwoLayerNet(4, 3, 2, seed=0).save(tmp_path / "net.npz")
+    original = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # a crash half-way through writing
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        TwoLayerNet(4, 3, 2, seed=1).save(path)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        bpcore.load(tmp_path / "nope.npz")
+
+
+def test_garbage_truncated_and_foreign_files(tmp_path):
+    good = TwoLayerNet(4, 3, 2, seed=0).save(tmp_path / "good.npz").read_bytes()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip file at all")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good[: len(good) // 2])
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, W1=np.ones((4, 3)))
+    for path, pattern in [
+        (garbage, "not a bpcore checkpoint"),
+        (truncated, "not a bpcore checkpoint"),
+        (plain, "no __bpcore__ metadata"),
+    ]:
+        with pytest.raises(ValueError, match=pattern) as info:
+            bpcore.load(path)
+        assert str(path) in str(info.value)
+
+
+def test_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "objects.npz"
+    meta = np.frombuffer(json.dumps({"format": "bpcore-checkpoint"}).encode(), dtype=np.uint8)
+    np.savez(path, W1=np.array([{"evil": 1}], dtype=object), __bpcore__=meta)
+    with pytest.raises(ValueError, match=r"not a bpcore checkpoint.*pickle"):
+        bpcore.load(path)
+
+
+def test_mismatched_parameters(tmp_path):
+    path = TwoLayerNet(4, 3, 2, seed=0).save(tmp_path / "net.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["W1"] = np.ones((5, 3), dtype="float32")
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"parameter W1 has shape \(5, 3\)"):
+        bpcore.load(path)
