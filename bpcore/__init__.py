@@ -16,11 +16,14 @@ from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .networks import MultiLayerNet, TwoLayerNet
+from .training import Trainer, TrainingDivergedError
 
 __all__ = [
     "BACKENDS",
     "GradientCheck",
     "MultiLayerNet",
+    "Trainer",
+    "TrainingDivergedError",
     "TwoLayerNet",
     "__version__",
     "available_backends",

@@ -116,6 +116,8 @@ class _Network:
     params: Params
     layers: OrderedDict[str, Any]
     last_layer: SoftmaxWithLoss
+    #: The loss (0-d array, weight decay included) of the last `gradient` call.
+    last_loss: Array | None = None
 
     def __init__(
         self,
@@ -319,10 +321,13 @@ class _Network:
         return xp.sum(xp.astype(y == t, self.dtype)) / x.shape[0]
 
     def _gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        self._loss(x, t)
+        self.last_loss = self._loss(x, t)  # kept (on the device) for training loops to record
         dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
+        layers = list(self.layers.values())
+        for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
+        # Nobody needs the gradient with respect to the input: skip that matrix product.
+        layers[0].backward_params(dout)
         lam = self.weight_decay_lambda
         grads: dict[str, Array] = {}
         for key, (layer, attribute) in self.params._bindings.items():

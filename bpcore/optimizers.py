@@ -1,5 +1,11 @@
 """The book's optimizers, each with ``update(params, grads)``, on any backend.
 
+Each optimizer updates its own state arrays (velocities, moments) and fresh temporaries with
+augmented assignments (``v *= momentum``): NumPy, CuPy and PyTorch update those in place, which
+saves an allocation and a pass over memory per operation, while on a library whose arrays are
+immutable (JAX) Python falls back to ``v = v * momentum``, so the same line serves both. The
+gradients passed in are never written to.
+
 Every update goes through `_add`: where the namespace allows writing into arrays (NumPy, CuPy,
 PyTorch, array-api-strict) the parameter is updated in place, with no new allocation per step;
 where it does not (JAX) a new array is assigned with ``params[key] = ...``, which a network's
@@ -78,6 +84,28 @@ class Optimizer:
     def _step(self, params: Params, key: str, grad: Array) -> None:
         raise NotImplementedError
 
+    def state(self) -> tuple[dict[str, Array], dict[str, Any]]:
+        """The state: arrays (``"m/W1"``, ...) and JSON-able scalars, for checkpoints."""
+        arrays, scalars = {}, {}
+        for name, value in vars(self).items():
+            if isinstance(value, dict):
+                arrays.update({f"{name}/{key}": array for key, array in value.items()})
+            elif not name.startswith("_"):
+                scalars[name] = value
+        return arrays, scalars
+
+    def load_state(self, arrays: dict[str, Array], scalars: dict[str, Any]) -> None:
+        """Restore what `state` returned (arrays already on the parameters' device)."""
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        for name, value in vars(self).items():
+            if isinstance(value, dict):
+                value.clear()
+                prefix = f"{name}/"
+                value.update(
+                    {k[len(prefix) :]: a for k, a in arrays.items() if k.startswith(prefix)}
+                )
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent: ``W -= lr * dW``."""
@@ -96,7 +124,11 @@ class Momentum(Optimizer):
 
     def _step(self, params: Params, key: str, grad: Array) -> None:
         v = self.v.get(key)
-        v = -self.lr * grad if v is None else self.momentum * v - self.lr * grad
+        if v is None:
+            v = -self.lr * grad
+        else:
+            v *= self.momentum
+            v -= self.lr * grad
         self.v[key] = v
         _add(params, key, v)
 
@@ -112,9 +144,24 @@ class Nesterov(Optimizer):
     def _step(self, params: Params, key: str, grad: Array) -> None:
         m, lr = self.momentum, self.lr
         v = self.v.get(key)
-        v = -lr * grad if v is None else m * v - lr * grad
+        if v is None:
+            v = -lr * grad
+        else:
+            v *= m
+            v -= lr * grad
         self.v[key] = v
-        _add(params, key, m * m * v - (1 + m) * lr * grad)
+        delta = (m * m) * v
+        delta -= ((1 + m) * lr) * grad
+        _add(params, key, delta)
+
+
+def _scaled_by_root(grad: Array, h: Array, scale: float) -> Array:
+    """``scale * grad / (sqrt(h) + 1e-7)``, with one temporary array."""
+    step = namespace(h).sqrt(h)
+    step += 1e-7
+    step = grad / step
+    step *= scale
+    return step
 
 
 class AdaGrad(Optimizer):
@@ -126,9 +173,12 @@ class AdaGrad(Optimizer):
 
     def _step(self, params: Params, key: str, grad: Array) -> None:
         h = self.h.get(key)
-        h = grad * grad if h is None else h + grad * grad
+        if h is None:
+            h = grad * grad
+        else:
+            h += grad * grad
         self.h[key] = h
-        _add(params, key, -self.lr * grad / (namespace(h).sqrt(h) + 1e-7))
+        _add(params, key, _scaled_by_root(grad, h, -self.lr))
 
 
 class RMSprop(Optimizer):
@@ -140,11 +190,17 @@ class RMSprop(Optimizer):
         self.h: dict[str, Array] = {}
 
     def _step(self, params: Params, key: str, grad: Array) -> None:
-        h = self.h.get(key)
         d = self.decay_rate
-        h = (1 - d) * grad * grad if h is None else d * h + (1 - d) * grad * grad
+        g2 = grad * grad
+        g2 *= 1 - d
+        h = self.h.get(key)
+        if h is None:
+            h = g2
+        else:
+            h *= d
+            h += g2
         self.h[key] = h
-        _add(params, key, -self.lr * grad / (namespace(h).sqrt(h) + 1e-7))
+        _add(params, key, _scaled_by_root(grad, h, -self.lr))
 
 
 class Adam(Optimizer):
@@ -169,10 +225,21 @@ class Adam(Optimizer):
     def _step(self, params: Params, key: str, grad: Array) -> None:
         b1, b2 = self.beta1, self.beta2
         m, v = self.m.get(key), self.v.get(key)
-        m = (1 - b1) * grad if m is None else m + (1 - b1) * (grad - m)
-        v = (1 - b2) * grad * grad if v is None else v + (1 - b2) * (grad * grad - v)
+        g2 = grad * grad
+        g2 *= 1 - b2
+        if m is None or v is None:
+            m, v = (1 - b1) * grad, g2
+        else:  # m += (1 - b1) * (grad - m), written as b1 * m + (1 - b1) * grad
+            m *= b1
+            m += (1 - b1) * grad
+            v *= b2
+            v += g2
         self.m[key], self.v[key] = m, v
-        _add(params, key, -self._lr_t * m / (namespace(v).sqrt(v) + 1e-7))
+        step = namespace(v).sqrt(v)
+        step += 1e-7
+        step = m / step
+        step *= -self._lr_t
+        _add(params, key, step)
 
 
 #: Optimizers by the names ``Trainer(optimizer=...)`` and ``bpcore train --optimizer`` accept.

@@ -1,0 +1,334 @@
+"""The book's ``Trainer``, keeping the data on the network's device.
+
+The training and test sets are moved to the network's backend and device once, validated once
+and cast to the network's dtype once. Each epoch shuffles with a permutation drawn on the host
+from ``(seed, epoch)`` (so a resumed run shuffles exactly as an uninterrupted one) and copied to
+the device; mini-batches are gathered there with ``take``. Losses stay on the device as 0-d
+arrays and are read back only when the progress bar shows them or an epoch ends, so a GPU is not
+waited for at every step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _checks
+from .backends import Array, to_numpy
+from .checkpoints import read_checkpoint, save
+from .optimizers import OPTIMIZERS, Optimizer
+
+__all__ = ["Trainer", "TrainingDivergedError"]
+
+# How often (in steps) the progress bar reads the loss back from the device.
+_SHOW_EVERY = 50
+# Accuracy is computed over chunks of this many samples, to bound the memory of the scores.
+_EVAL_CHUNK = 10_000
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; training was stopped."""
+
+
+class Trainer:
+    """Train a network with mini-batches, as the book's ``Trainer`` does, on any backend.
+
+    Parameters
+    ----------
+    network : TwoLayerNet or MultiLayerNet
+    x_train, t_train, x_test, t_test : array
+        NumPy arrays or arrays of the network's backend; moved to its device once. Labels are
+        class indices ``(N,)`` or one-hot rows.
+    epochs : int, default 20
+    mini_batch_size : int, default 100
+    optimizer : str or Optimizer, default "SGD"
+        A name (``"SGD"``, ``"Momentum"``, ``"Nesterov"``, ``"AdaGrad"``, ``"RMSprop"``,
+        ``"Adam"``, any case) or an optimizer object.
+    optimizer_param : dict, default ``{"lr": 0.01}``
+        Keyword arguments for the named optimizer.
+    evaluate_sample_num_per_epoch : int, optional
+        Measure the accuracies on only this many samples at each epoch's end (the book's
+        option); all samples by default.
+    verbose : bool, default True
+        Show a progress bar (loss, accuracy, samples/s) on stderr and a line per epoch.
+    seed : int, optional
+        Seeds the shuffling of each epoch.
+    checkpoint : path, optional
+        Write a checkpoint there at the end of every epoch (network, optimizer state, history).
+    resume : path, optional
+        Continue from such a checkpoint: parameters, optimizer state, history, epoch count.
+
+    Attributes
+    ----------
+    train_loss_list : list of float
+        The loss of every step, as in the book.
+    train_acc_list, test_acc_list : list of float
+        The accuracies at the end of every epoch.
+    epochs_done : int
+    seconds : float
+        Time spent in `train`, over all calls.
+    """
+
+    def __init__(
+        self,
+        network: Any,
+        x_train: Any,
+        t_train: Any,
+        x_test: Any,
+        t_test: Any,
+        epochs: int = 20,
+        mini_batch_size: int = 100,
+        optimizer: str | Optimizer = "SGD",
+        optimizer_param: Mapping[str, Any] | None = None,
+        evaluate_sample_num_per_epoch: int | None = None,
+        verbose: bool = True,
+        *,
+        seed: int | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.network = network
+        self.epochs = _checks.check_positive_int(epochs, "epochs")
+        self.batch_size = _checks.check_positive_int(mini_batch_size, "mini_batch_size")
+        if evaluate_sample_num_per_epoch is not None:
+            _checks.check_positive_int(
+                evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch"
+            )
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.verbose = verbose
+        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.optimizer = _make_optimizer(optimizer, optimizer_param)
+
+        self.x_train, self.t_train = self._to_device(x_train, t_train, "train")
+        self.x_test, self.t_test = self._to_device(x_test, t_test, "test")
+
+        self.train_loss_list: list[float] = []
+        self.train_acc_list: list[float] = []
+        self.test_acc_list: list[float] = []
+        self.epochs_done = 0
+        self.seconds = 0.0
+        if resume is not None:
+            self._resume(Path(resume))
+
+    def __repr__(self) -> str:
+        return (
+            f"Trainer({self.network!r}, epochs={self.epochs}, mini_batch_size={self.batch_size}, "
+            f"optimizer={self.optimizer!r}, seed={self.seed})"
+        )
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _to_device(self, x: Any, t: Any, split: str) -> tuple[Array, Array]:
+        """Move one split to the network's device, validated and cast once."""
+        net = self.network
+        backend = net.backend_info
+        with backend.activate():
+            if isinstance(x, np.ndarray):
+                x = backend.asarray(x)
+            if isinstance(t, np.ndarray):
+                t = backend.asarray(t)
+            x = _checks.check_x(x, backend, net.dtype, net.input_size, name=f"x_{split}")
+            t = _checks.check_labels(t, backend, x.shape[0], net.output_size, name=f"t_{split}")
+            if t.ndim == 2 and t.dtype != net.dtype:
+                t = net.xp.astype(t, net.dtype)
+        return x, t
+
+    # -- training ----------------------------------------------------------------------------
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """The three lists, by name."""
+        return {
+            "train_loss": self.train_loss_list,
+            "train_acc": self.train_acc_list,
+            "test_acc": self.test_acc_list,
+        }
+
+    def train(self) -> dict[str, list[float]]:
+        """Train for the remaining epochs; return `history`.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the loss becomes NaN or infinite (the parameters then hold the values of that
+            step; the last checkpoint, if any, is intact).
+        """
+        net = self.network
+        # Overflow in a diverging run is reported once, as TrainingDivergedError, rather than as
+        # NumPy warnings at every step (np.errstate covers NumPy-backed libraries only).
+        with net.backend_info.activate(), np.errstate(over="ignore", invalid="ignore"):
+            while self.epochs_done < self.epochs:
+                start = time.perf_counter()
+                self._epoch()
+                self.seconds += time.perf_counter() - start
+                self._evaluate()
+                self.epochs_done += 1
+                if self.verbose:
+                    print(
+                        f"epoch {self.epochs_done}/{self.epochs}: "
+                        f"loss {np.mean(self.train_loss_list[-self._steps_per_epoch :]):.4f}, "
+                        f"train acc {self.train_acc_list[-1]:.4f}, "
+                        f"test acc {self.test_acc_list[-1]:.4f}",
+                        file=sys.stderr,
+                    )
+                if self.checkpoint is not None:
+                    self.save_checkpoint(self.checkpoint)
+        return self.history
+
+    @property
+    def _steps_per_epoch(self) -> int:
+        n: int = self.x_train.shape[0]
+        return -(-n // self.batch_size)
+
+    def _epoch(self) -> None:
+        net, xp = self.network, self.network.xp
+        n, size = self.x_train.shape[0], self.batch_size
+        order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
+        perm = net.backend_info.asarray(order)
+        steps = self._steps_per_epoch
+        bar = self._bar(steps)
+        losses: list[Array] = []
+        shown = 0
+        started = time.perf_counter()
+        for step in range(steps):
+            idx = perm[step * size : min((step + 1) * size, n)]  # in-bounds, as the standard asks
+            x = xp.take(self.x_train, idx, axis=0)
+            t = xp.take(self.t_train, idx, axis=0)
+            grads = net._gradient(x, t)
+            self.optimizer.update(net.params, grads)
+            losses.append(net.last_loss)
+            if bar is not None and (step + 1) % _SHOW_EVERY == 0:
+                loss = self._checked(losses[-1], step)  # one host sync per _SHOW_EVERY steps
+                done = min((step + 1) * size, n)
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}", refresh=False)
+                bar.update(step + 1 - shown)
+                shown = step + 1
+        values = to_numpy(xp.stack(losses)).astype(float)  # the epoch's one read-back
+        if bar is not None:
+            bar.update(steps - shown)
+            bar.close()
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            self._checked(losses[int(bad[0])], int(bad[0]))
+        self.train_loss_list.extend(values.tolist())
+
+    def _checked(self, loss: Array, step: int) -> float:
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"the loss became {value} at epoch {self.epochs_done + 1}, step {step + 1}: "
+                f"training stopped; try a smaller learning rate (optimizer {self.optimizer!r})"
+            )
+        return value
+
+    def _bar(self, steps: int) -> Any:
+        if not self.verbose:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=steps,
+            desc=f"epoch {self.epochs_done + 1}/{self.epochs}",
+            unit="step",
+            file=sys.stderr,
+            leave=False,
+        )
+
+    def _evaluate(self) -> None:
+        limit = self.evaluate_sample_num_per_epoch
+        for x, t, history in (
+            (self.x_train, self.t_train, self.train_acc_list),
+            (self.x_test, self.t_test, self.test_acc_list),
+        ):
+            if limit is not None:
+                x, t = x[: min(limit, x.shape[0]), ...], t[: min(limit, t.shape[0]), ...]
+            history.append(self._accuracy(x, t))
+
+    def _accuracy(self, x: Array, t: Array) -> float:
+        net, xp = self.network, self.network.xp
+        correct = []
+        for start in range(0, x.shape[0], _EVAL_CHUNK):
+            chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
+            correct.append(net._accuracy(x[chunk, ...], t[chunk, ...]) * x[chunk, ...].shape[0])
+        return float(xp.sum(xp.stack(correct))) / int(x.shape[0])
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Write the network, the optimizer state and the history to ``path`` (atomically)."""
+        arrays, scalars = self.optimizer.state()
+        meta = {
+            "trainer": {
+                "epochs_done": self.epochs_done,
+                "seed": self.seed,
+                "batch_size": self.batch_size,
+                "seconds": self.seconds,
+                "optimizer": type(self.optimizer).__name__,
+                "optimizer_state": scalars,
+                "history": self.history,
+            }
+        }
+        extra = {f"optimizer/{k}": v for k, v in arrays.items()}
+        return save(self.network, path, extra_arrays=extra, extra_meta=meta)
+
+    def _resume(self, path: Path) -> None:
+        meta, arrays = read_checkpoint(path)
+        state = meta.get("trainer")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} is a network checkpoint without a trainer state")
+        net = self.network
+        if meta.get("class") != type(net).__name__ or meta.get("config") != net._config:
+            raise ValueError(
+                f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
+                f"the network to train, {net!r}"
+            )
+        if state.get("optimizer") != type(self.optimizer).__name__:
+            raise ValueError(
+                f"{path} was trained with {state.get('optimizer')}, not "
+                f"{type(self.optimizer).__name__}"
+            )
+        backend = net.backend_info
+        with backend.activate():
+            net.params.update(
+                {k: backend.asarray(arrays[k].astype(net._dtype_name)) for k in net.params}
+            )
+            prefix = "optimizer/"
+            self.optimizer.load_state(
+                {
+                    k[len(prefix) :]: backend.asarray(v)
+                    for k, v in arrays.items()
+                    if k.startswith(prefix)
+                },
+                state.get("optimizer_state", {}),
+            )
+        self.epochs_done = int(state["epochs_done"])
+        self.seed = int(state["seed"])
+        self.seconds = float(state.get("seconds", 0.0))
+        history = state.get("history", {})
+        self.train_loss_list = list(history.get("train_loss", []))
+        self.train_acc_list = list(history.get("train_acc", []))
+        self.test_acc_list = list(history.get("test_acc", []))
+
+
+def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:
+    if isinstance(optimizer, Optimizer):
+        if params:
+            raise ValueError("optimizer_param applies to an optimizer given by name only")
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        valid = ", ".join(cls.__name__ for cls in OPTIMIZERS.values())
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {valid}")
+    kwargs = {"lr": 0.01} if params is None else dict(params)
+    try:
+        return OPTIMIZERS[optimizer.lower()](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad optimizer_param for {optimizer}: {exc}") from None

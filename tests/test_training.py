@@ -1,0 +1,184 @@
+"""The Trainer: the book's history, device-resident batches, divergence, checkpoints and resume."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore import MultiLayerNet, Trainer, TrainingDivergedError, TwoLayerNet, to_numpy
+from bpcore.datasets import load_digits
+
+DIGITS = load_digits()
+
+
+def _trainer(backend, epochs=3, **kwargs):
+    (x, t), (xt, tt) = DIGITS
+    net = MultiLayerNet(64, [32], 10, seed=0, **backend.net_kwargs())
+    options = {
+        "optimizer": "Adam",
+        "optimizer_param": {"lr": 0.01},
+        "verbose": False,
+        "seed": 1,
+        **kwargs,
+    }
+    return Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=64, **options)
+
+
+def test_history_and_accuracy(backend):
+    trainer = _trainer(backend, epochs=5)
+    history = trainer.train()
+    steps_per_epoch = -(-1437 // 64)
+    assert len(trainer.train_loss_list) == 5 * steps_per_epoch
+    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 5
+    assert history["test_acc"] is trainer.test_acc_list
+    assert all(isinstance(v, float) for v in trainer.train_loss_list)
+    assert np.mean(trainer.train_loss_list[-10:]) < 0.5 * np.mean(trainer.train_loss_list[:10])
+    assert trainer.test_acc_list[-1] >= 0.9
+    # The data moved to the network's device once, in its dtype.
+    assert trainer.x_train.dtype == trainer.network.dtype
+    assert trainer.epochs_done == 5
+
+
+def test_same_seed_same_run_on_every_backend(backend):
+    # Same initial weights, same shuffles: the first losses agree across backends.
+    reference = _trainer(bpcore.testing.BackendCase("numpy", "cpu"), epochs=1)
+    reference.train()
+    trainer = _trainer(backend, epochs=1)
+    trainer.train()
+    np.testing.assert_allclose(
+        trainer.train_loss_list[:5], reference.train_loss_list[:5], rtol=1e-4
+    )
+
+
+def test_one_hot_labels_and_evaluation_subset(backend):
+    (x, t), (xt, tt) = load_digits(one_hot_label=True)
+    net = TwoLayerNet(64, 16, 10, seed=0, **backend.net_kwargs())
+    trainer = Trainer(
+        net,
+        x,
+        t,
+        xt,
+        tt,
+        epochs=1,
+        optimizer="sgd",
+        optimizer_param={"lr": 0.1},
+        evaluate_sample_num_per_epoch=100,
+        verbose=False,
+        seed=0,
+    )
+    trainer.train()
+    assert len(trainer.test_acc_list) == 1
+    assert (trainer.test_acc_list[0] * 100).is_integer()  # measured on 100 samples
+
+
+def test_divergence_stops_with_a_clear_error(backend):
+    trainer = _trainer(backend, epochs=2, optimizer="SGD", optimizer_param={"lr": 1e30})
+    with pytest.raises(TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1"):
+        trainer.train()
+
+
+def test_checkpoint_and_resume_continue_the_same_run(backend, tmp_path):
+    path = tmp_path / "run.npz"
+    straight = _trainer(backend, epochs=4)
+    straight.train()
+
+    first = _trainer(backend, epochs=2, checkpoint=path)
+    first.train()
+    resumed = _trainer(backend, epochs=4, resume=path)
+    assert resumed.epochs_done == 2
+    resumed.train()
+    np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
+    for key, value in straight.network.params.items():
+        np.testing.assert_allclose(
+            to_numpy(resumed.network.params[key]), to_numpy(value), rtol=1e-4, atol=1e-6
+        )
+    # The checkpoint is also a plain network checkpoint.
+    assert bpcore.load(path).params["W1"].shape == (64, 32)
+
+
+def test_resume_refuses_a_different_network(tmp_path):
+    path = tmp_path / "run.npz"
+    (x, t), (xt, tt) = DIGITS
+    Trainer(
+        MultiLayerNet(64, [32], 10, seed=0), x, t, xt, tt, epochs=1, verbose=False, checkpoint=path
+    ).train()
+    with pytest.raises(ValueError, match="does not match the network to train"):
+        Trainer(MultiLayerNet(64, [16], 10, seed=0), x, t, xt, tt, resume=path, verbose=False)
+    with pytest.raises(ValueError, match="was trained with SGD, not Adam"):
+        Trainer(
+            MultiLayerNet(64, [32], 10, seed=0),
+            x,
+            t,
+            xt,
+            tt,
+            optimizer="adam",
+            optimizer_param={},
+            resume=path,
+            verbose=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "pattern"),
+    [
+        ({"optimizer": "lbfgs"}, ValueError, "unknown optimizer 'lbfgs'; expected one of SGD"),
+        ({"optimizer_param": {"lr": -1}}, ValueError, "lr must be a positive finite number"),
+        ({"optimizer_param": {"momentum": 0.9}}, ValueError, "bad optimizer_param for SGD"),
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
+        ({"mini_batch_size": 0}, ValueError, "mini_batch_size must be a positive integer"),
+    ],
+)
+def test_bad_arguments(kwargs, error, pattern):
+    (x, t), (xt, tt) = DIGITS
+    with pytest.raises(error, match=pattern):
+        Trainer(TwoLayerNet(64, 8, 10), x, t, xt, tt, verbose=False, **kwargs)
+
+
+def test_bad_data_is_caught_once_up_front():
+    (x, t), (xt, tt) = DIGITS
+    bad = t.astype(np.int64)
+    bad[7] = 10
+    with pytest.raises(ValueError, match=r"t_train holds class labels from 0 to 10"):
+        Trainer(TwoLayerNet(64, 8, 10), x, bad, xt, tt, verbose=False)
+    with pytest.raises(ValueError, match="x_test has 63 features"):
+        Trainer(TwoLayerNet(64, 8, 10), x, t, xt[:, :63], tt, verbose=False)
+
+
+def test_verbose_progress(capsys):
+    (x, t), (xt, tt) = DIGITS
+    Trainer(TwoLayerNet(64, 8, 10, seed=0), x, t, xt, tt, epochs=1, seed=0).train()
+    err = capsys.readouterr().err
+    assert "epoch 1/1: loss " in err
+    assert "test acc" in err
+
+
+def test_fashion_mnist_target():
+    """TwoLayerNet(784, 256, 10, "he"), Adam 1e-3, batch 100, 10 epochs: >= 0.875 test accuracy."""
+    from bpcore.datasets import load_fashion_mnist
+
+    if (
+        not os.path.isdir("/usr/share/datasets/fashion-mnist")
+        and os.environ.get("BPCORE_REQUIRE_DATA") != "1"
+    ):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    (x, t), (xt, tt) = load_fashion_mnist(download=False)
+    net = TwoLayerNet(784, 256, 10, weight_init_std="he", seed=0)
+    trainer = Trainer(
+        net,
+        x,
+        t,
+        xt,
+        tt,
+        epochs=10,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param={"lr": 1e-3},
+        evaluate_sample_num_per_epoch=1000,
+        verbose=False,
+        seed=0,
+    )
+    trainer.train()
+    assert net.accuracy(xt, tt) >= 0.875
