@@ -7,10 +7,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +25,15 @@ from .testing import raw_images
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bpcore", description="Backpropagation you can read, on any Array API backend."
     )
     parser.add_argument("--version", action="version", version=f"bpcore {__version__}")
@@ -51,6 +60,51 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one random direction per parameter instead of every element",
     )
+
+    train = sub.add_parser(
+        "train",
+        help="train a network (the book's train_neuralnet.py) on any backend",
+        description=(
+            "Train a MultiLayerNet on a dataset and report its accuracy. With no options: the "
+            "embedded UCI digits on numpy, offline."
+        ),
+    )
+    train.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits")
+    train.add_argument("--data-dir", help="folder looked in first for MNIST/Fashion-MNIST files")
+    train.add_argument(
+        "--backend", help=f"one of {', '.join(BACKENDS)} (default: $BPCORE_BACKEND, else numpy)"
+    )
+    train.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
+    train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    train.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[100],
+        metavar="SIZE",
+        help="hidden layer sizes (default: 100)",
+    )
+    train.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
+    train.add_argument(
+        "--optimizer",
+        default="adam",
+        help="sgd, momentum, nesterov, adagrad, rmsprop or adam (default)",
+    )
+    train.add_argument(
+        "--lr", type=float, help="learning rate (default: the optimizer's; 0.01, or 0.001 for adam)"
+    )
+    train.add_argument(
+        "--batch-size", type=int, help="mini-batch size (default: 32 on digits, 100 otherwise)"
+    )
+    train.add_argument("--epochs", type=int, help="epochs (default: 20 on digits, 10 otherwise)")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights and shuffles")
+    train.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint after each epoch")
+    train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    train.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (matplotlib)")
+    train.add_argument(
+        "--json", action="store_true", help="end stdout with one JSON line of the results"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
     sub.add_parser("info", help="versions, available backends and their devices")
     return parser
@@ -84,6 +138,116 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if check.passed else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset
+    from .networks import MultiLayerNet
+    from .optimizers import OPTIMIZERS
+    from .training import Trainer
+
+    if args.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            raise ImportError(
+                '--plot needs matplotlib: pip install "bpcore[plot]" (or pip install matplotlib)'
+            ) from None
+        matplotlib.use("Agg")
+    optimizer = args.optimizer.lower()
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {args.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
+        )
+    digits = args.dataset == "digits"
+    batch_size = args.batch_size if args.batch_size is not None else (32 if digits else 100)
+    epochs = args.epochs if args.epochs is not None else (20 if digits else 10)
+    optimizer_param = {} if args.lr is None else {"lr": args.lr}
+
+    (x, t), (x_test, t_test) = load_dataset(
+        args.dataset, data_dir=args.data_dir, progress=not args.quiet
+    )
+    activation = str(args.activation).lower()
+    net = MultiLayerNet(
+        x.shape[1],
+        args.hidden,
+        10,
+        activation=activation,
+        weight_init_std="relu" if activation == "relu" else "sigmoid",
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
+    trainer = Trainer(
+        net,
+        x,
+        t,
+        x_test,
+        t_test,
+        epochs=epochs,
+        mini_batch_size=batch_size,
+        optimizer=optimizer,
+        optimizer_param=optimizer_param,
+        verbose=not args.quiet,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+    )
+    trainer.train()
+    steps = -(-x.shape[0] // batch_size)
+    results = {
+        "dataset": args.dataset,
+        "backend": net.backend,
+        "device": str(net.device),
+        "dtype": args.dtype,
+        "hidden": args.hidden,
+        "optimizer": type(trainer.optimizer).__name__,
+        "lr": trainer.optimizer.lr,
+        "batch_size": batch_size,
+        "epochs": trainer.epochs_done,
+        "train_loss": float(sum(trainer.train_loss_list[-steps:]) / steps),
+        "train_acc": trainer.train_acc_list[-1],
+        "test_acc": trainer.test_acc_list[-1],
+        "seconds": round(trainer.seconds, 3),
+        "samples_per_second": round(x.shape[0] * trainer.epochs_done / trainer.seconds, 1),
+    }
+    print(f"{net!r}")
+    print(
+        f"{args.dataset}: test accuracy {results['test_acc']:.4f}, train accuracy "
+        f"{results['train_acc']:.4f}, loss {results['train_loss']:.4f}, "
+        f"{trainer.epochs_done} epochs in {trainer.seconds:.1f} s "
+        f"({results['samples_per_second']:,.0f} samples/s)"
+    )
+    if args.plot:
+        _plot(trainer, args.plot, steps)
+        print(f"curves saved to {args.plot}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def _plot(trainer: Any, path: str, steps: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    loss = trainer.train_loss_list
+    ax_loss.plot(
+        [i / steps for i in range(1, len(loss) + 1)], loss, lw=0.5, alpha=0.6, label="per step"
+    )
+    epochs = range(1, len(trainer.train_acc_list) + 1)
+    means = [sum(loss[(e - 1) * steps : e * steps]) / steps for e in epochs]
+    ax_loss.plot(list(epochs), means, marker="o", label="epoch mean")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    ax_loss.legend()
+    ax_acc.plot(list(epochs), trainer.train_acc_list, marker="o", label="train")
+    ax_acc.plot(list(epochs), trainer.test_acc_list, marker="o", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy")
+    ax_acc.legend()
+    fig.suptitle(repr(trainer.network), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _info() -> int:
     import array_api_compat
 
@@ -107,10 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "gradcheck":
             return _gradcheck(args)
+        if args.command == "train":
+            return _train(args)
         return _info()
-    except (ValueError, TypeError, ImportError, RuntimeError) as exc:  # RuntimeError: CUDA
-        print(f"bpcore {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, ImportError, OSError, RuntimeError, KeyError) as exc:
+        # One line, no traceback: the messages name the problem (RuntimeError: CUDA errors;
+        # OSError: missing or unreadable files; FloatingPointError: a diverging run).
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"bpcore {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:
+        print(f"bpcore {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"bpcore {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

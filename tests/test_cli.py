@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
@@ -71,3 +73,110 @@ def test_module_entry_point():
         "of 'numpy', 'cupy', 'torch', 'array_api_strict' or a "
         "namespace module"
     )
+
+
+def test_train_default_is_digits_offline_and_accurate(capsys):
+    # The main job with no options: embedded digits, numpy, no network needed.
+    assert main(["train", "--json", "--quiet"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    results = json.loads(out[-1])
+    assert results["dataset"] == "digits"
+    assert results["backend"] == "numpy"
+    assert results["test_acc"] >= 0.95
+    for key in ("train_acc", "train_loss", "epochs", "seconds"):
+        assert key in results
+    assert results["epochs"] == 20
+
+
+def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
+    plot = tmp_path / "curves.png"
+    argv = [
+        "train",
+        "--backend",
+        backend.name,
+        "--device",
+        backend.device,
+        "--hidden",
+        "32",
+        "16",
+        "--activation",
+        "tanh",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.05",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "3",
+        "--dtype",
+        "float64",
+        "--plot",
+        str(plot),
+        "--checkpoint",
+        str(tmp_path / "ck.npz"),
+        "--json",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["backend"] == backend.name
+    assert results["optimizer"] == "Momentum" and results["lr"] == 0.05
+    assert results["test_acc"] > 0.8
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Resume for two more epochs from the checkpoint.
+    argv[argv.index("3")] = "5"
+    assert main([*argv, "--resume", str(tmp_path / "ck.npz")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+        (["train", "--hidden", "0"], r"hidden_size_list\[0\] must be a positive integer"),
+        (["train", "--lr", "-1"], "lr must be a positive finite number"),
+        (["train", "--activation", "gelu"], "unknown activation 'gelu'"),
+        (["train", "--resume", "/nonexistent/ck.npz"], "no checkpoint at /nonexistent/ck.npz"),
+        (
+            ["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"],
+            "mnist could not be downloaded from http://127.0.0.1:9/",
+        ),
+    ],
+)
+def test_train_errors_are_one_line(argv, message, capsys, monkeypatch):
+    monkeypatch.setenv("BPCORE_MNIST_MIRROR", "http://127.0.0.1:9/")  # nothing listens there
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.search(message, err), err
+
+
+def test_train_with_a_corrupt_data_file_names_it(tmp_path, capsys):
+    for stem in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (tmp_path / f"{stem}.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated gzip" in err and str(tmp_path) in err
+
+
+def test_bad_option_is_one_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "bpcore", "train", "--dataset", "cifar"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert "invalid choice: 'cifar'" in out.stderr
+
+
+def test_plot_without_matplotlib(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["train", "--plot", "x.png", "--quiet"]) == 2
+    assert 'pip install "bpcore[plot]"' in capsys.readouterr().err
