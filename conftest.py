@@ -7,6 +7,8 @@ them. A backend asked for by name but not usable here is an error, not a skip.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,20 @@ def dtype(request: pytest.FixtureRequest) -> str:
 def rng() -> np.random.Generator:
     """A fixed host generator: test data is drawn on the host, then moved to the backend."""
     return np.random.default_rng(20261127)
+
+
+@pytest.fixture
+def fashion_mnist_dir():
+    """Real Fashion-MNIST from Debian's dataset-fashion-mnist package.
+
+    CI installs it and sets BPCORE_REQUIRE_DATA=1, so that its absence fails the run instead of
+    skipping the tests that need it.
+    """
+    from pathlib import Path
+
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not (folder / "t10k-labels-idx1-ubyte.gz").is_file():
+        if os.environ.get("BPCORE_REQUIRE_DATA") == "1":
+            pytest.fail(f"{folder} is missing: apt-get install dataset-fashion-mnist")
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    return folder

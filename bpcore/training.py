@@ -196,6 +196,7 @@ class Trainer:
         steps = self._steps_per_epoch
         bar = self._bar(steps)
         losses: list[Array] = []
+        hits: list[Array] = []
         shown = 0
         started = time.perf_counter()
         for step in range(steps):
@@ -205,13 +206,22 @@ class Trainer:
             grads = net._gradient(x, t)
             self.optimizer.update(net.params, grads)
             losses.append(net.last_loss)
-            if bar is not None and (step + 1) % _SHOW_EVERY == 0:
-                loss = self._checked(losses[-1], step)  # one host sync per _SHOW_EVERY steps
-                done = min((step + 1) * size, n)
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}", refresh=False)
-                bar.update(step + 1 - shown)
-                shown = step + 1
+            if bar is not None:
+                # Running accuracy of the batches seen, from the scores the step computed anyway.
+                hits.append(_hits(xp, net.last_layer.y, t))
+                if (step + 1) % _SHOW_EVERY == 0:
+                    loss = self._checked(losses[-1], step)  # one host sync per _SHOW_EVERY steps
+                    done = min((step + 1) * size, n)
+                    acc = float(xp.sum(xp.stack(hits))) / done
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss:.4f}",
+                        acc=f"{acc:.4f}",
+                        samples_s=f"{rate:,.0f}",
+                        refresh=False,
+                    )
+                    bar.update(step + 1 - shown)
+                    shown = step + 1
         values = to_numpy(xp.stack(losses)).astype(float)  # the epoch's one read-back
         if bar is not None:
             bar.update(steps - shown)
@@ -317,6 +327,13 @@ class Trainer:
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))
         self.test_acc_list = list(history.get("test_acc", []))
+
+
+def _hits(xp: Any, y: Array, t: Array) -> Array:
+    """How many rows of scores ``y`` pick the class of ``t`` (labels or one-hot), on the device."""
+    labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
+    predicted = xp.argmax(y, axis=1)
+    return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import os
 import shutil
 import struct
 import threading
@@ -19,15 +18,6 @@ from bpcore import datasets
 from bpcore.datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, read_idx
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _require_fashion_mnist():
-    """Real Fashion-MNIST from Debian's dataset-fashion-mnist; CI sets BPCORE_REQUIRE_DATA=1 so
-    that its absence fails the run instead of skipping these tests."""
-    if not (FASHION / "t10k-labels-idx1-ubyte.gz").is_file():
-        if os.environ.get("BPCORE_REQUIRE_DATA") == "1":
-            pytest.fail(f"{FASHION} is missing: apt-get install dataset-fashion-mnist")
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -69,8 +59,7 @@ def test_read_idx_raw_and_gzipped(tmp_path):
         assert got.dtype == np.int32 and got.dtype.isnative
 
 
-def test_read_real_fashion_mnist_file():
-    _require_fashion_mnist()
+def test_read_real_fashion_mnist_file(fashion_mnist_dir):
     labels = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
     assert labels.shape == (10000,) and labels.dtype == np.uint8
     assert np.bincount(labels).tolist() == [1000] * 10
@@ -190,8 +179,7 @@ class _Server:
 
 
 @pytest.fixture
-def mirror(isolated, monkeypatch):
-    _require_fashion_mnist()
+def mirror(isolated, monkeypatch, fashion_mnist_dir):
     server = _Server(FASHION)
     monkeypatch.setenv("BPCORE_FASHION_MNIST_MIRROR", server.url)
     yield server
@@ -249,8 +237,7 @@ def test_offline_error_says_where_to_put_the_files(isolated, monkeypatch):
     assert "BPCORE_MNIST_MIRROR" in message
 
 
-def test_checksums_are_those_of_the_real_files():
-    _require_fashion_mnist()
+def test_checksums_are_those_of_the_real_files(fashion_mnist_dir):
     for stem, digest in datasets.DATASETS["fashion-mnist"].sha256.items():
         content = gzip.decompress((FASHION / f"{stem}.gz").read_bytes())
         assert hashlib.sha256(content).hexdigest() == digest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -155,16 +153,11 @@ def test_verbose_progress(capsys):
     assert "test acc" in err
 
 
-def test_fashion_mnist_target():
+def test_fashion_mnist_target(fashion_mnist_dir):
     """TwoLayerNet(784, 256, 10, "he"), Adam 1e-3, batch 100, 10 epochs: >= 0.875 test accuracy."""
     from bpcore.datasets import load_fashion_mnist
 
-    if (
-        not os.path.isdir("/usr/share/datasets/fashion-mnist")
-        and os.environ.get("BPCORE_REQUIRE_DATA") != "1"
-    ):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    (x, t), (xt, tt) = load_fashion_mnist(download=False)
+    (x, t), (xt, tt) = load_fashion_mnist(data_dir=fashion_mnist_dir, download=False)
     net = TwoLayerNet(784, 256, 10, weight_init_std="he", seed=0)
     trainer = Trainer(
         net,
