@@ -76,6 +76,7 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _readable_by_all(tmp)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()
@@ -85,6 +86,13 @@ def save(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _readable_by_all(path: str) -> None:
+    """Give a temporary file the permissions a plain ``open`` would (mkstemp makes it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -112,14 +120,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
             f"{path} is not a bpcore checkpoint (corrupt or truncated: {exc})"
         ) from None
     raw = arrays.pop(_META_KEY, None)
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1:
         raise ValueError(f"{path} is not a bpcore checkpoint (no {_META_KEY} metadata)")
     try:
         meta = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} has unreadable checkpoint metadata: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a bpcore checkpoint (format {meta.get('format')!r})")
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path} is not a bpcore checkpoint (format {found!r})")
     for key in meta.get("params", []):
         if key not in arrays:
             raise ValueError(f"{path} is missing parameter {key!r}")

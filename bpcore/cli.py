@@ -208,7 +208,9 @@ def _train(args: argparse.Namespace) -> int:
         "train_acc": trainer.train_acc_list[-1],
         "test_acc": trainer.test_acc_list[-1],
         "seconds": round(trainer.seconds, 3),
-        "samples_per_second": round(x.shape[0] * trainer.epochs_done / trainer.seconds, 1),
+        "samples_per_second": round(
+            x.shape[0] * trainer.epochs_done / max(trainer.seconds, 1e-9), 1
+        ),
     }
     print(f"{net!r}")
     print(
@@ -283,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as exc:
         print(f"bpcore {args.command}: error: {exc}", file=sys.stderr)
         return 3
+    except Exception as exc:  # anything unforeseen: still one line, with its type
+        print(f"bpcore {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"bpcore {args.command}: interrupted", file=sys.stderr)
         return 130

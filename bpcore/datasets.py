@@ -5,8 +5,9 @@
   (``$XDG_CACHE_HOME/bpcore/<name>``, by default ``~/.cache/bpcore/<name>``), then system folders
   (``/usr/share/datasets/<name>``, where Debian's ``dataset-fashion-mnist`` puts Fashion-MNIST).
   When none has them they are downloaded from the dataset's public mirror (overridable with
-  ``BPCORE_MNIST_MIRROR`` / ``BPCORE_FASHION_MNIST_MIRROR``) into the first writable of those
-  folders, with a progress bar, to a temporary file that is renamed into place only once complete
+  ``BPCORE_MNIST_MIRROR`` / ``BPCORE_FASHION_MNIST_MIRROR``) into the first of those folders
+  (``data_dir`` when given, else ``$BPCORE_DATA/<name>`` when set, else the user cache), with a
+  progress bar, to a temporary file that is renamed into place only once complete
   and verified against the SHA-256 of its decompressed content.
 * `load_digits` reads the 1,797 8x8 UCI handwritten digits embedded in the package, so that
   training works offline on a fresh machine.
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .checkpoints import _readable_by_all
 
 __all__ = [
     "DATASETS",
@@ -196,15 +199,18 @@ def _download(dataset: _Dataset, stem: str, folder: Path, progress: bool) -> Pat
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=folder)
     tmp = Path(tmp_name)
     try:
+        _readable_by_all(tmp_name)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             bar = _progress(total, f"{dataset.name}/{stem}.gz", progress)
             received = 0
-            while chunk := response.read(1 << 16):
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            bar.close()
+            try:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
         if total and received != total:
             raise ConnectionError(
                 f"download of {url} was interrupted ({received} of {total} bytes)"

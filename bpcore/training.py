@@ -10,7 +10,6 @@ waited for at every step.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -63,7 +62,9 @@ class Trainer:
     checkpoint : path, optional
         Write a checkpoint there at the end of every epoch (network, optimizer state, history).
     resume : path, optional
-        Continue from such a checkpoint: parameters, optimizer state, history, epoch count.
+        Continue from such a checkpoint: parameters, optimizer state and hyperparameters (its
+        learning rate wins over ``optimizer_param``), history, epoch count. The network's class
+        and sizes, the optimizer's kind and the mini-batch size must match the checkpoint's.
 
     Attributes
     ----------
@@ -158,8 +159,10 @@ class Trainer:
         Raises
         ------
         TrainingDivergedError
-            When the loss becomes NaN or infinite (the parameters then hold the values of that
-            step; the last checkpoint, if any, is intact).
+            When the loss becomes NaN or infinite; the message names the first such step. It
+            is noticed at the next read-back (every 50 steps with the progress bar, else at
+            the epoch's end), so the parameters may have gone on for some steps; the last
+            checkpoint, if any, is intact.
         """
         net = self.network
         # Overflow in a diverging run is reported once, as TrainingDivergedError, rather than as
@@ -189,12 +192,19 @@ class Trainer:
         return -(-n // self.batch_size)
 
     def _epoch(self) -> None:
-        net, xp = self.network, self.network.xp
         n, size = self.x_train.shape[0], self.batch_size
-        order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
-        perm = net.backend_info.asarray(order)
         steps = self._steps_per_epoch
         bar = self._bar(steps)
+        try:
+            self._steps(bar, steps, n, size)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _steps(self, bar: Any, steps: int, n: int, size: int) -> None:
+        net, xp = self.network, self.network.xp
+        order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
+        perm = net.backend_info.asarray(order)
         losses: list[Array] = []
         hits: list[Array] = []
         shown = 0
@@ -209,8 +219,8 @@ class Trainer:
             if bar is not None:
                 # Running accuracy of the batches seen, from the scores the step computed anyway.
                 hits.append(_hits(xp, net.last_layer.y, t))
-                if (step + 1) % _SHOW_EVERY == 0:
-                    loss = self._checked(losses[-1], step)  # one host sync per _SHOW_EVERY steps
+                if (step + 1) % _SHOW_EVERY == 0 or step + 1 == steps:
+                    loss = self._checked(losses)[-1]  # one host sync per _SHOW_EVERY steps
                     done = min((step + 1) * size, n)
                     acc = float(xp.sum(xp.stack(hits))) / done
                     rate = done / max(time.perf_counter() - started, 1e-9)
@@ -221,24 +231,22 @@ class Trainer:
                         refresh=False,
                     )
                     bar.update(step + 1 - shown)
+                    bar.refresh()  # show the figures now, however short the epoch
                     shown = step + 1
-        values = to_numpy(xp.stack(losses)).astype(float)  # the epoch's one read-back
-        if bar is not None:
-            bar.update(steps - shown)
-            bar.close()
+        self.train_loss_list.extend(self._checked(losses).tolist())  # the epoch's read-back
+
+    def _checked(self, losses: list[Array]) -> np.ndarray:
+        """Read the losses so far back to the host; raise at the first that is not finite."""
+        values = to_numpy(self.network.xp.stack(losses)).astype(float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            self._checked(losses[int(bad[0])], int(bad[0]))
-        self.train_loss_list.extend(values.tolist())
-
-    def _checked(self, loss: Array, step: int) -> float:
-        value = float(loss)
-        if not math.isfinite(value):
+            first = int(bad[0])
             raise TrainingDivergedError(
-                f"the loss became {value} at epoch {self.epochs_done + 1}, step {step + 1}: "
-                f"training stopped; try a smaller learning rate (optimizer {self.optimizer!r})"
+                f"the loss became {values[first]} at epoch {self.epochs_done + 1}, step "
+                f"{first + 1}: training stopped; try a smaller learning rate (optimizer "
+                f"{self.optimizer!r})"
             )
-        return value
+        return values
 
     def _bar(self, steps: int) -> Any:
         if not self.verbose:
@@ -265,11 +273,11 @@ class Trainer:
 
     def _accuracy(self, x: Array, t: Array) -> float:
         net, xp = self.network, self.network.xp
-        correct = []
+        hits = []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
             chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            correct.append(net._accuracy(x[chunk, ...], t[chunk, ...]) * x[chunk, ...].shape[0])
-        return float(xp.sum(xp.stack(correct))) / int(x.shape[0])
+            hits.append(_hits(xp, net._predict(x[chunk, ...]), t[chunk, ...]))
+        return float(xp.sum(xp.stack(hits))) / int(x.shape[0])
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -301,6 +309,11 @@ class Trainer:
                 f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
                 f"the network to train, {net!r}"
             )
+        if state.get("batch_size") != self.batch_size:
+            raise ValueError(
+                f"{path} was trained with mini-batches of {state.get('batch_size')}, not "
+                f"{self.batch_size}: the resumed run would not continue the same one"
+            )
         if state.get("optimizer") != type(self.optimizer).__name__:
             raise ValueError(
                 f"{path} was trained with {state.get('optimizer')}, not "
@@ -314,7 +327,7 @@ class Trainer:
             prefix = "optimizer/"
             self.optimizer.load_state(
                 {
-                    k[len(prefix) :]: backend.asarray(v)
+                    k[len(prefix) :]: backend.asarray(v.astype(net._dtype_name))
                     for k, v in arrays.items()
                     if k.startswith(prefix)
                 },

@@ -139,13 +139,19 @@ def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
         (["train", "--activation", "gelu"], "unknown activation 'gelu'"),
         (["train", "--resume", "/nonexistent/ck.npz"], "no checkpoint at /nonexistent/ck.npz"),
         (
-            ["train", "--dataset", "mnist", "--data-dir", "/nonexistent/mnist"],
+            ["train", "--dataset", "mnist", "--data-dir", "MNIST_DIR"],
             "mnist could not be downloaded from http://127.0.0.1:9/",
         ),
     ],
 )
-def test_train_errors_are_one_line(argv, message, capsys, monkeypatch):
+def test_train_errors_are_one_line(argv, message, capsys, monkeypatch, tmp_path):
+    from bpcore import datasets
+
     monkeypatch.setenv("BPCORE_MNIST_MIRROR", "http://127.0.0.1:9/")  # nothing listens there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("BPCORE_DATA", raising=False)
+    monkeypatch.setattr(datasets, "SYSTEM_DIRS", [])
+    argv = [str(tmp_path / "mnist") if a == "MNIST_DIR" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
@@ -180,3 +186,13 @@ def test_plot_without_matplotlib(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["train", "--plot", "x.png", "--quiet"]) == 2
     assert 'pip install "bpcore[plot]"' in capsys.readouterr().err
+
+
+def test_train_with_a_broken_checkpoint_is_one_line(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "ck.npz"
+    np.savez(path, __bpcore__=np.frombuffer(b"[1, 2]", dtype=np.uint8))
+    assert main(["train", "--resume", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a bpcore checkpoint" in err

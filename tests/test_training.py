@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -72,9 +74,15 @@ def test_one_hot_labels_and_evaluation_subset(backend):
     assert (trainer.test_acc_list[0] * 100).is_integer()  # measured on 100 samples
 
 
-def test_divergence_stops_with_a_clear_error(backend):
-    trainer = _trainer(backend, epochs=2, optimizer="SGD", optimizer_param={"lr": 1e30})
-    with pytest.raises(TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1"):
+@pytest.mark.parametrize("verbose", [False, True])
+def test_divergence_stops_with_a_clear_error(backend, verbose):
+    # With or without the progress bar, the error names the first bad step.
+    trainer = _trainer(
+        backend, epochs=2, optimizer="SGD", optimizer_param={"lr": 1e30}, verbose=verbose
+    )
+    with pytest.raises(
+        TrainingDivergedError, match=r"the loss became (nan|inf) at epoch 1, step [2-4]:"
+    ):
         trainer.train()
 
 
@@ -117,6 +125,38 @@ def test_resume_refuses_a_different_network(tmp_path):
             resume=path,
             verbose=False,
         )
+    with pytest.raises(ValueError, match="mini-batches of 100, not 50"):
+        Trainer(
+            MultiLayerNet(64, [32], 10, seed=0),
+            x,
+            t,
+            xt,
+            tt,
+            mini_batch_size=50,
+            resume=path,
+            verbose=False,
+        )
+
+
+def test_resume_in_another_dtype(backend, tmp_path):
+    path = tmp_path / "run.npz"
+    (x, t), (xt, tt) = DIGITS
+    kwargs = dict(optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, seed=0)
+    Trainer(
+        MultiLayerNet(64, [16], 10, seed=0, dtype="float64", **backend.net_kwargs()),
+        x,
+        t,
+        xt,
+        tt,
+        epochs=1,
+        checkpoint=path,
+        **kwargs,
+    ).train()
+    net = MultiLayerNet(64, [16], 10, seed=0, dtype="float32", **backend.net_kwargs())
+    trainer = Trainer(net, x, t, xt, tt, epochs=2, resume=path, **kwargs)
+    trainer.train()
+    assert trainer.epochs_done == 2
+    assert all(m.dtype == net.dtype for m in trainer.optimizer.m.values())
 
 
 @pytest.mark.parametrize(
@@ -145,12 +185,15 @@ def test_bad_data_is_caught_once_up_front():
         Trainer(TwoLayerNet(64, 8, 10), x, t, xt[:, :63], tt, verbose=False)
 
 
-def test_verbose_progress(capsys):
+@pytest.mark.parametrize("batch", [32, 8])  # 45 steps (fewer than a display period), 180
+def test_verbose_progress(capsys, batch):
     (x, t), (xt, tt) = DIGITS
-    Trainer(TwoLayerNet(64, 8, 10, seed=0), x, t, xt, tt, epochs=1, seed=0).train()
+    net = TwoLayerNet(64, 8, 10, seed=0)
+    Trainer(net, x, t, xt, tt, epochs=1, mini_batch_size=batch, seed=0).train()
     err = capsys.readouterr().err
     assert "epoch 1/1: loss " in err
     assert "test acc" in err
+    assert re.search(r"acc=0\.\d{4}, loss=\d\.\d{4}, samples_s=[\d,]+", err), err
 
 
 def test_fashion_mnist_target(fashion_mnist_dir):
