@@ -7,6 +7,8 @@ tests run as ``BPCORE_BACKENDS=cupy,torch python -m pytest``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = [
@@ -90,3 +92,32 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the bpcore package with mypy."""
     _install(session, "-e", ".", "mypy>=1.10", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("mypy")
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
+def bench(session: nox.Session, backend: str) -> None:
+    """Run the benchmarks on one backend, beside the peers; JSON to benchmarks/results/."""
+    _install_for(session, backend)
+    if backend != "torch":
+        _install(session, TORCH)  # the PyTorch-eager peer row
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "benchmarks",
+        "--benchmark-enable",
+        f"--benchmark-json=benchmarks/results/{backend}.json",
+        *session.posargs,
+        env={"BPCORE_BACKENDS": backend},
+    )
+
+
+@nox.session
+def bench_report(session: nox.Session) -> None:
+    """Turn the saved benchmark JSON into docs/bench/report.md and ratio_to_floor.png."""
+    _install(session, "matplotlib>=3.8")
+    files = session.posargs or sorted(str(p) for p in Path("benchmarks/results").glob("*.json"))
+    if not files:
+        session.error("no benchmarks/results/*.json: run nox -s bench first")
+    session.run("python", "benchmarks/report.py", *files, "--out", "docs/bench")

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU check: on a CUDA machine that has numpy, cupy, torch, pytest and pytest-benchmark but no
+# package index (see ../shared/device/README.md), run the test suite on cupy and torch-cuda, the
+# gradient checks and the benchmarks, and write the JSON and a summary to the folder given as the
+# only argument. Meant to finish in under 5 minutes.
+set -uo pipefail
+out=${1:?usage: benchmarks/gpu_check.sh OUTPUT_FOLDER}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+status=0
+{
+  echo "# bpcore GPU check, $(date -u +%FT%TZ)"
+  nvidia-smi -L || true
+  python3 -m bpcore info
+} | tee "$out/summary.md"
+
+run() {  # name, then the command; appends the result line to the summary
+  local name=$1; shift
+  local start=$SECONDS
+  if "$@" > "$out/$name.log" 2>&1; then
+    echo "- $name: ok ($((SECONDS - start)) s): $(tail -n 1 "$out/$name.log")" | tee -a "$out/summary.md"
+  else
+    status=1
+    echo "- $name: FAILED ($((SECONDS - start)) s): $(tail -n 1 "$out/$name.log")" | tee -a "$out/summary.md"
+  fi
+}
+
+export BPCORE_BACKENDS=cupy,torch
+run tests python3 -m pytest -q -x tests
+run gradcheck-cupy python3 -m bpcore gradcheck --backend cupy
+run gradcheck-torch python3 -m bpcore gradcheck --backend torch --device cuda
+run bench python3 -m pytest -q benchmarks/test_step.py benchmarks/test_layers.py \
+  --benchmark-enable --benchmark-min-rounds=3 --benchmark-max-time=0.2 \
+  --benchmark-json="$out/gpu.json"
+# Fashion-MNIST when its files were brought along (BPCORE_DATA or --data-dir), else the digits.
+if python3 -c "from bpcore.datasets import load_fashion_mnist as f; f(download=False)" 2>/dev/null; then
+  run train-fashion-cupy python3 -m bpcore train --dataset fashion-mnist --hidden 256 --epochs 10 \
+    --backend cupy --json --quiet
+else
+  echo "- Fashion-MNIST files not found here: training the embedded digits instead" | tee -a "$out/summary.md"
+  run train-digits-cupy python3 -m bpcore train --backend cupy --json --quiet
+fi
+exit $status

@@ -1,0 +1,143 @@
+"""Turn saved pytest-benchmark JSON into the Markdown table and PNG chart of the docs.
+
+    python benchmarks/report.py benchmarks/results/*.json --out docs/bench
+
+Each JSON file is one run, and every ratio is taken between rows of the same run (side by side,
+same machine, same load): a row's median over the median of ``floor[<its backend>]`` (for the
+peers, the floor of the library they use: NumPy for the book's code, PyTorch for PyTorch eager).
+The CPU targets of the benchmark issue are checked for bpcore on NumPy in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+TARGETS = {"784-50-10 b100": 1.8, "784-1000-10 b256": 1.25, "784-4096-10 b1024": 1.2}
+PEER_FLOOR = {"book_numpy": "floor[numpy]", "pytorch_eager": "floor[torch-cpu]"}
+
+
+def _rows(path: Path) -> tuple[dict, list[dict]]:
+    data = json.loads(path.read_text())
+    rows = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "row" not in info:
+            continue
+        rows.append({**info, "median": bench["stats"]["median"], "group": bench["group"]})
+    return data.get("machine_info", {}), rows
+
+
+def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
+    name = PEER_FLOOR.get(row) or re.sub(r"^bpcore\[(.*)\]$", r"floor[\1]", row)
+    for r in rows:
+        if r["size"] == size and r["dtype"] == dtype and r["row"] == name:
+            return float(r["median"])
+    return None
+
+
+def report(paths: list[Path], out: Path) -> str:
+    """Write ``out/report.md`` and ``out/ratio_to_floor.png``; return the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Benchmark report", ""]
+    chart: dict[str, dict[str, float]] = {}
+    for path in paths:
+        machine, rows = _rows(path)
+        cpu = machine.get("cpu", {}).get("brand_raw", "?")
+        lines += [
+            f"## {path.name}",
+            "",
+            f"Machine: {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
+            f"Python {machine.get('python_version', '?')}.",
+            "",
+            "| size | dtype | row | median | ratio to floor | target |",
+            "| --- | --- | --- | ---: | ---: | --- |",
+        ]
+        steps = [r for r in rows if r["group"].startswith("step ")]
+        for r in sorted(
+            steps,
+            key=lambda r: (
+                list(TARGETS).index(r["size"]) if r["size"] in TARGETS else 9,
+                r["size"],
+                r["dtype"],
+                r["row"],
+            ),
+        ):
+            floor = _floor(rows, r["size"], r["dtype"], r["row"])
+            ratio = r["median"] / floor if floor and not r["row"].startswith("floor") else None
+            target = ""
+            if r["row"] == "bpcore[numpy]" and r["dtype"] == "float32":
+                limit = TARGETS.get(r["size"])
+                peers = [
+                    p
+                    for p in steps
+                    if p["size"] == r["size"] and p["dtype"] == "float32" and p["row"] in PEER_FLOOR
+                ]
+                slower = [p["row"] for p in peers if r["median"] > p["median"]]
+                verdicts = []
+                if limit is not None and ratio is not None:
+                    verdicts.append(f"<= {limit}: {'met' if ratio <= limit else 'MISSED'}")
+                verdicts.append(
+                    "slower than " + ", ".join(slower) if slower else "not slower than any peer"
+                )
+                target = "; ".join(verdicts)
+            if ratio is not None and r["dtype"] == "float32":
+                chart.setdefault(r["size"], {})[r["row"]] = ratio
+            lines.append(
+                f"| {r['size']} | {r['dtype']} | {r['row']} | {r['median'] * 1e3:.3f} ms | "
+                f"{'' if ratio is None else f'{ratio:.2f}'} | {target} |"
+            )
+        memory = [r for r in rows if "peak_bytes" in r]
+        if memory:
+            lines += [
+                "",
+                "| memory of a step | dtype | peak | floor | ratio |",
+                "| --- | --- | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {r['size']} | {r['dtype']} | {r['peak_bytes'] / 1024:.0f} KiB | "
+                f"{r['floor_bytes'] / 1024:.0f} KiB | {r['ratio']:.2f} |"
+                for r in memory
+            ]
+        lines.append("")
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    _chart(chart, out / "ratio_to_floor.png")
+    return text
+
+
+def _chart(chart: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(chart)
+    rows = sorted({row for per_size in chart.values() for row in per_size})
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(rows), 1)
+    for i, row in enumerate(rows):
+        values = [chart[s].get(row, 0.0) for s in sizes]
+        ax.bar([k + i * width for k in range(len(sizes))], values, width, label=row)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(sizes))], sizes)
+    ax.set_ylabel("step time / matrix-product floor (float32)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON files")
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
+    args = parser.parse_args()
+    print(report(args.json, args.out))
+
+
+if __name__ == "__main__":
+    main()

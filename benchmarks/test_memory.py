@@ -1,0 +1,91 @@
+"""Memory: no growth over 10,000 training steps, and a step's peak next to its floor.
+
+NumPy reports its allocations to ``tracemalloc``, so these run on the NumPy backend (the other
+CPU backends allocate outside it). The floor of a step is what it cannot do without: the
+activations kept for backward plus the gradients, as many bytes as those arrays hold.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from bpcore import MultiLayerNet
+from bpcore.optimizers import SGD
+
+SIZE = ([784, 50, 10], 100)  # the book's network and mini-batch
+
+
+def _net_and_batch(dtype="float32"):
+    sizes, batch = SIZE
+    rng = np.random.default_rng(0)
+    net = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], seed=0, dtype=dtype, backend="numpy")
+    x = rng.random((batch, sizes[0]), dtype=np.float32).astype(dtype)
+    t = rng.integers(0, sizes[-1], batch)
+    return net, x, t
+
+
+def test_no_memory_growth_over_10000_steps():
+    net, x, t = _net_and_batch()
+    optimizer = SGD(lr=0.01)
+    for _ in range(100):  # warm-up: layer caches and allocator pools reach their size
+        optimizer.update(net.params, net._gradient(x, t))
+    tracemalloc.start()
+    try:
+        for _ in range(1_000):
+            optimizer.update(net.params, net._gradient(x, t))
+        after_1000, _ = tracemalloc.get_traced_memory()
+        for _ in range(9_000):
+            optimizer.update(net.params, net._gradient(x, t))
+        after_10000, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after_10000 - after_1000 < 64 * 1024, (after_1000, after_10000)
+
+
+def _floor_bytes(net, x):
+    """Activations made and kept for backward (each layer's output and the softmax; the input
+    is the caller's) plus one gradient per parameter."""
+    sizes, batch = SIZE
+    itemsize = np.dtype(net._dtype_name).itemsize
+    activations = batch * (sum(sizes[1:]) + sizes[-1]) * itemsize
+    gradients = sum(int(np.prod(p.shape)) for p in net.params.values()) * itemsize
+    return activations + gradients
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_step_peak_memory_next_to_its_floor(benchmark, dtype):
+    net, x, t = _net_and_batch(dtype)
+    x = x.astype(dtype)
+    optimizer = SGD(lr=0.01)
+    optimizer.update(net.params, net._gradient(x, t))
+    net.last_layer.y = net.last_layer._target = net.last_loss = None
+    for layer in net.layers.values():
+        for attribute in ("x", "out"):
+            if hasattr(layer, attribute):
+                setattr(layer, attribute, None)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        optimizer.update(net.params, net._gradient(x, t))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    floor = _floor_bytes(net, x)
+    ratio = (peak - base) / floor
+    benchmark.group = f"memory step 784-50-10 b100 {dtype}"
+    benchmark.extra_info.update(
+        {
+            "peak_bytes": peak - base,
+            "floor_bytes": floor,
+            "ratio": round(ratio, 2),
+            "size": "784-50-10 b100",
+            "dtype": dtype,
+            "row": "bpcore[numpy] memory",
+        }
+    )
+    benchmark.pedantic(lambda: None, rounds=1)  # the figures travel in extra_info
+    assert 1.0 <= ratio < 4.0, (peak - base, floor)

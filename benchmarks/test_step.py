@@ -1,0 +1,158 @@
+"""A training step (gradient + SGD update) at four sizes, next to its peers and its floor.
+
+Rows in each group ``step <size> <dtype>``:
+
+* ``bpcore[<backend>]``: ``net._gradient`` then ``SGD.update``, as the Trainer runs them (inputs
+  validated once, outside the step);
+* ``book_numpy``: the book's layer code in plain NumPy (``book_reference.py``), bugs fixed;
+* ``pytorch_eager``: ``Linear``-``ReLU``-...-``Linear``, ``cross_entropy``, ``torch.optim.SGD``;
+* ``floor[<backend>]``: only the matrix products a step cannot avoid (the forward ones, and in
+  backward every weight gradient plus every input gradient but the first layer's), in the
+  backend's own namespace.
+
+Each timed callable waits for the device; inputs are random, never zeros; every benchmark checks
+its result. ``benchmarks/report.py`` turns the saved JSON into the table and chart of the docs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from bpcore import MultiLayerNet, to_numpy
+from bpcore.optimizers import SGD
+from bpcore.testing import synchronize
+
+SIZES = {
+    "784-50-10 b100": ([784, 50, 10], 100),
+    "784-1000-10 b256": ([784, 1000, 10], 256),
+    "784-4096-10 b1024": ([784, 4096, 10], 1024),
+    "784-256-256-256-10 b256": ([784, 256, 256, 256, 10], 256),
+}
+LR = 0.01
+
+
+@pytest.fixture(params=list(SIZES), ids=lambda s: s.replace(" ", "-"))
+def size(request):
+    return request.param
+
+
+def _host_data(size, dtype):
+    sizes, batch = SIZES[size]
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, sizes[0])).astype(dtype)
+    t = rng.integers(0, sizes[-1], batch)
+    return sizes, x, t
+
+
+def _group(benchmark, size, dtype):
+    benchmark.group = f"step {size} {dtype}"
+    benchmark.extra_info.update({"size": size, "dtype": dtype})
+
+
+def test_bpcore(benchmark, backend, dtype, size):
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = f"bpcore[{backend.id}]"
+    sizes, x_host, t_host = _host_data(size, dtype)
+    net = MultiLayerNet(
+        sizes[0], sizes[1:-1], sizes[-1], seed=0, dtype=dtype, **backend.net_kwargs()
+    )
+    x, t = net._xt(backend.asarray(x_host), backend.asarray(t_host))
+    optimizer = SGD(lr=LR)
+    first = float(net.loss(x, t))
+
+    def step():
+        optimizer.update(net.params, net._gradient(x, t))
+        synchronize(net.params["W1"])
+
+    step()  # warm-up outside the timed rounds
+    benchmark(step)
+    assert float(net.loss(x, t)) < first
+
+
+def test_book_numpy(benchmark, dtype, size):
+    from book_reference import SGD as BookSGD
+    from book_reference import TwoLayerNet as BookNet
+
+    sizes, x, t = _host_data(size, dtype)
+    if len(sizes) != 3:
+        pytest.skip("the book's TwoLayerNet has one hidden layer")
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = "book_numpy"
+    rng = np.random.default_rng(0)
+    params = {
+        "W1": (np.sqrt(2 / sizes[0]) * rng.standard_normal(sizes[:2])).astype(dtype),
+        "b1": np.zeros(sizes[1], dtype=dtype),
+        "W2": (np.sqrt(2 / sizes[1]) * rng.standard_normal(sizes[1:])).astype(dtype),
+        "b2": np.zeros(sizes[2], dtype=dtype),
+    }
+    net, optimizer = BookNet(params), BookSGD(lr=LR)
+    first = net.loss(x, t)
+
+    def step():
+        optimizer.update(net.params, net.gradient(x, t))
+
+    step()
+    benchmark(step)
+    assert net.loss(x, t) < first
+
+
+def test_pytorch_eager(benchmark, dtype, size):
+    torch = pytest.importorskip("torch")
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = "pytorch_eager"
+    sizes, x_host, t_host = _host_data(size, dtype)
+    torch.manual_seed(0)
+    layers = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(torch.nn.Linear(int(n_in), int(n_out), dtype=getattr(torch, dtype)))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    x, t = torch.from_numpy(x_host), torch.from_numpy(t_host)
+    first = float(torch.nn.functional.cross_entropy(model(x), t).detach())
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), t).backward()
+        optimizer.step()
+
+    step()
+    benchmark(step)
+    assert float(torch.nn.functional.cross_entropy(model(x), t).detach()) < first
+
+
+def test_floor(benchmark, backend, dtype, size):
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = f"floor[{backend.id}]"
+    sizes, x_host, _ = _host_data(size, dtype)
+    rng = np.random.default_rng(1)
+    weights = [
+        backend.asarray(0.05 * rng.standard_normal((a, b)), dtype)
+        for a, b in itertools.pairwise(sizes)
+    ]
+    x = backend.asarray(x_host)
+    dy = backend.asarray(rng.standard_normal((x_host.shape[0], sizes[-1])), dtype)
+
+    def step():
+        hs = [x]
+        for W in weights:
+            hs.append(hs[-1] @ W)
+        d = dy
+        grads = []
+        for i in range(len(weights) - 1, -1, -1):
+            grads.append(hs[i].T @ d)
+            if i > 0:  # no input gradient for the first layer
+                d = d @ weights[i].T
+        synchronize(grads[-1])
+        return grads
+
+    step()
+    grads = benchmark(step)
+    assert tuple(grads[-1].shape) == (sizes[0], sizes[1])
+    first = to_numpy(grads[-1])
+    assert np.all(np.isfinite(first))
+    assert np.any(first != 0)
