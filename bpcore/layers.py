@@ -59,7 +59,13 @@ class Relu:
     def backward(self, dout: Array) -> Array:
         """Return ``dout`` where the output was positive, else 0; ``dout`` is not modified."""
         out = _require_forward(self.out, self)
-        return namespace(out, dout).where(out > 0, dout, 0.0)
+        xp = namespace(out, dout)
+        # The mask as 0/1 in dout's dtype, times dout, into that fresh array: the same values as
+        # where(out > 0, dout, 0), and several times faster on large arrays (NumPy's where
+        # branches per element on a mask that is close to random).
+        dx = xp.astype(out > 0, dout.dtype)
+        dx *= dout
+        return dx
 
 
 class Sigmoid:
@@ -174,7 +180,9 @@ class Affine:
             )
         self.original_x_shape = tuple(x.shape)
         self.x = x if x.ndim == 2 else xp.reshape(x, (x.shape[0], n_in))
-        return self.x @ self.W + self.b
+        out = self.x @ self.W
+        out += self.b  # into the product's fresh array: one large temporary fewer
+        return out
 
     def backward(self, dout: Array) -> Array:
         """Set ``dW = x.T @ dout`` and ``db = sum(dout, axis=0)``; return ``dout @ W.T``."""
