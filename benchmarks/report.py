@@ -124,7 +124,7 @@ def _chart(chart: dict[str, dict[str, float]], path: Path) -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(sizes))], sizes)
     ax.set_ylabel("step time / matrix-product floor (float32)")
-    ax.set_yscale("log")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
