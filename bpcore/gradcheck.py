@@ -181,6 +181,13 @@ def _max_relative_error(a: Array, n: Array, noise: float) -> float:
     return float(xp.max(ratio))
 
 
+def _result(
+    errors: dict[str, float], dtype: str, h: float, tolerance: float | None, method: str
+) -> GradientCheck:
+    tolerance = TOLERANCE[dtype] if tolerance is None else tolerance
+    return GradientCheck(errors, dtype=dtype, h=h, tolerance=tolerance, method=method)
+
+
 def _prepare(net: Any, x: Any, t: Any, h: float | None) -> tuple[Any, str, Array, Array, float]:
     """Validate, pick the working network and dtype, cast the batch, choose the step."""
     x, t = net._xt(x, t)
@@ -236,13 +243,7 @@ def gradient_check(
         numeric = _numerical(work, x, t, h)
         noise = _noise(work, x, t, dtype, h)
         errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
-    return GradientCheck(
-        errors,
-        dtype=dtype,
-        h=h,
-        tolerance=TOLERANCE[dtype] if tolerance is None else tolerance,
-        method="elementwise",
-    )
+    return _result(errors, dtype, h, tolerance, "elementwise")
 
 
 def directional_gradient_check(
@@ -296,10 +297,4 @@ def directional_gradient_check(
             numeric = (f_plus - f_minus) / (2 * h)
             expected = xp.sum(analytic[key] * d)
             errors[key] = _max_relative_error(expected, numeric, noise)
-    return GradientCheck(
-        errors,
-        dtype=dtype,
-        h=h,
-        tolerance=TOLERANCE[dtype] if tolerance is None else tolerance,
-        method="directional",
-    )
+    return _result(errors, dtype, h, tolerance, "directional")
