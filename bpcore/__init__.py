@@ -6,8 +6,8 @@ CuPy (CUDA), PyTorch or array-api-strict by changing one keyword::
 
     net = bpcore.TwoLayerNet(784, 50, 10, backend="cupy")
 
-Importing bpcore imports NumPy and array-api-compat only; other backends are imported when a
-network asks for them.
+Importing bpcore imports NumPy and array-api-compat only (tqdm when a progress bar is shown);
+other backends are imported when a network asks for them.
 """
 
 from . import layers, optimizers

@@ -1,8 +1,8 @@
 """The layers of chapter 5, each with its forward and backward pass side by side.
 
 Every layer takes its namespace from the arrays it is given (``array_namespace``, cached by
-array type in ``_namespace``), so the same
-code runs on NumPy, CuPy, PyTorch, array-api-strict or any other Array API library.
+array type in ``_namespace``), so the same code runs on NumPy, CuPy, PyTorch, array-api-strict or
+any other Array API library.
 
 Two rules make that work and keep the layers correct:
 
