@@ -157,12 +157,9 @@ def network_numerical_gradient(
     The differences are taken in float64 where the device has it. The network's parameters are
     the same objects, with the same values, afterwards.
     """
-    work, dtype = _working_net(net)
-    xp = net.xp
-    x_work = xp.astype(x, work.dtype)
-    t_work = xp.astype(t, work.dtype) if t.ndim == 2 else t
-    grads = _numerical(work, x_work, t_work, STEP[dtype] if h is None else h)
-    return {k: xp.astype(g, net.dtype) for k, g in grads.items()}
+    work, _, x, t, h = _prepare(net, x, t, h)
+    grads = _numerical(work, x, t, h)
+    return {k: net.xp.astype(g, net.dtype) for k, g in grads.items()}
 
 
 def _noise(work: Any, x: Array, t: Array, dtype: str, h: float) -> float:
@@ -188,9 +185,8 @@ def _result(
     return GradientCheck(errors, dtype=dtype, h=h, tolerance=tolerance, method=method)
 
 
-def _prepare(net: Any, x: Any, t: Any, h: float | None) -> tuple[Any, str, Array, Array, float]:
-    """Validate, pick the working network and dtype, cast the batch, choose the step."""
-    x, t = net._xt(x, t)
+def _prepare(net: Any, x: Array, t: Array, h: float | None) -> tuple[Any, str, Array, Array, float]:
+    """Pick the working network and dtype, cast the (validated) batch, choose the step."""
     work, dtype = _working_net(net)
     xp = net.xp
     x = xp.astype(x, work.dtype)
@@ -238,6 +234,7 @@ def gradient_check(
     (True, ['W1', 'W2', 'b1', 'b2'])
     """
     with net.backend_info.activate():
+        x, t = net._xt(x, t)
         work, dtype, x, t, h = _prepare(net, x, t, h)
         analytic = work._gradient(x, t)
         numeric = _numerical(work, x, t, h)
@@ -276,6 +273,7 @@ def directional_gradient_check(
         Parameter name -> relative error of the directional derivative.
     """
     with net.backend_info.activate():
+        x, t = net._xt(x, t)
         work, dtype, x, t, h = _prepare(net, x, t, h)
         xp = net.xp
         analytic = work._gradient(x, t)

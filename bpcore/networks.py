@@ -21,7 +21,7 @@ from .gradcheck import network_numerical_gradient
 from .initializers import init_scale, initial_weights
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
-__all__ = ["ACTIVATIONS", "MultiLayerNet", "Params", "TwoLayerNet"]
+__all__ = ["ACTIVATIONS", "MultiLayerNet", "Params", "TwoLayerNet", "correct_predictions"]
 
 #: Activation layers by the names ``MultiLayerNet(activation=...)`` accepts.
 ACTIVATIONS: dict[str, type[Relu] | type[Sigmoid] | type[Tanh]] = {
@@ -29,6 +29,17 @@ ACTIVATIONS: dict[str, type[Relu] | type[Sigmoid] | type[Tanh]] = {
     "sigmoid": Sigmoid,
     "tanh": Tanh,
 }
+
+
+def correct_predictions(y: Array, t: Array) -> Array:
+    """How many rows of scores ``y`` pick the class of ``t`` (labels or one-hot), as a 0-d array.
+
+    Stays on the device: training loops add these up and read them back once.
+    """
+    xp = array_api_compat.array_namespace(y, t)
+    labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
+    predicted = xp.argmax(y, axis=1)
+    return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
 
 
 class Params(dict[str, Array]):
@@ -314,11 +325,8 @@ class _Network:
         return loss
 
     def _accuracy(self, x: Array, t: Array) -> Array:
-        xp = self.xp
-        y = xp.argmax(self._predict(x), axis=1)
-        if t.ndim != 1:
-            t = xp.argmax(t, axis=1)
-        return xp.sum(xp.astype(y == t, self.dtype)) / x.shape[0]
+        hits = correct_predictions(self._predict(x), t)
+        return self.xp.astype(hits, self.dtype) / x.shape[0]
 
     def _gradient(self, x: Array, t: Array) -> dict[str, Array]:
         self.last_loss = self._loss(x, t)  # kept (on the device) for training loops to record

@@ -10,6 +10,7 @@ This module imports no optional backend and does not need pytest.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,14 @@ class BackendCase:
             return f"torch-{self.device.split(':')[0]}"
         return self.name
 
-    def resolve(self) -> Backend:
-        """The resolved `Backend` (imports the library)."""
+    @functools.cached_property
+    def backend(self) -> Backend:
+        """The resolved `Backend` (imports the library on first use)."""
         return resolve_backend(self.name, self.device)
+
+    def resolve(self) -> Backend:
+        """The resolved `Backend`, resolved once per case."""
+        return self.backend
 
     @property
     def xp(self) -> Any:

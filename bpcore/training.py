@@ -22,6 +22,7 @@ import numpy as np
 from . import _checks
 from .backends import Array, to_numpy
 from .checkpoints import read_checkpoint, save
+from .networks import correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
 
 __all__ = ["Trainer", "TrainingDivergedError"]
@@ -218,9 +219,10 @@ class Trainer:
             losses.append(net.last_loss)
             if bar is not None:
                 # Running accuracy of the batches seen, from the scores the step computed anyway.
-                hits.append(_hits(xp, net.last_layer.y, t))
+                hits.append(correct_predictions(net.last_layer.y, t))
                 if (step + 1) % _SHOW_EVERY == 0 or step + 1 == steps:
-                    loss = self._checked(losses)[-1]  # one host sync per _SHOW_EVERY steps
+                    # One host sync per _SHOW_EVERY steps, for the losses not read back yet.
+                    loss = self._checked(losses[shown:], first_step=shown)[-1]
                     done = min((step + 1) * size, n)
                     acc = float(xp.sum(xp.stack(hits))) / done
                     rate = done / max(time.perf_counter() - started, 1e-9)
@@ -235,16 +237,19 @@ class Trainer:
                     shown = step + 1
         self.train_loss_list.extend(self._checked(losses).tolist())  # the epoch's read-back
 
-    def _checked(self, losses: list[Array]) -> np.ndarray:
-        """Read the losses so far back to the host; raise at the first that is not finite."""
+    def _checked(self, losses: list[Array], first_step: int = 0) -> np.ndarray:
+        """Read losses back to the host; raise at the first that is not finite.
+
+        ``losses`` are those of the steps from ``first_step`` (0-based) on.
+        """
         values = to_numpy(self.network.xp.stack(losses)).astype(float)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            first = int(bad[0])
+            index = int(bad[0])
             raise TrainingDivergedError(
-                f"the loss became {values[first]} at epoch {self.epochs_done + 1}, step "
-                f"{first + 1}: training stopped; try a smaller learning rate (optimizer "
-                f"{self.optimizer!r})"
+                f"the loss became {values[index]} at epoch {self.epochs_done + 1}, step "
+                f"{first_step + index + 1}: training stopped; try a smaller learning rate "
+                f"(optimizer {self.optimizer!r})"
             )
         return values
 
@@ -276,7 +281,7 @@ class Trainer:
         hits = []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
             chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            hits.append(_hits(xp, net._predict(x[chunk, ...]), t[chunk, ...]))
+            hits.append(correct_predictions(net._predict(x[chunk, ...]), t[chunk, ...]))
         return float(xp.sum(xp.stack(hits))) / int(x.shape[0])
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -340,13 +345,6 @@ class Trainer:
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))
         self.test_acc_list = list(history.get("test_acc", []))
-
-
-def _hits(xp: Any, y: Array, t: Array) -> Array:
-    """How many rows of scores ``y`` pick the class of ``t`` (labels or one-hot), on the device."""
-    labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
-    predicted = xp.argmax(y, axis=1)
-    return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:

@@ -61,12 +61,13 @@ def test_info_lists_backends(capsys):
     assert "  numpy " in out
 
 
+def _bpcore(*args):
+    """Run ``python -m bpcore ARGS`` as a user would."""
+    return subprocess.run([sys.executable, "-m", "bpcore", *args], capture_output=True, text=True)
+
+
 def test_module_entry_point():
-    out = subprocess.run(
-        [sys.executable, "-m", "bpcore", "gradcheck", "--backend", "nope"],
-        capture_output=True,
-        text=True,
-    )
+    out = _bpcore("gradcheck", "--backend", "nope")
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "bpcore gradcheck: error: unknown backend 'nope'; expected one "
@@ -172,11 +173,7 @@ def test_train_with_a_corrupt_data_file_names_it(tmp_path, capsys):
 
 
 def test_bad_option_is_one_line():
-    out = subprocess.run(
-        [sys.executable, "-m", "bpcore", "train", "--dataset", "cifar"],
-        capture_output=True,
-        text=True,
-    )
+    out = _bpcore("train", "--dataset", "cifar")
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1
     assert "invalid choice: 'cifar'" in out.stderr

@@ -17,8 +17,6 @@ import pytest
 from bpcore import datasets
 from bpcore.datasets import DatasetNotFoundError, load_digits, load_fashion_mnist, read_idx
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
 
 def _idx(array: np.ndarray) -> bytes:
     codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
@@ -60,7 +58,7 @@ def test_read_idx_raw_and_gzipped(tmp_path):
 
 
 def test_read_real_fashion_mnist_file(fashion_mnist_dir):
-    labels = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
+    labels = read_idx(fashion_mnist_dir / "t10k-labels-idx1-ubyte.gz")
     assert labels.shape == (10000,) and labels.dtype == np.uint8
     assert np.bincount(labels).tolist() == [1000] * 10
 
@@ -180,7 +178,7 @@ class _Server:
 
 @pytest.fixture
 def mirror(isolated, monkeypatch, fashion_mnist_dir):
-    server = _Server(FASHION)
+    server = _Server(fashion_mnist_dir)
     monkeypatch.setenv("BPCORE_FASHION_MNIST_MIRROR", server.url)
     yield server
     server.close()
@@ -194,7 +192,7 @@ def test_good_download(mirror, isolated):
         f"{stem}.gz" for stem in datasets.FILES.values()
     )
     for path in target.iterdir():  # byte for byte what was served
-        assert path.read_bytes() == (FASHION / path.name).read_bytes()
+        assert path.read_bytes() == (mirror.folder / path.name).read_bytes()
     assert len(mirror.requests) == 4
     load_fashion_mnist(data_dir=target)  # now found: nothing downloaded again
     assert len(mirror.requests) == 4
@@ -239,7 +237,7 @@ def test_offline_error_says_where_to_put_the_files(isolated, monkeypatch):
 
 def test_checksums_are_those_of_the_real_files(fashion_mnist_dir):
     for stem, digest in datasets.DATASETS["fashion-mnist"].sha256.items():
-        content = gzip.decompress((FASHION / f"{stem}.gz").read_bytes())
+        content = gzip.decompress((fashion_mnist_dir / f"{stem}.gz").read_bytes())
         assert hashlib.sha256(content).hexdigest() == digest
 
 
