@@ -95,6 +95,15 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into docs/_build/html; any warning is an error."""
+    _install(session, "-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run(
+        "python", "-m", "sphinx", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session
 @nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def bench(session: nox.Session, backend: str) -> None:
     """Run the benchmarks on one backend, beside the peers; JSON to benchmarks/results/."""

@@ -8,6 +8,7 @@ replace arrays (as they must on immutable backends) instead of updating them in 
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -102,6 +103,7 @@ class Params(dict[str, Array]):
         return self[key]
 
     def _fixed(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: a network's parameters cannot be removed (raises `TypeError`)."""
         raise TypeError("a network's parameters cannot be removed")
 
     __delitem__ = pop = popitem = clear = _fixed
@@ -188,6 +190,24 @@ class _Network:
         dtype = self.backend_info.dtype(dtype_name)
         cast = {k: xp.astype(v, dtype) for k, v in self.params.items()}
         twin._setup(dict(self._config), self.backend_info, dtype_name, cast)
+        # The twin must compute what this network computes: keep any layer swapped in since
+        # construction (a custom activation, a layer under test), or a gradient check run on the
+        # twin would check the stock layers instead of the user's.
+        layers: OrderedDict[str, Any] = OrderedDict()
+        for name, layer in self.layers.items():
+            stock = twin.layers.get(name)
+            if stock is not None and type(stock) is type(layer):
+                layers[name] = stock
+                continue
+            layers[name] = copy.copy(layer)
+            if isinstance(stock, Affine):  # parameters stay the twin's cast ones, bound anew
+                layers[name].W, layers[name].b = stock.W, stock.b
+                for key, (bound, attribute) in twin.params._bindings.items():
+                    if bound is stock:
+                        twin.params._bindings[key] = (layers[name], attribute)
+        twin.layers = layers
+        if type(self.last_layer) is not type(twin.last_layer):
+            twin.last_layer = copy.copy(self.last_layer)
         return twin
 
     # -- what the network is ------------------------------------------------------------------

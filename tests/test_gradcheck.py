@@ -79,6 +79,23 @@ def test_checks_catch_a_wrong_gradient(backend, rng, monkeypatch):
     assert not bpcore.directional_gradient_check(net, x, t, seed=1).passed
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_checks_see_a_layer_swapped_into_the_network(backend, rng, dtype):
+    # A float32 network is checked on a float64 twin: the twin must keep the user's layers, or
+    # a broken layer swapped in by hand would be checked as the stock one and pass.
+    class ForgetfulRelu(bpcore.layers.Relu):
+        def backward(self, dout):
+            return dout  # inactive units pass their gradient on
+
+    net = TwoLayerNet(8, 6, 4, dtype=dtype, seed=13, **backend.net_kwargs())
+    x, t = _data(backend, rng)
+    assert bpcore.gradient_check(net, x, t).passed
+    net.layers["Relu1"] = ForgetfulRelu()
+    check = bpcore.gradient_check(net, x, t)
+    assert check["W1"] > 0.1 and check["W2"] <= TOLERANCE["float64"]
+    assert not bpcore.directional_gradient_check(net, x, t, seed=1).passed
+
+
 def test_check_leaves_the_network_unchanged(backend, rng):
     for dtype in ("float32", "float64"):
         net = TwoLayerNet(8, 6, 4, dtype=dtype, seed=14, **backend.net_kwargs())

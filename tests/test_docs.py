@@ -1,0 +1,247 @@
+"""Every code block in docs/ runs.
+
+* ``python`` blocks run in order, one namespace per page, on every backend of the suite: the
+  docs write ``backend="cupy"`` and the test puts the backend under test in its place, as
+  ``test_readme`` does for the README.
+* ``pycon`` blocks are doctests (their output is checked), on NumPy, whose output they show.
+* ``console`` blocks are commands, run once, or on the backend they name (``--backend cupy`` on
+  every backend of the suite). ``bpcore ...`` runs as ``python -m bpcore ...`` in a scratch
+  folder; pytest commands are collected (running them is the benchmark itself), the report
+  command must rebuild the committed report; install and test commands are
+  checked against what CI runs (``.ci/run`` follows the README's quickstart in a fresh venv and
+  runs its test command); ``nox -s NAME`` must name a session of ``noxfile.py``.
+* Any other block is an error: a block this file does not know how to run would go untested.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
+FENCE = re.compile(
+    r"^(?P<fence>`{3,})(?P<lang>[^\s`]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S
+)
+# MyST directives written as fences: not code.
+DIRECTIVES = {"{toctree}", "{eval-rst}"}
+RUNNABLE = {"python", "pycon", "console"}
+
+
+def _blocks(page: Path, lang: str | None = None) -> list[tuple[str, str, int]]:
+    text = page.read_text()
+    found = []
+    for m in FENCE.finditer(text):
+        line = text.count("\n", 0, m.start()) + 2  # the block's first line of code
+        if lang is None or m["lang"] == lang:
+            found.append((m["lang"], m["body"], line))
+    return found
+
+
+def _pages_with(lang: str) -> list[Path]:
+    return [p for p in PAGES if _blocks(p, lang)]
+
+
+def _id(page: Path) -> str:
+    return str(page.relative_to(DOCS))
+
+
+def _on_backend(code: str, backend) -> str:
+    return code.replace('backend="cupy"', f'backend="{backend.name}", device="{backend.device}"')
+
+
+def test_the_docs_have_pages_and_every_block_is_runnable():
+    assert {_id(p) for p in PAGES} >= {
+        "index.md",
+        "getting-started.md",
+        "tutorial/index.md",
+        "tutorial/backprop.md",
+        "tutorial/gradient-check.md",
+        "tutorial/training.md",
+        "backends.md",
+        "api.md",
+        "benchmarks.md",
+    }
+    for page in PAGES:
+        for lang, _, line in _blocks(page):
+            assert lang in RUNNABLE | DIRECTIVES, (
+                f"{_id(page)}:{line}: a {lang or 'plain'!r} code block; the docs tests run only "
+                f"{sorted(RUNNABLE)} blocks"
+            )
+
+
+def test_the_readme_links_the_pages():
+    readme = (ROOT / "README.md").read_text()
+    for page in ("getting-started", "tutorial/index", "backends", "api", "benchmarks"):
+        assert f"docs/{page}.md" in readme, page
+
+
+@pytest.mark.parametrize("page", _pages_with("python"), ids=_id)
+def test_python_blocks_run(page, backend, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # examples that save files write here
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for _, code, line in _blocks(page, "python"):
+        source = "\n" * (line - 1) + _on_backend(code, backend)  # tracebacks point at the page
+        exec(compile(source, str(page), "exec"), namespace)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("page", _pages_with("pycon"), ids=_id)
+def test_pycon_blocks_are_doctests(page):
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    namespace: dict[str, object] = {}
+    for _, code, line in _blocks(page, "pycon"):
+        test = parser.get_doctest(code, namespace, _id(page), str(page), line - 1)
+        runner.run(test, clear_globs=False)
+        namespace = test.globs  # the next block goes on where this one stopped
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} doctest example(s) of {_id(page)} failed"
+
+
+def _commands(page: Path) -> list[tuple[str, int]]:
+    found = []
+    for _, code, line in _blocks(page, "console"):
+        for offset, text in enumerate(code.splitlines()):
+            assert text.startswith("$ ") or not text.strip(), (
+                f"{_id(page)}:{line + offset}: console blocks hold commands only, each after '$ '"
+            )
+            if text.startswith("$ "):
+                command = re.sub(r"\s+#.*$", "", text[2:]).strip()
+                found.append((command, line + offset))
+    return found
+
+
+def _readme_test_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"# 2\. install and run the tests.*\n(.+)\n```", readme)
+    return command
+
+
+def _check_install(command: str, where: str) -> None:
+    """An install line must ask for what exists: the extras of pyproject, the pinned torch."""
+    pyproject = (ROOT / "pyproject.toml").read_text()  # no tomllib before Python 3.11
+    section = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+) = \[", section, flags=re.M))
+    assert {"cuda12", "torch", "strict"} <= extras
+    noxfile = (ROOT / "noxfile.py").read_text()
+    (torch_pin,) = re.findall(r'^TORCH = "(.+)"', noxfile, flags=re.M)
+    words = shlex.split(command)
+    assert words[:4] == ["python", "-m", "pip", "install"], where
+    for word in words[4:]:
+        if word.startswith("torch"):
+            assert word == torch_pin, f"{where}: torch must be pinned as {torch_pin}"
+            continue
+        m = re.fullmatch(r"\.(?:\[(.+)\])?", word)
+        assert m, f"{where}: installs {word!r}, not this project"
+        for extra in (m[1] or "").split(","):
+            assert not extra or extra in extras, f"{where}: no extra {extra!r} in pyproject"
+    ci = (ROOT / ".ci" / "run").read_text()
+    if command == "python -m pip install .":  # the quickstart, which CI follows in a fresh venv
+        assert "python -m pip install . && bpcore train" in ci
+
+
+def _run_bpcore(command: str, backend, cwd: Path, where: str) -> None:
+    args = shlex.split(command)[1:]
+    if "--backend" in args:
+        args[args.index("--backend") + 1] = backend.name
+        if "--device" in args:
+            args[args.index("--device") + 1] = backend.device
+        else:
+            args += ["--device", backend.device]
+    # The checkout's bpcore, installed or not (pytest puts it on sys.path, not on PYTHONPATH).
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": path}
+    result = subprocess.run(
+        [sys.executable, "-m", "bpcore", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"{where}: {command!r} failed:\n{result.stderr[-2000:]}"
+
+
+def _collect(command: str, where: str) -> None:
+    """A pytest command: its environment, paths and options must be valid (collection only)."""
+    words = shlex.split(command)
+    env = dict(os.environ)
+    while "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    assert words[:3] == ["python", "-m", "pytest"], where
+    json_out = [w for w in words if w.startswith("--benchmark-json=")]
+    for w in json_out:
+        words.remove(w)
+    result = subprocess.run(
+        [sys.executable, *words[1:], "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{where}: {command!r} fails:\n{result.stdout[-2000:]}"
+    assert re.search(r"\d+ tests? collected", result.stdout), where
+
+
+def _run_report(args: list[str], tmp_path: Path, where: str) -> None:
+    """The report command, on the committed results, into a scratch folder."""
+    assert args[-2] == "--out", where
+    for path in args[:-2]:
+        assert (ROOT / path).is_file(), f"{where}: no {path}"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/report.py", *args[:-2], "--out", str(tmp_path / "bench")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{where}: {result.stderr[-2000:]}"
+    committed = (ROOT / args[-1] / "report.md").read_text()
+    assert (tmp_path / "bench" / "report.md").read_text() == committed, (
+        f"{where}: docs/bench/report.md is not what the committed results give"
+    )
+
+
+@pytest.mark.parametrize("page", _pages_with("console"), ids=_id)
+def test_console_commands_run(page, backend, tmp_path, request):
+    nox_sessions = set(re.findall(r"^def (\w+)\(session", (ROOT / "noxfile.py").read_text(), re.M))
+    for command, line in _commands(page):
+        where = f"{_id(page)}:{line}"
+        words = shlex.split(command)
+        named = words[words.index("--backend") + 1] if "--backend" in words else "numpy"
+        if named not in ("cupy", backend.name):
+            continue  # a command runs on the backend it names; cupy's on every backend
+        if words[0] == "bpcore":
+            if "fashion-mnist" in words:
+                request.getfixturevalue("fashion_mnist_dir")  # skips, or fails in CI, without it
+            _run_bpcore(command, backend, tmp_path, where)
+        elif command == _readme_test_command():
+            pass  # CI runs exactly this (tests/test_readme.py checks it)
+        elif words[:4] == ["python", "-m", "pip", "install"]:
+            _check_install(command, where)
+        elif "pytest" in words[:4] and "-m" in words[:4]:
+            _collect(command, where)  # running them is the benchmark itself: minutes
+        elif words[0] == "pytest-benchmark":
+            assert words[1] == "compare" and (ROOT / "benchmarks" / "results").is_dir(), where
+        elif words[:2] == ["python", "benchmarks/report.py"]:
+            _run_report(words[2:], tmp_path, where)
+        elif words[:2] == ["nox", "-s"]:
+            for name in words[2:]:
+                assert name.split("(")[0] in nox_sessions, f"{where}: no nox session {name!r}"
+        else:
+            pytest.fail(f"{where}: the docs tests do not know how to run {command!r}")
