@@ -21,7 +21,7 @@ nox.options.sessions = [
 nox.options.reuse_venv = "yes"
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask", "cupy"]
 # The CPU build that lies on this project's machines. Never leave torch unpinned here: pip would
 # fetch a CUDA build of several GB.
 TORCH = "torch==2.13.0"
@@ -29,6 +29,8 @@ EXTRAS = {
     "numpy": [],
     "array_api_strict": ["-e", ".[strict]"],
     "torch": [TORCH, "-e", ".[torch]"],
+    "jax": ["-e", ".[jax]"],
+    "dask": ["-e", ".[dask]"],
     "cupy": ["-e", ".[cuda12]"],
 }
 GRADCHECK_TESTS = [

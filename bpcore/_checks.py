@@ -17,7 +17,7 @@ from array_api_compat import array_namespace
 
 from .backends import Array, Backend
 
-__all__ = ["check_array", "check_labels", "check_positive_int", "check_x"]
+__all__ = ["check_array", "check_labels", "check_positive_int", "check_same_library", "check_x"]
 
 
 def check_positive_int(value: Any, what: str) -> int:
@@ -39,7 +39,7 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
         xp = array_namespace(a)
     except TypeError as exc:  # pragma: no cover - is_array_api_obj already said it is an array
         raise TypeError(f"{name}: {exc}") from None
-    if xp is not backend.xp:
+    if xp is not backend.xp and xp is not backend.param_xp:  # Dask networks take NumPy too
         raise TypeError(
             f"{name} is an array of {_library(a)} but this network uses backend "
             f"{backend.name!r}; move it there first (for example with bpcore.to_numpy and the "
@@ -50,6 +50,15 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
         raise ValueError(
             f"{name} is on device {dev!r} but this network is on {backend.device!r}; move it "
             f"there first"
+        )
+
+
+def check_same_library(x: Any, t: Any) -> None:
+    """Check that inputs and labels come from one library (a Dask network takes two)."""
+    if array_namespace(x) is not array_namespace(t):
+        raise TypeError(
+            f"x and t must be arrays of one library, got {_library(x)} and {_library(t)}; on "
+            f"Dask give both as Dask arrays (chunked alike along the batch), or both as NumPy"
         )
 
 
@@ -65,7 +74,7 @@ def check_x(x: Any, backend: Backend, dtype: Any, n_features: int, name: str = "
     ``normalize=False``) and any shape ``(N, ...)`` with ``n_features`` values per sample.
     """
     check_array(x, name, backend)
-    xp = backend.xp
+    xp = array_namespace(x)
     if not xp.isdtype(x.dtype, ("integral", "real floating")) or x.dtype == xp.bool:
         raise TypeError(f"{name} must hold integers or real floats, got dtype {x.dtype}")
     if x.ndim < 2:
@@ -94,7 +103,7 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
     ``(n, n_classes)`` (one-hot or probabilities) must be finite, non-negative and sum to 1.
     """
     check_array(t, name, backend)
-    xp = backend.xp
+    xp = array_namespace(t)
     if t.dtype == xp.bool or not xp.isdtype(t.dtype, ("integral", "real floating")):
         raise TypeError(f"{name} must hold integer class labels or one-hot rows, got {t.dtype}")
     if t.ndim == 0 or t.shape[0] != n:
@@ -110,16 +119,25 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
     )
 
 
+def _index_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype: int64, or int32 for JAX outside x64 mode."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["integral"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64
+
+
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
     floating = xp.isdtype(t.dtype, "real floating")
     if floating:
         in_range = (t >= 0) & (t < n_classes) & (t == xp.round(t))  # NaN fails them all
     else:
-        # Compare as int64: n_classes may not fit the labels' own dtype (uint8 and 300 classes).
-        t = t if t.dtype == xp.int64 else xp.astype(t, xp.int64)
+        # Compare in the default integer dtype: n_classes may not fit the labels' own dtype
+        # (uint8 and 300 classes).
+        t = t if t.dtype == _index_dtype(xp) else xp.astype(t, _index_dtype(xp))
         in_range = (t >= 0) & (t < n_classes)
     if bool(xp.all(in_range)):  # the one host sync of this check
-        return xp.astype(t, xp.int64) if floating else t
+        return xp.astype(t, _index_dtype(xp)) if floating else t
     lo, hi = float(xp.min(t)), float(xp.max(t))
     if floating and not bool(xp.all(t == xp.round(t))):
         raise ValueError(f"{name} holds fractional or NaN class labels; expected whole numbers")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_dask_array, is_numpy_array
 
 __all__ = ["namespace"]
 
@@ -18,10 +18,23 @@ _CACHE: dict[tuple[type, ...], Any] = {}
 
 
 def namespace(*arrays: Any) -> Any:
-    """Return the Array API namespace of ``arrays``, as ``array_namespace`` does."""
+    """Return the Array API namespace of ``arrays``, as ``array_namespace`` does.
+
+    One mix is allowed: Dask arrays with arrays of the library their chunks hold (a Dask
+    network's data with its NumPy parameters) have Dask's namespace, whose functions take both.
+    """
     key = tuple(type(a) for a in arrays)
     try:
         return _CACHE[key]
     except KeyError:
-        xp = _CACHE[key] = array_namespace(*arrays)
-        return xp
+        pass
+    try:
+        xp = array_namespace(*arrays)
+    except TypeError:
+        lazy = [a for a in arrays if is_dask_array(a)]
+        eager = [a for a in arrays if not is_dask_array(a)]
+        if not lazy or not all(is_numpy_array(a) for a in eager):
+            raise
+        xp = array_namespace(*lazy)
+    _CACHE[key] = xp
+    return xp

@@ -60,6 +60,10 @@ _SPECS: dict[str, _Spec] = {
     "cupy": _Spec("array_api_compat.cupy", _CUPY_INSTALL),
     "torch": _Spec("array_api_compat.torch", 'pip install "bpcore[torch]"'),
     "array_api_strict": _Spec("array_api_strict", 'pip install "bpcore[strict]"'),
+    # jax.numpy is an Array API namespace itself; its arrays are immutable.
+    "jax": _Spec("jax.numpy", 'pip install "bpcore[jax]"'),
+    # Data as Dask arrays chunked along the batch; parameters stay NumPy arrays (see Backend).
+    "dask": _Spec("array_api_compat.dask.array", 'pip install "bpcore[dask]"'),
 }
 
 #: The backend names bpcore knows.
@@ -96,6 +100,10 @@ def backend_name(xp: Namespace) -> str:
         return "torch"
     if array_api_compat.is_array_api_strict_namespace(xp):
         return "array_api_strict"
+    if array_api_compat.is_jax_namespace(xp):
+        return "jax"
+    if array_api_compat.is_dask_namespace(xp):
+        return "dask"
     return str(getattr(xp, "__name__", type(xp).__name__))
 
 
@@ -167,7 +175,8 @@ class Backend:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A module does not pickle or deep-copy: rebuild from the name (networks deep-copy).
-        return (_restore_backend, (self.name, getattr(self.xp, "__name__", ""), self.device))
+        device = _jax_device_name(self.device) if self.name == "jax" else self.device
+        return (_restore_backend, (self.name, getattr(self.xp, "__name__", ""), device))
 
     def activate(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which this backend's device is the current one.
@@ -182,15 +191,63 @@ class Backend:
         return contextlib.nullcontext()
 
     def asarray(self, host: np.ndarray) -> Array:
-        """Copy a NumPy array to this backend and device, keeping its dtype."""
+        """Copy a NumPy array to this backend and device, keeping its dtype.
+
+        On Dask: a Dask array chunked along the first axis (the batch) only, in chunks of
+        Dask's default size (128 MiB); every other axis is whole in each chunk.
+        """
+        if self.name == "dask":
+            import dask.array as da
+
+            host = np.array(host, copy=True)
+            return da.from_array(host, chunks=("auto", *host.shape[1:]) if host.ndim else ())
         return self.xp.asarray(host, device=self.device)
 
+    @property
+    def param_xp(self) -> Namespace:
+        """The namespace of the parameters: `xp`, but NumPy's on Dask.
+
+        A Dask network keeps its parameters (small, read by every chunk) as ordinary arrays and
+        only its data as Dask arrays; the layers mix the two, which Dask allows.
+        """
+        if self.name == "dask":
+            return array_api_compat.array_namespace(np.empty(0))
+        return self.xp
+
+    def param_asarray(self, host: np.ndarray) -> Array:
+        """Copy a NumPy array to where this backend keeps parameters (see `param_xp`)."""
+        if self.name == "dask":
+            return np.array(host, copy=True)
+        return self.asarray(host)
+
+    def compute(self, *values: Any) -> tuple[Any, ...]:
+        """Compute lazy (Dask) arrays among ``values``, all in one pass; others pass through."""
+        if self.name == "dask":
+            import dask
+
+            # A 0-d Dask array computes to a NumPy scalar: keep it a 0-d array, as elsewhere.
+            return tuple(
+                np.asarray(v) if isinstance(v, np.generic) else v for v in dask.compute(*values)
+            )
+        return values
+
+    def persist(self, a: Array) -> Array:
+        """Keep a lazy array's chunks computed in memory (on the workers of a Dask cluster)."""
+        return a.persist() if self.name == "dask" else a
+
     def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
+        """The namespace's dtype object for ``"float32"`` or ``"float64"``.
+
+        On JAX, asking for float64 turns on JAX's x64 mode for the process (without it JAX
+        silently computes "float64" arrays in float32); float32 arrays stay float32.
+        """
+        if name == "float64" and self.name == "jax":
+            _enable_jax_x64()
         return getattr(self.xp, name)
 
     def has_dtype(self, name: str) -> bool:
         """Whether this device can hold arrays of the named dtype (some GPUs lack float64)."""
+        dtype = self.dtype(name)  # first: on JAX this turns on the x64 mode float64 needs
         try:
             info = self.xp.__array_namespace_info__()
             if name not in info.dtypes(device=self.device):
@@ -198,7 +255,7 @@ class Backend:
         except (AttributeError, TypeError, NotImplementedError):
             pass  # a namespace without the inspection API: try an allocation instead
         try:
-            self.xp.zeros((1,), dtype=self.dtype(name), device=self.device)
+            self.xp.zeros((1,), dtype=dtype, device=self.device)
         except (TypeError, ValueError, RuntimeError):
             return False
         return True
@@ -219,6 +276,13 @@ class Backend:
                 f"{self.device!r}; use 'float32'"
             )
         return name
+
+
+def _enable_jax_x64() -> None:
+    import jax
+
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
 
 
 def _restore_backend(name: str, module: str, device: Any) -> Backend:
@@ -287,6 +351,14 @@ def _resolve_device(name: str, xp: Namespace, device: Any) -> Any:
         return _torch_device(device)
     if name == "array_api_strict":
         return _strict_device(xp, device)
+    if name == "jax":
+        return _jax_device(device)
+    if name == "dask":
+        if device not in (None, "cpu"):
+            raise ValueError(
+                f"backend 'dask' keeps NumPy chunks on the 'cpu' device, got device={device!r}"
+            )
+        return "cpu"
     # Another Array API library: use its default device, or pass the device through to it.
     probe = xp.asarray(0.0) if device is None else xp.asarray(0.0, device=device)
     return array_api_compat.device(probe)
@@ -341,6 +413,34 @@ def _torch_device(device: Any) -> Any:
     return dev
 
 
+def _jax_device(device: Any) -> Any:
+    import jax
+
+    if device is None:
+        return jax.devices()[0]
+    if isinstance(device, jax.Device):
+        return device
+    if isinstance(device, int) and not isinstance(device, bool):
+        platform, index = None, device
+    elif isinstance(device, str) and (
+        m := re.fullmatch(r"(cpu|cuda|gpu|tpu)(?::(\d+))?", device.strip().lower())
+    ):
+        platform = "gpu" if m.group(1) == "cuda" else m.group(1)
+        index = int(m.group(2) or 0)
+    else:
+        raise ValueError(
+            f"backend 'jax' expects device 'cpu', 'cuda', 'cuda:N', an ordinal or a jax.Device, "
+            f"got device={device!r}"
+        )
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:  # no backend for that platform here
+        devices = []
+    if not 0 <= index < len(devices):
+        raise ValueError(f"device {device!r} is not available: jax sees {jax.devices()}")
+    return devices[index]
+
+
 def _strict_device(xp: Namespace, device: Any) -> Any:
     devices = xp.__array_namespace_info__().devices()
     if device is None or (isinstance(device, str) and device.lower() == "cpu"):
@@ -386,7 +486,7 @@ def available_backends() -> dict[str, list[str]]:
 
 
 def _device_names(name: str, xp: Namespace) -> list[str]:
-    if name == "numpy":
+    if name in ("numpy", "dask"):
         return ["cpu"]
     if name == "cupy":
         return [f"cuda:{i}" for i in range(_cuda_device_count())]
@@ -399,10 +499,23 @@ def _device_names(name: str, xp: Namespace) -> list[str]:
         if torch.backends.mps.is_available():
             names.append("mps")
         return names
+    if name == "jax":
+        import jax
+
+        return [_jax_device_name(d) for d in jax.devices()]
     # array-api-strict names its devices in repr only: Device('device1') -> device1
     return [
         re.sub(r"^.*\('(.*)'\)$", r"\1", repr(d)) for d in xp.__array_namespace_info__().devices()
     ]
+
+
+def _jax_device_name(device: Any) -> str:
+    """``cpu`` for JAX's CPU device, ``cuda:N`` for its N-th GPU, as the other backends say."""
+    if device.platform == "cpu":
+        return "cpu" if device.id == 0 else f"cpu:{device.id}"
+    if device.platform == "gpu":
+        return f"cuda:{device.id}"
+    return f"{device.platform}:{device.id}"
 
 
 def to_numpy(a: Array) -> np.ndarray:

@@ -177,6 +177,6 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
                 f"{path}: parameter {key} has shape {host.shape} and dtype {host.dtype}, "
                 f"expected {tuple(current.shape)} and {meta['dtype']}"
             )
-        values[key] = net.backend_info.asarray(host)
+        values[key] = net.backend_info.param_asarray(host)
     net.params.update(values)
     return net

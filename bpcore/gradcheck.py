@@ -111,6 +111,8 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
             f_minus = f(work)
             work[idx] = original
             diffs.append(f_plus - f_minus)
+    elif array_api_compat.is_jax_array(x):
+        return _central_difference_jax(f, x, h)
     else:
         # Immutable arrays: build each perturbed copy with where; O(size) per element, the same
         # order as reading the parameter once in the forward pass.
@@ -122,6 +124,36 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
     if not diffs:
         return xp.zeros_like(x)
     return xp.reshape(xp.stack(diffs), shape) / (2 * h)
+
+
+# How many elements JAX perturbs in one vectorized batch (memory: this many parameter copies).
+_JAX_BATCH = 256
+
+
+def _central_difference_jax(f: Callable[[Array], Array], x: Array, h: float) -> Array:
+    """`_central_difference` for JAX: every element's pair of losses in compiled batches.
+
+    An eager loop would dispatch some twenty operations per element from Python; instead
+    ``jax.lax.map`` vectorizes the function over batches of `_JAX_BATCH` element indices and runs
+    them as one compiled program. ``f`` must be traceable (no Python decisions on array values),
+    which the networks' loss is.
+    """
+    import jax
+
+    xp = namespace(x)
+    shape = tuple(x.shape)
+    size = int(np.prod(shape))
+    if size == 0:
+        return xp.zeros_like(x)
+    positions = xp.reshape(xp.arange(size), shape)
+
+    def difference(i: Array) -> Array:
+        step = xp.where(positions == i, xp.asarray(h, dtype=x.dtype), xp.zeros_like(x))
+        return f(x + step) - f(x - step)
+
+    diffs = jax.lax.map(difference, xp.arange(size), batch_size=_JAX_BATCH)
+    f(x)  # once more, eagerly: the layers keep concrete arrays from forward, not tracers
+    return xp.reshape(diffs, shape) / (2 * h)
 
 
 def _working_net(net: Any) -> tuple[Any, str]:
@@ -137,14 +169,16 @@ def _numerical(net: Any, x: Array, t: Array, h: float) -> dict[str, Array]:
         original = net.params[key]
 
         def loss_at(W: Array, key: str = key) -> Array:
+            # W is the parameter with one element moved: its shape, dtype and device, so bind it
+            # without the checks of params[key] = W (which a JAX tracer would not pass).
             if net.params[key] is not W:
-                net.params[key] = W
+                net.params._bind(key, W)
             return net._loss(x, t)
 
         try:
             grads[key] = _central_difference(loss_at, original, h)
         finally:
-            net.params[key] = original
+            net.params._bind(key, original)
     return grads
 
 
@@ -159,7 +193,7 @@ def network_numerical_gradient(
     """
     work, _, x, t, h = _prepare(net, x, t, h)
     grads = _numerical(work, x, t, h)
-    return {k: net.xp.astype(g, net.dtype) for k, g in grads.items()}
+    return {k: net.backend_info.param_xp.astype(g, net.dtype) for k, g in grads.items()}
 
 
 def _noise(work: Any, x: Array, t: Array, dtype: str, h: float) -> float:
@@ -188,7 +222,9 @@ def _result(
 def _prepare(net: Any, x: Array, t: Array, h: float | None) -> tuple[Any, str, Array, Array, float]:
     """Pick the working network and dtype, cast the (validated) batch, choose the step."""
     work, dtype = _working_net(net)
-    xp = net.xp
+    # A small batch: on Dask, computed once here rather than in each of the many forward passes.
+    x, t = net.backend_info.compute(x, t)
+    xp = array_api_compat.array_namespace(x)
     x = xp.astype(x, work.dtype)
     if t.ndim == 2:
         t = xp.astype(t, work.dtype)
@@ -275,7 +311,7 @@ def directional_gradient_check(
     with net.backend_info.activate():
         x, t = net._xt(x, t)
         work, dtype, x, t, h = _prepare(net, x, t, h)
-        xp = net.xp
+        xp = net.backend_info.param_xp
         analytic = work._gradient(x, t)
         noise = _noise(work, x, t, dtype, h)
         rng = np.random.default_rng(seed)
@@ -284,7 +320,7 @@ def directional_gradient_check(
             original = work.params[key]
             d_host = rng.standard_normal(tuple(original.shape))
             d_host /= np.linalg.norm(d_host)
-            d = work.backend_info.asarray(d_host.astype(dtype))
+            d = work.backend_info.param_asarray(d_host.astype(dtype))
             try:
                 work.params[key] = original + h * d
                 f_plus = work._loss(x, t)

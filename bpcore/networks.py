@@ -40,7 +40,9 @@ def correct_predictions(y: Array, t: Array) -> Array:
     xp = array_api_compat.array_namespace(y, t)
     labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
     predicted = xp.argmax(y, axis=1)
-    return xp.sum(xp.astype(predicted == xp.astype(labels, predicted.dtype), xp.int64))
+    return xp.sum(
+        xp.astype(predicted == xp.astype(labels, predicted.dtype), _checks._index_dtype(xp))
+    )
 
 
 class Params(dict[str, Array]):
@@ -66,7 +68,10 @@ class Params(dict[str, Array]):
         if not array_api_compat.is_array_api_obj(value):
             raise TypeError(f"params[{key!r}] must be an array, got {type(value).__name__}")
         if array_api_compat.array_namespace(value) is not array_api_compat.array_namespace(old):
-            raise TypeError(f"params[{key!r}] must be an array of the network's backend")
+            raise TypeError(
+                f"params[{key!r}] must be an array of {type(old).__module__.split('.')[0]}, like "
+                f"the value it replaces; got one of {type(value).__module__.split('.')[0]}"
+            )
         if array_api_compat.device(value) != array_api_compat.device(old):
             raise ValueError(f"params[{key!r}] must be on the network's device")
         if tuple(value.shape) != tuple(old.shape) or value.dtype != old.dtype:
@@ -147,7 +152,8 @@ class _Network:
         resolved = resolve_backend(backend, device)
         dtype_name = resolved.resolve_dtype(dtype)
         host = initial_weights(sizes, weight_init_std, dtype_name, seed)
-        self._setup(config, resolved, dtype_name, {k: resolved.asarray(v) for k, v in host.items()})
+        params = {k: resolved.param_asarray(v) for k, v in host.items()}
+        self._setup(config, resolved, dtype_name, params)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -185,7 +191,7 @@ class _Network:
 
     def _with_dtype(self, dtype_name: str) -> _Network:
         """A copy of this network whose parameters are cast to ``dtype_name``."""
-        xp = self.xp
+        xp = self.backend_info.param_xp
         twin = type(self).__new__(type(self))
         dtype = self.backend_info.dtype(dtype_name)
         cast = {k: xp.astype(v, dtype) for k, v in self.params.items()}
@@ -327,6 +333,7 @@ class _Network:
     def _xt(self, x: Any, t: Any) -> tuple[Array, Array]:
         x = self._x(x)
         t = _checks.check_labels(t, self.backend_info, x.shape[0], self.output_size)
+        _checks.check_same_library(x, t)
         return x, t
 
     def _predict(self, x: Array) -> Array:
@@ -338,7 +345,7 @@ class _Network:
         loss = self.last_layer.forward(self._predict(x), t)
         lam = self.weight_decay_lambda
         if lam:
-            xp = self.xp
+            xp = self.backend_info.param_xp
             for key, W in self.params.items():
                 if key.startswith("W"):
                     loss = loss + 0.5 * lam * xp.sum(W * W)
@@ -361,6 +368,9 @@ class _Network:
         for key, (layer, attribute) in self.params._bindings.items():
             g = layer.dW if attribute == "W" else layer.db
             grads[key] = g + lam * layer.W if (lam and attribute == "W") else g
+        # On Dask the gradients (sums over the batch's chunks) and the loss are still lazy: one
+        # compute runs the forward and backward passes once for all of them, on the cluster.
+        grads, self.last_loss = self.backend_info.compute(grads, self.last_loss)
         return grads
 
 

@@ -78,6 +78,11 @@ class Optimizer:
         missing = [k for k in params if k not in grads]
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
+        if any(array_api_compat.is_dask_array(grads[k]) for k in params):
+            # Lazy gradients for ordinary parameters (a Dask network's): compute them together.
+            import dask
+
+            grads = dict(zip(params, dask.compute(*(grads[k] for k in params)), strict=True))
         for key in params:
             self._step(params, key, grads[key])
 

@@ -63,8 +63,15 @@ class BackendCase:
 
     @functools.cached_property
     def backend(self) -> Backend:
-        """The resolved `Backend` (imports the library on first use)."""
-        return resolve_backend(self.name, self.device)
+        """The resolved `Backend` (imports the library on first use).
+
+        On JAX this turns on x64 mode, so that float64 test data stays float64 whatever order
+        the tests run in (a float64 network would turn it on anyway, midway through a run).
+        """
+        backend = resolve_backend(self.name, self.device)
+        if self.name == "jax":
+            backend.dtype("float64")
+        return backend
 
     def resolve(self) -> Backend:
         """The resolved `Backend`, resolved once per case."""
@@ -74,6 +81,11 @@ class BackendCase:
     def xp(self) -> Any:
         """The Array API namespace."""
         return self.resolve().xp
+
+    @property
+    def param_xp(self) -> Any:
+        """The namespace of a network's parameters and gradients (NumPy's on Dask)."""
+        return self.resolve().param_xp
 
     def asarray(self, host: Any, dtype: str | None = None) -> Array:
         """Copy a NumPy array (or anything ``numpy.asarray`` takes) to this backend and device.
@@ -104,8 +116,9 @@ def backend_cases(names: list[str] | None = None) -> list[BackendCase]:
     """The backend/device pairs to test on this machine.
 
     NumPy, array-api-strict and PyTorch on the CPU; CuPy and PyTorch on the first CUDA device
-    when one is present. ``names`` (or else ``BPCORE_BACKENDS``) narrows the list; a backend
-    named there that is not usable here is an error, not a silent skip.
+    when one is present; JAX on its default device; Dask with NumPy chunks. ``names`` (or else
+    ``BPCORE_BACKENDS``) narrows the list; a backend named there that is not usable here is an
+    error, not a silent skip.
 
     Parameters
     ----------
@@ -126,8 +139,11 @@ def backend_cases(names: list[str] | None = None) -> list[BackendCase]:
     found = available_backends()
     cases = []
     for name, devices in found.items():
-        if name in ("numpy", "array_api_strict"):
+        if name in ("numpy", "array_api_strict", "dask"):
             cases.append(BackendCase(name, "cpu"))
+            continue
+        if name == "jax":
+            cases.append(BackendCase(name, devices[0]))  # JAX's default device: one case
             continue
         if name == "torch":
             cases.append(BackendCase(name, "cpu"))
@@ -166,7 +182,8 @@ def parametrize_backends(metafunc: Any, names: list[str]) -> None:
 def synchronize(a: Array) -> None:
     """Wait until the device has finished computing ``a`` (a no-op on the CPU).
 
-    GPU work is asynchronous: a timer read before this measures only the kernel launches.
+    GPU work is asynchronous: a timer read before this measures only the kernel launches. A
+    Dask array is lazy: it is computed (and the result dropped).
     """
     if array_api_compat.is_cupy_array(a):
         a.device.synchronize()
@@ -174,6 +191,10 @@ def synchronize(a: Array) -> None:
         import torch
 
         torch.cuda.synchronize(a.device)
+    elif array_api_compat.is_jax_array(a):
+        a.block_until_ready()  # JAX dispatches asynchronously on every device, the CPU too
+    elif array_api_compat.is_dask_array(a):
+        a.compute()  # lazy: nothing has run until it is computed
 
 
 def assert_close(

@@ -141,7 +141,8 @@ class Trainer:
             t = _checks.check_labels(t, backend, x.shape[0], net.output_size, name=f"t_{split}")
             if t.ndim == 2 and t.dtype != net.dtype:
                 t = net.xp.astype(t, net.dtype)
-        return x, t
+        # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
+        return backend.persist(x), backend.persist(t)
 
     # -- training ----------------------------------------------------------------------------
 
@@ -205,7 +206,9 @@ class Trainer:
     def _steps(self, bar: Any, steps: int, n: int, size: int) -> None:
         net, xp = self.network, self.network.xp
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
-        perm = net.backend_info.asarray(order)
+        # The order as an array of the data's library; Dask gathers with host indices, which
+        # keep its chunk sizes known.
+        perm = order if net.backend_info.name == "dask" else net.backend_info.asarray(order)
         losses: list[Array] = []
         hits: list[Array] = []
         shown = 0
@@ -327,12 +330,12 @@ class Trainer:
         backend = net.backend_info
         with backend.activate():
             net.params.update(
-                {k: backend.asarray(arrays[k].astype(net._dtype_name)) for k in net.params}
+                {k: backend.param_asarray(arrays[k].astype(net._dtype_name)) for k in net.params}
             )
             prefix = "optimizer/"
             self.optimizer.load_state(
                 {
-                    k[len(prefix) :]: backend.asarray(v.astype(net._dtype_name))
+                    k[len(prefix) :]: backend.param_asarray(v.astype(net._dtype_name))
                     for k, v in arrays.items()
                     if k.startswith(prefix)
                 },

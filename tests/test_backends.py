@@ -59,19 +59,19 @@ def test_default_backend_is_numpy(monkeypatch):
 
 
 def test_namespace_modules_as_backend(backend):
-    library = {
-        "numpy": "numpy",
-        "torch": "torch",
-        "cupy": "cupy",
-        "array_api_strict": "array_api_strict",
+    modules = {
+        "numpy": ["numpy", "array_api_compat.numpy"],
+        "torch": ["torch", "array_api_compat.torch"],
+        "cupy": ["cupy", "array_api_compat.cupy"],
+        "array_api_strict": ["array_api_strict"],
+        "jax": ["jax.numpy"],
+        "dask": ["dask.array", "array_api_compat.dask.array"],
     }[backend.name]
-    for module_name in (library, f"array_api_compat.{library}"):
-        if module_name == "array_api_compat.array_api_strict":
-            continue
+    for module_name in modules:
         module = importlib.import_module(module_name)
         resolved = resolve_backend(module, backend.device)
         assert resolved.name == backend.name
-        assert resolved.xp is backend.xp  # always the array-api-compat namespace
+        assert resolved.xp is backend.xp  # always the array-api-compat namespace, if it has one
 
 
 def test_a_module_that_is_no_namespace():
@@ -85,9 +85,9 @@ def test_params_live_on_the_backend_and_device(backend, dtype):
     net = TwoLayerNet(4, 3, 2, seed=0, dtype=dtype, **backend.net_kwargs())
     expected_device = backend.resolve().device
     for value in net.params.values():
-        assert array_api_compat.array_namespace(value) is backend.xp
+        assert array_api_compat.array_namespace(value) is backend.param_xp
         assert array_api_compat.device(value) == expected_device
-        assert value.dtype == getattr(backend.xp, dtype)
+        assert value.dtype == getattr(backend.param_xp, dtype)
     assert net.device == expected_device
 
 
@@ -171,5 +171,30 @@ def test_networks_deep_copy_and_pickle(backend, rng):
         assert clone.layers["Affine1"].W is clone.params["W1"]
         np.testing.assert_array_equal(to_numpy(clone.predict(x)), to_numpy(net.predict(x)))
         # The clone's parameters are its own.
-        clone.params["W1"] = clone.xp.zeros_like(clone.params["W1"])
+        clone.params["W1"] = clone.backend_info.param_xp.zeros_like(clone.params["W1"])
         assert np.any(to_numpy(net.params["W1"]) != 0)
+
+
+def test_jax_is_float32_until_float64_is_asked_for():
+    # JAX computes "float64" in float32 unless its x64 mode is on: a float32 network must leave
+    # the mode off, and a float64 one must turn it on (and really hold float64). A fresh process,
+    # since the mode is process-wide and the test suite's JAX cases turn it on.
+    pytest.importorskip("jax")
+    code = """if True:
+        import jax, numpy as np
+        from bpcore import TwoLayerNet
+        net = TwoLayerNet(4, 3, 2, backend="jax", seed=0)
+        x, t = jax.numpy.ones((2, 4)), jax.numpy.asarray([0, 1])
+        grads = net.gradient(x, t)
+        assert not jax.config.jax_enable_x64
+        assert str(grads["W1"].dtype) == "float32" and net.accuracy(x, t) >= 0
+        net64 = TwoLayerNet(4, 3, 2, backend="jax", dtype="float64", seed=0)
+        assert jax.config.jax_enable_x64
+        assert str(net64.params["W1"].dtype) == str(net64.gradient(x, t)["W1"].dtype) == "float64"
+        assert str(net.gradient(x, t)["W1"].dtype) == "float32"
+        print("ok")
+    """
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

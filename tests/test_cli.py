@@ -71,8 +71,8 @@ def test_module_entry_point():
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "bpcore gradcheck: error: unknown backend 'nope'; expected one "
-        "of 'numpy', 'cupy', 'torch', 'array_api_strict' or a "
-        "namespace module"
+        "of 'numpy', 'cupy', 'torch', 'array_api_strict', 'jax', 'dask' or "
+        "a namespace module"
     )
 
 

@@ -2,7 +2,7 @@
 
 * ``python`` blocks run in order, one namespace per page, on every backend of the suite: the
   docs write ``backend="cupy"`` and the test puts the backend under test in its place, as
-  ``test_readme`` does for the README.
+  ``test_readme`` does for the README (a page that names no backend runs once).
 * ``pycon`` blocks are doctests (their output is checked), on NumPy, whose output they show.
 * ``console`` blocks are commands, run once, or on the backend they name (``--backend cupy`` on
   every backend of the suite). ``bpcore ...`` runs as ``python -m bpcore ...`` in a scratch
@@ -84,13 +84,31 @@ def test_the_readme_links_the_pages():
         assert f"docs/{page}.md" in readme, page
 
 
-@pytest.mark.parametrize("page", _pages_with("python"), ids=_id)
-def test_python_blocks_run(page, backend, tmp_path, monkeypatch, capsys):
+def _names_a_backend(page: Path) -> bool:
+    return any('backend="cupy"' in code for _, code, _ in _blocks(page, "python"))
+
+
+def _run_python_blocks(page: Path, backend, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples that save files write here
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for _, code, line in _blocks(page, "python"):
-        source = "\n" * (line - 1) + _on_backend(code, backend)  # tracebacks point at the page
+        if backend is not None:
+            code = _on_backend(code, backend)
+        source = "\n" * (line - 1) + code  # tracebacks point at the page's lines
         exec(compile(source, str(page), "exec"), namespace)
+
+
+@pytest.mark.parametrize("page", [p for p in _pages_with("python") if _names_a_backend(p)], ids=_id)
+def test_python_blocks_run_on_every_backend(page, backend, tmp_path, monkeypatch, capsys):
+    _run_python_blocks(page, backend, tmp_path, monkeypatch)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in _pages_with("python") if not _names_a_backend(p)], ids=_id
+)
+def test_python_blocks_run(page, tmp_path, monkeypatch, capsys):
+    _run_python_blocks(page, None, tmp_path, monkeypatch)
     capsys.readouterr()
 
 

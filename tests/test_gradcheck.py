@@ -160,3 +160,24 @@ def test_immutable_arrays_take_the_functional_path(backend, rng, monkeypatch):
             to_numpy(functional[key]), to_numpy(in_place[key]), rtol=1e-12, atol=1e-15
         )
     assert bpcore.gradient_check(net, x, t).passed
+
+
+def test_jax_differences_are_vectorized(rng):
+    # No Python loop over elements on JAX: the loss function is traced a few times, then runs
+    # compiled over batches of elements, whatever the parameter's size.
+    pytest.importorskip("jax")
+    from bpcore.gradcheck import _central_difference
+    from bpcore.testing import BackendCase
+
+    xp = BackendCase("jax", "cpu").xp
+    x = xp.asarray(rng.standard_normal((40, 30)))
+    calls = []
+
+    def f(a):
+        calls.append(1)
+        return xp.sum(xp.sin(a) * a)
+
+    grad = _central_difference(f, x, 1e-5)
+    assert len(calls) <= 5  # a trace for the batches, one for the rest, one eager: not 2 * 1200
+    expected = np.sin(to_numpy(x)) + to_numpy(x) * np.cos(to_numpy(x))
+    np.testing.assert_allclose(to_numpy(grad), expected, rtol=1e-6, atol=1e-8)

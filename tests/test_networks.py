@@ -161,7 +161,7 @@ def test_numerical_gradient_agrees_with_gradient(backend, dtype, rng):
 def test_assigning_params_rebinds_the_layers(backend, rng):
     net = TwoLayerNet(10, 7, 4, seed=5, **backend.net_kwargs())
     x, _, _ = _batch(backend, rng)
-    xp = backend.xp
+    xp = backend.param_xp
     new_W2 = xp.zeros_like(net.params["W2"])
     net.params["W2"] = new_W2
     assert net.layers["Affine2"].W is new_W2

@@ -67,7 +67,7 @@ def test_multi_layer_net_matches_autograd(backend, rng, activation, weight_decay
             expected[key],
             rtol=1e-10,
             atol=1e-14,
-            xp=backend.xp,
+            xp=backend.param_xp,
             dtype=net.dtype,
             err_msg=key,
         )

@@ -1,0 +1,134 @@
+"""Dask on a real (local) cluster: data chunked along the batch, reductions across chunks.
+
+The backend fixture already runs every test on Dask in this process's scheduler; these tests add
+what only a cluster shows: a ``dask.distributed.LocalCluster`` of two worker processes on
+127.0.0.1, data larger than one chunk, and results equal to NumPy's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bpcore
+from bpcore.datasets import load_digits
+from bpcore.optimizers import SGD
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+
+CHUNK = 400  # rows per chunk: the 1,437 training digits make 4 chunks
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            host="127.0.0.1",
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit="1GiB",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x_train, t_train), (x_test, t_test) = load_digits()
+    return x_train, t_train, x_test, t_test
+
+
+def _chunked(a):
+    return da.from_array(a, chunks=(CHUNK, *a.shape[1:]))
+
+
+def _nets():
+    kwargs = {"weight_init_std": "he", "seed": 0}
+    return (
+        bpcore.MultiLayerNet(64, [32], 10, backend="dask", **kwargs),
+        bpcore.MultiLayerNet(64, [32], 10, backend="numpy", **kwargs),
+    )
+
+
+def test_predict_and_accuracy_over_many_chunks(client, digits):
+    x_train, t_train, _, _ = digits
+    x, t = _chunked(x_train), _chunked(t_train)
+    assert x.numblocks[0] == 4
+    net, ref = _nets()
+    with distributed.get_task_stream(client) as stream:
+        scores = net.predict(x)
+        assert isinstance(scores, da.Array) and scores.numblocks[0] == 4  # lazy, still chunked
+        accuracy = net.accuracy(x, t)
+    np.testing.assert_allclose(scores.compute(), ref.predict(x_train), rtol=1e-5, atol=1e-6)
+    assert accuracy == ref.accuracy(x_train, t_train)
+    assert {task["worker"] for task in stream.data}  # the workers did the work
+
+
+def test_training_steps_reduce_across_chunks(client, digits):
+    x_train, t_train, _, _ = digits
+    x, t = _chunked(x_train), _chunked(t_train)
+    net, ref = _nets()
+    grads, expected = net.gradient(x, t), ref.gradient(x_train, t_train)
+    for key in expected:  # dW = x.T @ dout sums over every chunk of the batch
+        assert isinstance(grads[key], np.ndarray)  # computed: ordinary arrays, like the params
+        np.testing.assert_allclose(grads[key], expected[key], rtol=2e-4, atol=1e-6)
+    first = float(net.loss(x, t))
+    opt, opt_ref = SGD(lr=0.1), SGD(lr=0.1)
+    for _ in range(10):
+        opt.update(net.params, net.gradient(x, t))
+        opt_ref.update(ref.params, ref.gradient(x_train, t_train))
+    for key, value in net.params.items():
+        assert isinstance(value, np.ndarray)
+        np.testing.assert_allclose(value, ref.params[key], rtol=1e-4, atol=1e-5)
+    assert float(net.loss(x, t)) < first
+
+
+def test_trainer_on_the_cluster(client, digits):
+    x_train, t_train, x_test, t_test = digits
+    net, ref = _nets()
+    history = {}
+    for name, network in (("dask", net), ("numpy", ref)):
+        trainer = bpcore.Trainer(
+            network,
+            x_train,
+            t_train,
+            x_test,
+            t_test,
+            epochs=3,
+            mini_batch_size=100,
+            optimizer="Adam",
+            optimizer_param={"lr": 1e-2},
+            verbose=False,
+            seed=0,
+        )
+        history[name] = trainer.train()
+    assert history["dask"]["test_acc"][-1] > 0.9
+    np.testing.assert_allclose(
+        history["dask"]["train_loss"], history["numpy"]["train_loss"], rtol=1e-3
+    )
+
+
+def test_inputs_and_labels_from_two_libraries_are_refused(digits):
+    x_train, t_train, _, _ = digits
+    net, _ = _nets()
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(
+        TypeError, match="x and t must be arrays of one library, got dask and numpy"
+    ):
+        net.gradient(_chunked(x_train), t_train)
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_numpy_data_on_a_dask_network_is_computed_eagerly(digits):
+    # NumPy is the chunks' library: a Dask network takes it as it is, and so do its checks.
+    x_train, t_train, _, _ = digits
+    net, ref = _nets()
+    scores = net.predict(x_train[:50])
+    assert isinstance(scores, np.ndarray)
+    np.testing.assert_array_equal(scores, ref.predict(x_train[:50]))
+    assert bpcore.gradient_check(net, _chunked(x_train[:5]), _chunked(t_train[:5])).passed
