@@ -1,8 +1,9 @@
 """One ``backend`` fixture drives every test and benchmark over every backend usable here.
 
-The backends are numpy, array_api_strict and torch on the CPU, plus cupy and torch on CUDA when a
-GPU is present; ``BPCORE_BACKENDS=numpy,torch`` or ``--backend numpy --backend torch`` narrows
-them. A backend asked for by name but not usable here is an error, not a skip.
+The backends are numpy, array_api_strict, torch, jax and dask on the CPU (those installed), plus
+cupy and torch on CUDA when a GPU is present; ``BPCORE_BACKENDS=numpy,torch`` or ``--backend numpy
+--backend torch`` narrows them. A backend asked for by name but not usable here is an error, not
+a skip.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ nox.options.sessions = [
     "tests(numpy)",
     "tests(array_api_strict)",
     "tests(torch)",
+    "tests(jax)",
+    "tests(dask)",
+    "docs",
 ]
 nox.options.reuse_venv = "yes"
 

@@ -265,7 +265,8 @@ class Backend:
         for name in DTYPES:
             if isinstance(dtype, str) and dtype == name:
                 break
-            if not isinstance(dtype, str) and dtype == self.dtype(name):
+            # getattr, not self.dtype: a dtype that is refused must not turn on JAX's x64 mode
+            if not isinstance(dtype, str) and dtype == getattr(self.xp, name):
                 break
         else:
             valid = ", ".join(repr(n) for n in DTYPES)
@@ -297,7 +298,8 @@ def resolve_backend(backend: str | Namespace | None = None, device: Any = None) 
     Parameters
     ----------
     backend : str, module or None
-        ``"numpy"``, ``"cupy"``, ``"torch"`` or ``"array_api_strict"``, or a namespace module
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"``, ``"jax"`` or ``"dask"``, or
+        a namespace module
         (``numpy``, ``torch``, ``array_api_strict``, ``array_api_compat.cupy``, ...). None reads
         the ``BPCORE_BACKEND`` environment variable, and falls back to ``"numpy"``.
     device : str, int, device object or None

@@ -111,8 +111,8 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
             f_minus = f(work)
             work[idx] = original
             diffs.append(f_plus - f_minus)
-    elif array_api_compat.is_jax_array(x):
-        return _central_difference_jax(f, x, h)
+    elif array_api_compat.is_jax_array(x) and (vectorized := _central_difference_jax(f, x, h)):
+        return vectorized[0]
     else:
         # Immutable arrays: build each perturbed copy with where; O(size) per element, the same
         # order as reading the parameter once in the forward pass.
@@ -126,17 +126,19 @@ def _central_difference(f: Callable[[Array], Array], x: Array, h: float) -> Arra
     return xp.reshape(xp.stack(diffs), shape) / (2 * h)
 
 
-# How many elements JAX perturbs in one vectorized batch (memory: this many parameter copies).
+# How many elements JAX perturbs in one vectorized batch. Memory: this many copies of the
+# forward pass's activations at once, which is little for the small batches a check is run on.
 _JAX_BATCH = 256
 
 
-def _central_difference_jax(f: Callable[[Array], Array], x: Array, h: float) -> Array:
+def _central_difference_jax(f: Callable[[Array], Array], x: Array, h: float) -> tuple[Array] | None:
     """`_central_difference` for JAX: every element's pair of losses in compiled batches.
 
     An eager loop would dispatch some twenty operations per element from Python; instead
     ``jax.lax.map`` vectorizes the function over batches of `_JAX_BATCH` element indices and runs
-    them as one compiled program. ``f`` must be traceable (no Python decisions on array values),
-    which the networks' loss is.
+    them as one compiled program. That needs a traceable ``f`` (no Python decisions on array
+    values), as the networks' own layers are; for one that is not (a custom layer calling
+    ``bool`` on an array), returns None and the caller loops eagerly instead.
     """
     import jax
 
@@ -144,16 +146,20 @@ def _central_difference_jax(f: Callable[[Array], Array], x: Array, h: float) -> 
     shape = tuple(x.shape)
     size = int(np.prod(shape))
     if size == 0:
-        return xp.zeros_like(x)
+        return (xp.zeros_like(x),)
     positions = xp.reshape(xp.arange(size), shape)
 
     def difference(i: Array) -> Array:
         step = xp.where(positions == i, xp.asarray(h, dtype=x.dtype), xp.zeros_like(x))
         return f(x + step) - f(x - step)
 
-    diffs = jax.lax.map(difference, xp.arange(size), batch_size=_JAX_BATCH)
-    f(x)  # once more, eagerly: the layers keep concrete arrays from forward, not tracers
-    return xp.reshape(diffs, shape) / (2 * h)
+    try:
+        diffs = jax.lax.map(difference, xp.arange(size), batch_size=_JAX_BATCH)
+    except jax.errors.ConcretizationTypeError:  # f is not traceable
+        return None
+    finally:
+        f(x)  # once more, eagerly: the layers keep concrete arrays from forward, not tracers
+    return (xp.reshape(diffs, shape) / (2 * h),)
 
 
 def _working_net(net: Any) -> tuple[Any, str]:

@@ -196,25 +196,48 @@ class _Network:
         dtype = self.backend_info.dtype(dtype_name)
         cast = {k: xp.astype(v, dtype) for k, v in self.params.items()}
         twin._setup(dict(self._config), self.backend_info, dtype_name, cast)
-        # The twin must compute what this network computes: keep any layer swapped in since
-        # construction (a custom activation, a layer under test), or a gradient check run on the
-        # twin would check the stock layers instead of the user's.
+        # The twin must compute what this network computes: the user's layers, in the user's
+        # order, including any swapped in since construction (a custom activation, a layer under
+        # test), or a gradient check run on the twin would check stock layers instead.
+        self._check_bindings()
+        twin_of = {
+            id(bound): twin.params._bindings[key][0]
+            for key, (bound, _) in self.params._bindings.items()
+        }
         layers: OrderedDict[str, Any] = OrderedDict()
         for name, layer in self.layers.items():
-            stock = twin.layers.get(name)
-            if stock is not None and type(stock) is type(layer):
+            stock = twin_of.get(id(layer))
+            if stock is None:  # no parameters: a copy of the user's layer (state is per call)
+                layers[name] = copy.copy(layer)
+            elif type(stock) is type(layer):
                 layers[name] = stock
-                continue
-            layers[name] = copy.copy(layer)
-            if isinstance(stock, Affine):  # parameters stay the twin's cast ones, bound anew
-                layers[name].W, layers[name].b = stock.W, stock.b
+            else:  # the user's Affine subclass, around the twin's cast parameters
+                mine = layers[name] = copy.copy(layer)
+                mine.W, mine.b = stock.W, stock.b
                 for key, (bound, attribute) in twin.params._bindings.items():
                     if bound is stock:
-                        twin.params._bindings[key] = (layers[name], attribute)
+                        twin.params._bindings[key] = (mine, attribute)
         twin.layers = layers
-        if type(self.last_layer) is not type(twin.last_layer):
-            twin.last_layer = copy.copy(self.last_layer)
+        twin.last_layer = copy.copy(self.last_layer)
         return twin
+
+    def _check_bindings(self) -> None:
+        """Raise if a parameter's layer was taken out of ``layers`` (its gradient would be lost)."""
+        live = {id(layer) for layer in self.layers.values()}
+        for key, (layer, _) in self.params._bindings.items():
+            if id(layer) not in live:
+                raise ValueError(
+                    f"params[{key!r}] belongs to a layer that is no longer in net.layers: a "
+                    f"layer with parameters is swapped by changing the layer object's class or "
+                    f"methods, or by assigning net.params, not by putting a new Affine in "
+                    f"net.layers"
+                )
+        bound = {id(layer) for layer, _ in self.params._bindings.values()}
+        for layer in self.layers.values():
+            if isinstance(layer, Affine) and id(layer) not in bound:
+                raise ValueError(
+                    f"net.layers holds {layer!r}, whose parameters are not in net.params"
+                )
 
     # -- what the network is ------------------------------------------------------------------
 
@@ -225,7 +248,11 @@ class _Network:
 
     @property
     def xp(self) -> Any:
-        """The Array API namespace of the parameters."""
+        """The Array API namespace of the network's inputs.
+
+        Also that of its parameters, except on Dask, whose parameters are NumPy arrays (see
+        ``backend_info.param_xp``).
+        """
         return self.backend_info.xp
 
     @property
@@ -356,6 +383,7 @@ class _Network:
         return self.xp.astype(hits, self.dtype) / x.shape[0]
 
     def _gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        self._check_bindings()
         self.last_loss = self._loss(x, t)  # kept (on the device) for training loops to record
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
@@ -368,9 +396,13 @@ class _Network:
         for key, (layer, attribute) in self.params._bindings.items():
             g = layer.dW if attribute == "W" else layer.db
             grads[key] = g + lam * layer.W if (lam and attribute == "W") else g
-        # On Dask the gradients (sums over the batch's chunks) and the loss are still lazy: one
-        # compute runs the forward and backward passes once for all of them, on the cluster.
-        grads, self.last_loss = self.backend_info.compute(grads, self.last_loss)
+        # On Dask the gradients (sums over the batch's chunks), the loss and the scores are still
+        # lazy: one compute runs the forward and backward passes once for all of them, on the
+        # cluster (the Trainer's running accuracy then reads scores and labels for free).
+        last = self.last_layer
+        grads, self.last_loss, last.y, last.t = self.backend_info.compute(
+            grads, self.last_loss, last.y, last.t
+        )
         return grads
 
 
@@ -392,8 +424,9 @@ class TwoLayerNet(_Network):
         Standard deviation of the initial weights, or ``"relu"``/``"he"``/``"sigmoid"``/
         ``"xavier"`` for a scale from each layer's fan-in.
     backend : str or module, optional
-        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"`` or a namespace module;
-        by default the ``BPCORE_BACKEND`` environment variable, else ``"numpy"``.
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"``, ``"jax"``, ``"dask"`` or a
+        namespace module; by default the ``BPCORE_BACKEND`` environment variable, else
+        ``"numpy"``.
     device : str, int or device object, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; the backend's default when omitted.
     dtype : {"float32", "float64"}, default "float32"
@@ -404,7 +437,7 @@ class TwoLayerNet(_Network):
     Attributes
     ----------
     params : Params
-        ``"W1"``, ``"b1"``, ``"W2"``, ``"b2"``: arrays of the backend.
+        ``"W1"``, ``"b1"``, ``"W2"``, ``"b2"``: arrays of the backend (NumPy arrays on Dask).
     layers : OrderedDict
         ``"Affine1"``, ``"Relu1"``, ``"Affine2"``.
     last_layer : SoftmaxWithLoss

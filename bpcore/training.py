@@ -221,8 +221,9 @@ class Trainer:
             self.optimizer.update(net.params, grads)
             losses.append(net.last_loss)
             if bar is not None:
-                # Running accuracy of the batches seen, from the scores the step computed anyway.
-                hits.append(correct_predictions(net.last_layer.y, t))
+                # Running accuracy of the batches seen, from the scores the step computed anyway
+                # (on Dask, computed with the gradients, like the labels the layer kept).
+                hits.append(correct_predictions(net.last_layer.y, net.last_layer.t))
                 if (step + 1) % _SHOW_EVERY == 0 or step + 1 == steps:
                     # One host sync per _SHOW_EVERY steps, for the losses not read back yet.
                     loss = self._checked(losses[shown:], first_step=shown)[-1]

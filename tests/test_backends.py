@@ -198,3 +198,28 @@ def test_jax_is_float32_until_float64_is_asked_for():
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_jax_trains_and_checkpoints_without_x64(tmp_path):
+    # The suite's JAX cases run with x64 on (see BackendCase.backend); JAX's default mode, with
+    # 32-bit integers too, gets a training run and a checkpoint round trip of its own.
+    pytest.importorskip("jax")
+    code = f"""if True:
+        import jax
+        import bpcore
+        from bpcore.datasets import load_digits
+        (x, t), (xt, tt) = load_digits()
+        net = bpcore.MultiLayerNet(64, [32], 10, backend="jax", seed=0)
+        trainer = bpcore.Trainer(net, x, t, xt, tt, epochs=2, mini_batch_size=64,
+                                 optimizer="Adam", verbose=False, seed=0)
+        acc = trainer.train()["test_acc"][-1]
+        net.save({str(tmp_path / "net.npz")!r})
+        back = bpcore.load({str(tmp_path / "net.npz")!r}, backend="jax")
+        assert abs(back.accuracy(jax.numpy.asarray(xt), jax.numpy.asarray(tt)) - acc) < 1e-6
+        assert acc > 0.8 and not jax.config.jax_enable_x64
+        print("ok")
+    """
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

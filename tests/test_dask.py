@@ -132,3 +132,27 @@ def test_numpy_data_on_a_dask_network_is_computed_eagerly(digits):
     assert isinstance(scores, np.ndarray)
     np.testing.assert_array_equal(scores, ref.predict(x_train[:50]))
     assert bpcore.gradient_check(net, _chunked(x_train[:5]), _chunked(t_train[:5])).passed
+
+
+def test_a_training_step_runs_its_forward_pass_once(digits):
+    # With the progress bar on, the running accuracy must come from the step's own computation,
+    # not from lazy scores that each read-back of the bar would compute again.
+    import dask
+    from dask.callbacks import Callback
+
+    x_train, t_train, x_test, t_test = digits
+    net, _ = _nets()
+    exps = []
+
+    class CountExp(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            name = key[0] if isinstance(key, tuple) else key
+            if str(name).startswith("exp-"):
+                exps.append(key)
+
+    trainer = bpcore.Trainer(
+        net, x_train, t_train, x_test, t_test, epochs=1, mini_batch_size=100, verbose=True, seed=0
+    )
+    with dask.config.set(scheduler="sync"), CountExp():
+        trainer.train()
+    assert len(exps) == trainer._steps_per_epoch  # one softmax per step: 15, not 30 or more

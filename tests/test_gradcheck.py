@@ -96,6 +96,52 @@ def test_checks_see_a_layer_swapped_into_the_network(backend, rng, dtype):
     assert not bpcore.directional_gradient_check(net, x, t, seed=1).passed
 
 
+def test_checks_see_an_affine_subclass_and_refuse_an_unbound_affine(backend, rng):
+    class HalfAffine(bpcore.layers.Affine):
+        def backward_params(self, dout):  # the bug: half the weight gradient
+            super().backward_params(dout)
+            self.dW = self.dW * 0.5
+
+    net = TwoLayerNet(8, 6, 4, seed=13, **backend.net_kwargs())  # float32: checked on a twin
+    x, t = _data(backend, rng)
+    net.layers["Affine1"].__class__ = HalfAffine  # the bound layer, its class swapped
+    check = bpcore.gradient_check(net, x, t)
+    assert check["W1"] > 0.1 and check["b1"] <= TOLERANCE["float64"] and check["W2"] <= 1e-5
+
+    snapshot = {k: to_numpy(v).copy() for k, v in net.params.items()}
+    net.layers["Affine2"] = bpcore.layers.Affine(net.params["W2"], net.params["b2"])
+    with pytest.raises(ValueError, match=r"params\['W2'\] belongs to a layer that is no longer"):
+        net.gradient(x, t)
+    with pytest.raises(ValueError, match=r"no longer in net\.layers"):
+        bpcore.gradient_check(net, x, t)
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(to_numpy(value), snapshot[key])
+
+
+def test_a_jax_layer_that_cannot_be_traced_is_checked_eagerly(rng):
+    pytest.importorskip("jax")
+
+    class PickySoftmax(bpcore.layers.SoftmaxWithLoss):
+        def forward(self, x, t):
+            if not bool(x.shape[0] > 0 and (x == x).all()):  # a decision on values: untraceable
+                raise ValueError("NaN scores")
+            return super().forward(x, t)
+
+    from bpcore.testing import BackendCase
+
+    case = BackendCase("jax", "cpu")
+    net = TwoLayerNet(5, 4, 3, seed=1, dtype="float64", **case.net_kwargs())
+    net.last_layer = PickySoftmax()
+    x, t = case.asarray(rng.standard_normal((4, 5))), case.asarray([0, 1, 2, 1])
+    assert bpcore.gradient_check(net, x, t).passed
+    import jax
+
+    for layer in [*net.layers.values(), net.last_layer]:  # no tracer left behind
+        for value in vars(layer).values():
+            assert not isinstance(value, jax.core.Tracer)
+    net.last_layer.backward(1)
+
+
 def test_check_leaves_the_network_unchanged(backend, rng):
     for dtype in ("float32", "float64"):
         net = TwoLayerNet(8, 6, 4, dtype=dtype, seed=14, **backend.net_kwargs())
