@@ -175,6 +175,22 @@ def _check_install(command: str, where: str) -> None:
         assert "python -m pip install . && bpcore train" in ci
 
 
+def _python(args: list[str], cwd: Path, where: str, env: dict[str, str] | None = None):
+    """Run this Python with ``args``; fail with its output unless it exits 0."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = (result.stdout + result.stderr)[-2000:]
+    assert result.returncode == 0, f"{where} failed:\n{output}"
+    return result
+
+
 def _run_bpcore(command: str, backend, cwd: Path, where: str) -> None:
     args = shlex.split(command)[1:]
     if "--backend" in args:
@@ -186,16 +202,7 @@ def _run_bpcore(command: str, backend, cwd: Path, where: str) -> None:
     # The checkout's bpcore, installed or not (pytest puts it on sys.path, not on PYTHONPATH).
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": path}
-    result = subprocess.run(
-        [sys.executable, "-m", "bpcore", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, f"{where}: {command!r} failed:\n{result.stderr[-2000:]}"
+    _python(["-m", "bpcore", *args], cwd, f"{where}: {command!r}", env)
 
 
 def _collect(command: str, where: str) -> None:
@@ -209,16 +216,9 @@ def _collect(command: str, where: str) -> None:
     json_out = [w for w in words if w.startswith("--benchmark-json=")]
     for w in json_out:
         words.remove(w)
-    result = subprocess.run(
-        [sys.executable, *words[1:], "--collect-only", "-q", "-p", "no:cacheprovider"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = _python(
+        [*words[1:], "--collect-only", "-q", "-p", "no:cacheprovider"], ROOT, where, env
     )
-    assert result.returncode == 0, f"{where}: {command!r} fails:\n{result.stdout[-2000:]}"
     assert re.search(r"\d+ tests? collected", result.stdout), where
 
 
@@ -227,15 +227,7 @@ def _run_report(args: list[str], tmp_path: Path, where: str) -> None:
     assert args[-2] == "--out", where
     for path in args[:-2]:
         assert (ROOT / path).is_file(), f"{where}: no {path}"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/report.py", *args[:-2], "--out", str(tmp_path / "bench")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"{where}: {result.stderr[-2000:]}"
+    _python(["benchmarks/report.py", *args[:-2], "--out", str(tmp_path / "bench")], ROOT, where)
     committed = (ROOT / args[-1] / "report.md").read_text()
     assert (tmp_path / "bench" / "report.md").read_text() == committed, (
         f"{where}: docs/bench/report.md is not what the committed results give"
