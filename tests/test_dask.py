@@ -152,9 +152,19 @@ def test_a_training_step_runs_its_forward_pass_once(digits):
             if str(name).startswith("exp-"):
                 exps.append(key)
 
-    trainer = bpcore.Trainer(
-        net, x_train, t_train, x_test, t_test, epochs=1, mini_batch_size=100, verbose=True, seed=0
-    )
+    # The local scheduler (callbacks see its tasks), for persisting the data too: this module's
+    # cluster client, if one is open, is Dask's default otherwise.
     with dask.config.set(scheduler="sync"), CountExp():
+        trainer = bpcore.Trainer(
+            net,
+            x_train,
+            t_train,
+            x_test,
+            t_test,
+            epochs=1,
+            mini_batch_size=100,
+            verbose=True,
+            seed=0,
+        )
         trainer.train()
     assert len(exps) == trainer._steps_per_epoch  # one softmax per step: 15, not 30 or more
