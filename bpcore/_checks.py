@@ -129,15 +129,16 @@ def _index_dtype(xp: Any) -> Any:
 
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
     floating = xp.isdtype(t.dtype, "real floating")
+    index = _index_dtype(xp)
     if floating:
         in_range = (t >= 0) & (t < n_classes) & (t == xp.round(t))  # NaN fails them all
     else:
         # Compare in the default integer dtype: n_classes may not fit the labels' own dtype
         # (uint8 and 300 classes).
-        t = t if t.dtype == _index_dtype(xp) else xp.astype(t, _index_dtype(xp))
+        t = t if t.dtype == index else xp.astype(t, index)
         in_range = (t >= 0) & (t < n_classes)
     if bool(xp.all(in_range)):  # the one host sync of this check
-        return xp.astype(t, _index_dtype(xp)) if floating else t
+        return xp.astype(t, index) if floating else t
     lo, hi = float(xp.min(t)), float(xp.max(t))
     if floating and not bool(xp.all(t == xp.round(t))):
         raise ValueError(f"{name} holds fractional or NaN class labels; expected whole numbers")

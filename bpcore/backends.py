@@ -231,6 +231,11 @@ class Backend:
             )
         return values
 
+    def indices(self, host: np.ndarray) -> Array:
+        """Integer indices for ``take`` on this backend's data: NumPy's on Dask, whose gathers
+        with host indices keep their chunk sizes known; elsewhere a copy on the device."""
+        return host if self.name == "dask" else self.asarray(host)
+
     def persist(self, a: Array) -> Array:
         """Keep a lazy array's chunks computed in memory (on the workers of a Dask cluster)."""
         return a.persist() if self.name == "dask" else a

@@ -321,11 +321,17 @@ def load_dataset(
             )
         if labels.shape != (len(images),) or (labels.size and labels.max() > 9):
             raise ValueError(f"{paths[f'{split}_labels']}: expected {len(images)} labels in 0..9")
-    train = _shape(
-        arrays["train_images"], arrays["train_labels"], normalize, flatten, one_hot_label, 255.0, 28
-    )
-    test = _shape(
-        arrays["test_images"], arrays["test_labels"], normalize, flatten, one_hot_label, 255.0, 28
+    train, test = (
+        _shape(
+            arrays[f"{s}_images"],
+            arrays[f"{s}_labels"],
+            normalize,
+            flatten,
+            one_hot_label,
+            255.0,
+            28,
+        )
+        for s in ("train", "test")
     )
     return train, test
 

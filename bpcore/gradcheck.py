@@ -164,6 +164,7 @@ def _central_difference_jax(f: Callable[[Array], Array], x: Array, h: float) -> 
 
 def _working_net(net: Any) -> tuple[Any, str]:
     """The network to take differences on: ``net`` itself, or a float64 copy of it."""
+    net._check_bindings()  # both gradients must come from the layers the network really runs
     if net._dtype_name != "float64" and net.backend_info.has_dtype("float64"):
         return net._with_dtype("float64"), "float64"
     return net, net._dtype_name

@@ -198,8 +198,8 @@ class _Network:
         twin._setup(dict(self._config), self.backend_info, dtype_name, cast)
         # The twin must compute what this network computes: the user's layers, in the user's
         # order, including any swapped in since construction (a custom activation, a layer under
-        # test), or a gradient check run on the twin would check stock layers instead.
-        self._check_bindings()
+        # test), or a gradient check run on the twin would check stock layers instead. The
+        # caller has run _check_bindings, so every parameter's layer is one of self.layers.
         twin_of = {
             id(bound): twin.params._bindings[key][0]
             for key, (bound, _) in self.params._bindings.items()
@@ -323,6 +323,7 @@ class _Network:
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Return the gradients of `loss` by backpropagation, keyed like ``params``."""
         x, t = self._xt(x, t)
+        self._check_bindings()
         return self._gradient(x, t)
 
     @_on_device
@@ -383,7 +384,6 @@ class _Network:
         return self.xp.astype(hits, self.dtype) / x.shape[0]
 
     def _gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        self._check_bindings()
         self.last_loss = self._loss(x, t)  # kept (on the device) for training loops to record
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())

@@ -127,7 +127,8 @@ class Momentum(Optimizer):
         self.momentum = _fraction(momentum, "momentum")
         self.v: dict[str, Array] = {}
 
-    def _step(self, params: Params, key: str, grad: Array) -> None:
+    def _velocity(self, key: str, grad: Array) -> Array:
+        """``v = momentum * v - lr * dW`` for one parameter (kept in ``self.v``), returned."""
         v = self.v.get(key)
         if v is None:
             v = -self.lr * grad
@@ -135,26 +136,18 @@ class Momentum(Optimizer):
             v *= self.momentum
             v -= self.lr * grad
         self.v[key] = v
-        _add(params, key, v)
+        return v
+
+    def _step(self, params: Params, key: str, grad: Array) -> None:
+        _add(params, key, self._velocity(key, grad))
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's form (Sutskever et al.)."""
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
-        super().__init__(lr)
-        self.momentum = _fraction(momentum, "momentum")
-        self.v: dict[str, Array] = {}
 
     def _step(self, params: Params, key: str, grad: Array) -> None:
         m, lr = self.momentum, self.lr
-        v = self.v.get(key)
-        if v is None:
-            v = -lr * grad
-        else:
-            v *= m
-            v -= lr * grad
-        self.v[key] = v
+        v = self._velocity(key, grad)
         delta = (m * m) * v
         delta -= ((1 + m) * lr) * grad
         _add(params, key, delta)

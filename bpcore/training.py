@@ -167,6 +167,7 @@ class Trainer:
             checkpoint, if any, is intact.
         """
         net = self.network
+        net._check_bindings()  # once per run: the steps call the unchecked _gradient
         # Overflow in a diverging run is reported once, as TrainingDivergedError, rather than as
         # NumPy warnings at every step (np.errstate covers NumPy-backed libraries only).
         with net.backend_info.activate(), np.errstate(over="ignore", invalid="ignore"):
@@ -206,9 +207,7 @@ class Trainer:
     def _steps(self, bar: Any, steps: int, n: int, size: int) -> None:
         net, xp = self.network, self.network.xp
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
-        # The order as an array of the data's library; Dask gathers with host indices, which
-        # keep its chunk sizes known.
-        perm = order if net.backend_info.name == "dask" else net.backend_info.asarray(order)
+        perm = net.backend_info.indices(order)
         losses: list[Array] = []
         hits: list[Array] = []
         shown = 0

@@ -185,6 +185,19 @@ def test_bad_data_is_caught_once_up_front():
         Trainer(TwoLayerNet(64, 8, 10), x, t, xt[:, :63], tt, verbose=False)
 
 
+def test_a_parameter_layer_taken_out_of_the_network_stops_training():
+    (x, t), (xt, tt) = load_digits()
+    net = TwoLayerNet(64, 8, 10, seed=0)
+    trainer = Trainer(net, x, t, xt, tt, epochs=1, verbose=False, seed=0)
+    net.layers["Affine2"] = bpcore.layers.Affine(net.params["W2"], net.params["b2"])
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match=r"params\['W2'\] belongs to a layer that is no longer"):
+        trainer.train()
+    for key, value in net.params.items():
+        np.testing.assert_array_equal(value, before[key])
+    assert trainer.epochs_done == 0
+
+
 @pytest.mark.parametrize("batch", [32, 8])  # 45 steps (fewer than a display period), 180
 def test_verbose_progress(capsys, batch):
     (x, t), (xt, tt) = DIGITS
