@@ -77,7 +77,7 @@ def test_training_step(benchmark, backend, dtype):
     before = float(net.loss(x, t))
 
     def step():
-        grads = net._gradient(x, t)  # inputs validated once, as a training loop does
+        grads = net.unchecked_gradient(x, t)  # inputs validated once, as a training loop does
         for key in net.params:
             net.params[key] = net.params[key] - 0.1 * grads[key]
         return net.params["W1"]

@@ -31,14 +31,14 @@ def test_no_memory_growth_over_10000_steps():
     net, x, t = _net_and_batch()
     optimizer = SGD(lr=0.01)
     for _ in range(100):  # warm-up: layer caches and allocator pools reach their size
-        optimizer.update(net.params, net._gradient(x, t))
+        optimizer.update(net.params, net.unchecked_gradient(x, t))
     tracemalloc.start()
     try:
         for _ in range(1_000):
-            optimizer.update(net.params, net._gradient(x, t))
+            optimizer.update(net.params, net.unchecked_gradient(x, t))
         after_1000, _ = tracemalloc.get_traced_memory()
         for _ in range(9_000):
-            optimizer.update(net.params, net._gradient(x, t))
+            optimizer.update(net.params, net.unchecked_gradient(x, t))
         after_10000, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -49,7 +49,7 @@ def _floor_bytes(net, x):
     """Activations made and kept for backward (each layer's output and the softmax; the input
     is the caller's) plus one gradient per parameter."""
     sizes, batch = SIZE
-    itemsize = np.dtype(net._dtype_name).itemsize
+    itemsize = np.dtype(net.dtype_name).itemsize
     activations = batch * (sum(sizes[1:]) + sizes[-1]) * itemsize
     gradients = sum(int(np.prod(p.shape)) for p in net.params.values()) * itemsize
     return activations + gradients
@@ -60,17 +60,17 @@ def test_step_peak_memory_next_to_its_floor(benchmark, dtype):
     net, x, t = _net_and_batch(dtype)
     x = x.astype(dtype)
     optimizer = SGD(lr=0.01)
-    optimizer.update(net.params, net._gradient(x, t))
-    net.last_layer.y = net.last_layer._target = net.last_loss = None
-    for layer in net.layers.values():
-        for attribute in ("x", "out"):
-            if hasattr(layer, attribute):
+    optimizer.update(net.params, net.unchecked_gradient(x, t))
+    net.last_loss = None
+    for layer in [*net.layers.values(), net.last_layer]:  # what forward kept, not parameters
+        for attribute in list(vars(layer)):
+            if attribute not in getattr(layer, "param_names", ()):
                 setattr(layer, attribute, None)
     tracemalloc.start()
     try:
         base, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        optimizer.update(net.params, net._gradient(x, t))
+        optimizer.update(net.params, net.unchecked_gradient(x, t))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -2,8 +2,8 @@
 
 Rows in each group ``step <size> <dtype>``:
 
-* ``bpcore[<backend>]``: ``net._gradient`` then ``SGD.update``, as the Trainer runs them (inputs
-  validated once, outside the step);
+* ``bpcore[<backend>]``: ``net.unchecked_gradient`` then ``SGD.update``, as the Trainer runs
+  them (inputs validated once, outside the step);
 * ``book_numpy``: the book's layer code in plain NumPy (``book_reference.py``), bugs fixed;
 * ``pytorch_eager``: ``Linear``-``ReLU``-...-``Linear``, ``cross_entropy``, ``torch.optim.SGD``;
 * ``floor[<backend>]``: only the matrix products a step cannot avoid (the forward ones, and in
@@ -59,12 +59,12 @@ def test_bpcore(benchmark, backend, dtype, size):
     net = MultiLayerNet(
         sizes[0], sizes[1:-1], sizes[-1], seed=0, dtype=dtype, **backend.net_kwargs()
     )
-    x, t = net._xt(backend.asarray(x_host), backend.asarray(t_host))
+    x, t = net.check_batch(backend.asarray(x_host), backend.asarray(t_host))
     optimizer = SGD(lr=LR)
     first = float(net.loss(x, t))
 
     def step():
-        optimizer.update(net.params, net._gradient(x, t))
+        optimizer.update(net.params, net.unchecked_gradient(x, t))
         synchronize(net.params["W1"])
 
     step()  # warm-up outside the timed rounds

@@ -55,11 +55,12 @@ def test_epoch_bpcore(benchmark, backend, fashion_train):
             optimizer_param={"lr": 1e-3},
             verbose=False,
             seed=0,
+            evaluate_sample_num_per_epoch=1,  # the epoch's steps, not an evaluation pass
         )
         return (trainer,), {}
 
     def epoch(trainer):
-        trainer._epoch()
+        trainer.train()
         synchronize(trainer.network.params["W1"])
         return trainer
 

@@ -15,9 +15,16 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace
 
-from .backends import Array, Backend
+from .backends import Array, Backend, backend_class_of
 
-__all__ = ["check_array", "check_labels", "check_positive_int", "check_same_library", "check_x"]
+__all__ = [
+    "check_array",
+    "check_labels",
+    "check_positive_int",
+    "check_same_library",
+    "check_x",
+    "index_dtype",
+]
 
 
 def check_positive_int(value: Any, what: str) -> int:
@@ -63,8 +70,7 @@ def check_same_library(x: Any, t: Any) -> None:
 
 
 def _library(a: Any) -> str:
-    module = type(a).__module__.split(".")[0]
-    return {"numpy": "numpy", "cupy": "cupy", "torch": "torch"}.get(module, module)
+    return backend_class_of(a).name or type(a).__module__.split(".")[0]
 
 
 def check_x(x: Any, backend: Backend, dtype: Any, n_features: int, name: str = "x") -> Array:
@@ -119,7 +125,7 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
     )
 
 
-def _index_dtype(xp: Any) -> Any:
+def index_dtype(xp: Any) -> Any:
     """The namespace's default integer dtype: int64, or int32 for JAX outside x64 mode."""
     try:
         return xp.__array_namespace_info__().default_dtypes()["integral"]
@@ -129,7 +135,7 @@ def _index_dtype(xp: Any) -> Any:
 
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
     floating = xp.isdtype(t.dtype, "real floating")
-    index = _index_dtype(xp)
+    index = index_dtype(xp)
     if floating:
         in_range = (t >= 0) & (t < n_classes) & (t == xp.round(t))  # NaN fails them all
     else:

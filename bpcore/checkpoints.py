@@ -4,30 +4,90 @@ A checkpoint holds the parameters as plain NumPy arrays plus one uint8 array, ``
 with JSON metadata (class, sizes, activation, dtype, bpcore version, and whatever a trainer adds).
 Nothing is pickled: files are read with ``allow_pickle=False``, so loading one cannot run code.
 A file is written to a temporary name beside its destination and renamed into place once complete,
-so a crash never leaves half a checkpoint under the real name.
+so a crash never leaves half a checkpoint under the real name (`atomic_write`, which the dataset
+downloads use too).
+
+The format, version 1: one array per parameter under its name (``W1``, ...), one per buffer
+under ``buffers/<layer>/<attribute>`` (the metadata lists both), and whatever a trainer adds
+(``optimizer/...``). Checkpoints written before buffers existed have none and load as they did.
+A network class is found by its name among the subclasses of `bpcore.networks.Network`, which
+register themselves here; `load` builds it from the saved arrays with ``from_arrays``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from ._version import __version__
-from .backends import to_numpy
+from . import __version__
+from .backends import resolve_backend, to_numpy
 
-__all__ = ["FORMAT", "load", "read_checkpoint", "save"]
+__all__ = [
+    "FORMAT",
+    "atomic_write",
+    "load",
+    "load_into",
+    "network_class",
+    "read_checkpoint",
+    "register_network",
+    "save",
+]
 
 #: The ``format`` field of a checkpoint's metadata.
 FORMAT = "bpcore-checkpoint"
 _META_KEY = "__bpcore__"
 _FORMAT_VERSION = 1
+_BUFFER_PREFIX = "buffers/"
+
+# Network classes by name: every subclass of networks.Network registers itself (checkpoints
+# cannot import networks, which import this module to save).
+_NETWORKS: dict[str, type] = {}
+
+
+def register_network(cls: type) -> None:
+    """Make a network class loadable by `load`, under its name (``Network`` subclasses are)."""
+    _NETWORKS[cls.__name__] = cls
+
+
+def network_class(name: str) -> type:
+    """The registered network class called ``name``; ValueError for an unknown one."""
+    try:
+        return _NETWORKS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown network class {name!r}; known: {', '.join(sorted(_NETWORKS))}"
+        ) from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Write a file all at once: a binary file object whose content replaces ``path`` on success.
+
+    The content goes to a temporary file beside ``path`` (readable as a plain ``open`` would
+    make it), is flushed to disk, and is renamed into place only when the block ends without an
+    error; on any error or interruption the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        _readable_by_all(tmp)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save(
@@ -55,36 +115,28 @@ def save(
         The path written.
     """
     path = Path(path)
+    buffers = net.buffers
     meta = {
         "format": FORMAT,
         "format_version": _FORMAT_VERSION,
         "bpcore_version": __version__,
         "class": type(net).__name__,
-        "config": net._config,
-        "dtype": net._dtype_name,
+        "config": net.config,
+        "dtype": net.dtype_name,
         "saved_from": {"backend": net.backend, "device": str(net.device)},
         "params": list(net.params),
+        **({"buffers": list(buffers)} if buffers else {}),
         **(dict(extra_meta) if extra_meta else {}),
     }
     arrays = {key: to_numpy(value) for key, value in net.params.items()}
+    arrays.update({_BUFFER_PREFIX + key: to_numpy(value) for key, value in buffers.items()})
     for key, value in (extra_arrays or {}).items():
         if key in arrays or key == _META_KEY:
             raise ValueError(f"extra array name {key!r} clashes with a parameter")
         arrays[key] = to_numpy(value)
     arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _readable_by_all(tmp)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     return path
 
 
@@ -135,6 +187,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     return meta, arrays
 
 
+def _network_arrays(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The parameters and buffers among a checkpoint's arrays."""
+    params = {key: arrays[key] for key in meta.get("params", [])}
+    buffers = {key: arrays[_BUFFER_PREFIX + key] for key in meta.get("buffers", [])}
+    return params, buffers
+
+
 def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) -> Any:
     """Load a network saved with ``net.save`` (or `save`), on any backend and device.
 
@@ -147,7 +208,9 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
 
     Returns
     -------
-    TwoLayerNet or MultiLayerNet
+    Network
+        A `TwoLayerNet`, `MultiLayerNet` or other registered network class, built from the saved
+        arrays (no weights are drawn).
 
     Raises
     ------
@@ -155,28 +218,42 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
         As for `read_checkpoint`; also ValueError when the parameters do not fit the recorded
         sizes.
     """
-    from . import networks
-
     meta, arrays = read_checkpoint(path)
-    classes = {"TwoLayerNet": networks.TwoLayerNet, "MultiLayerNet": networks.MultiLayerNet}
-    cls = classes.get(meta.get("class", ""))
-    if cls is None:
-        raise ValueError(f"{path}: unknown network class {meta.get('class')!r}")
+    try:
+        cls: Any = network_class(str(meta.get("class", "")))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     config = meta.get("config")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: checkpoint metadata has no network config")
+    params, buffers = _network_arrays(meta, arrays)
+    resolved = resolve_backend(backend, device)  # its errors are about the caller's arguments
     try:
-        net = cls(**config, backend=backend, device=device, dtype=meta.get("dtype"), seed=0)
-    except TypeError as exc:
-        raise ValueError(f"{path}: checkpoint config does not fit {cls.__name__}: {exc}") from None
-    values = {}
-    for key, current in net.params.items():
-        host = arrays[key]
-        if host.shape != tuple(current.shape) or host.dtype != np.dtype(meta["dtype"]):
-            raise ValueError(
-                f"{path}: parameter {key} has shape {host.shape} and dtype {host.dtype}, "
-                f"expected {tuple(current.shape)} and {meta['dtype']}"
-            )
-        values[key] = net.backend_info.param_asarray(host)
-    net.params.update(values)
-    return net
+        return cls.from_arrays(
+            config, params, buffers=buffers, backend=resolved, dtype=meta.get("dtype")
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def load_into(net: Any, path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore ``net``'s parameters and buffers from a checkpoint of the same network.
+
+    Returns the checkpoint's metadata and its other arrays (a trainer's optimizer state), for
+    the caller to restore the rest.
+
+    Raises
+    ------
+    ValueError
+        When the checkpoint holds another class or configuration; ``net`` is then untouched.
+    """
+    meta, arrays = read_checkpoint(path)
+    if meta.get("class") != type(net).__name__ or meta.get("config") != net.config:
+        raise ValueError(
+            f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
+            f"the network {net!r}"
+        )
+    params, buffers = _network_arrays(meta, arrays)
+    net.load_arrays(params, buffers)
+    used = {*params, *(_BUFFER_PREFIX + key for key in buffers)}
+    return meta, {key: value for key, value in arrays.items() if key not in used}

@@ -18,9 +18,9 @@ import numpy as np
 
 from . import __version__
 from .backends import BACKENDS, available_backends
+from .datasets import raw_images
 from .gradcheck import directional_gradient_check, gradient_check
 from .networks import TwoLayerNet
-from .testing import raw_images
 
 __all__ = ["main"]
 

@@ -24,7 +24,6 @@ import io
 import os
 import struct
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import _readable_by_all
+from .checkpoints import atomic_write
 
 __all__ = [
     "DATASETS",
@@ -44,6 +43,7 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "load_mnist",
+    "raw_images",
     "read_idx",
 ]
 
@@ -192,43 +192,34 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def _download(dataset: _Dataset, stem: str, folder: Path, progress: bool) -> Path:
-    """Download ``stem``.gz into ``folder``; verified and renamed into place, or nothing left."""
+    """Download ``stem``.gz into ``folder``; verified, then written atomically, or nothing left."""
     url = dataset.base_url + stem + ".gz"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{stem}.gz"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        _readable_by_all(tmp_name)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            bar = _progress(total, f"{dataset.name}/{stem}.gz", progress)
-            received = 0
-            try:
-                while chunk := response.read(1 << 16):
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            finally:
-                bar.close()
-        if total and received != total:
-            raise ConnectionError(
-                f"download of {url} was interrupted ({received} of {total} bytes)"
-            )
+    data = bytearray()  # at most some 30 MB; nothing touches the disk before it is verified
+    with urllib.request.urlopen(url, timeout=60) as response:
+        total = int(response.headers.get("Content-Length") or 0)
+        bar = _progress(total, f"{dataset.name}/{stem}.gz", progress)
         try:
-            digest = hashlib.sha256(_decompressed(tmp, tmp.read_bytes())).hexdigest()
-        except ValueError as exc:
-            raise ValueError(f"{url} is not valid gzip data ({exc}); nothing was saved") from None
-        if digest != dataset.sha256[stem]:
-            raise ValueError(
-                f"checksum mismatch for {url}: SHA-256 of its content is {digest}, expected "
-                f"{dataset.sha256[stem]}; nothing was saved"
-            )
-        os.replace(tmp, target)
-        return target
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            while chunk := response.read(1 << 16):
+                data += chunk
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+    if total and len(data) != total:
+        raise ConnectionError(f"download of {url} was interrupted ({len(data)} of {total} bytes)")
+    try:
+        digest = hashlib.sha256(_decompressed(target, bytes(data))).hexdigest()
+    except ValueError as exc:
+        raise ValueError(f"{url} is not valid gzip data ({exc}); nothing was saved") from None
+    if digest != dataset.sha256[stem]:
+        raise ValueError(
+            f"checksum mismatch for {url}: SHA-256 of its content is {digest}, expected "
+            f"{dataset.sha256[stem]}; nothing was saved"
+        )
+    with atomic_write(target) as out:
+        out.write(data)
+    return target
 
 
 class _Bar:
@@ -411,3 +402,19 @@ def load_digits(
     train = _shape(x[:cut], t[:cut], normalize, flatten, one_hot_label, 16.0, 8)
     test = _shape(x[cut:], t[cut:], normalize, flatten, one_hot_label, 16.0, 8)
     return train, test
+
+
+def raw_images(n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` synthetic raw MNIST-like images, uint8 of shape ``(n, 784)``.
+
+    Each 28x28 image has a 0 background and two strokes (vertical and horizontal) of values 64 to
+    255, the statistics that matter to the gradient check: mostly zeros, large raw values, as
+    ``load_mnist(normalize=False)`` gives.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), dtype=np.uint8)
+    for image in images:
+        row, col = int(rng.integers(2, 16)), int(rng.integers(4, 22))
+        image[row : row + 12, col - 2 : col + 3] = rng.integers(64, 256, (12, 5))
+        image[row + 5 : row + 8, 4:24] = rng.integers(128, 256, (3, 20))
+    return images.reshape(n, 784)

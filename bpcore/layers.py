@@ -1,8 +1,8 @@
 """The layers of chapter 5, each with its forward and backward pass side by side.
 
 Every layer takes its namespace from the arrays it is given (``array_namespace``, cached by
-array type in ``_namespace``), so the same code runs on NumPy, CuPy, PyTorch, array-api-strict or
-any other Array API library.
+array type in ``bpcore.backends.namespace``), so the same code runs on NumPy, CuPy, PyTorch,
+array-api-strict or any other Array API library.
 
 Two rules make that work and keep the layers correct:
 
@@ -21,8 +21,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._namespace import namespace
-from .backends import Array
+from .backends import Array, namespace
 
 __all__ = ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh"]
 
@@ -148,6 +147,10 @@ class Affine:
     original_x_shape : tuple or None
         The shape of that input before flattening.
     """
+
+    #: The attributes that are parameters: a network binds them to its ``params`` and reads
+    #: their gradients from ``d`` + the name (``dW``, ``db``).
+    param_names = ("W", "b")
 
     def __init__(self, W: Array, b: Array) -> None:
         if W.ndim != 2 or b.ndim != 1 or b.shape[0] != W.shape[1]:

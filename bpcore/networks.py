@@ -1,28 +1,48 @@
-"""The book's networks, `TwoLayerNet` and `MultiLayerNet`, on any backend.
+"""The book's networks, `TwoLayerNet` and `MultiLayerNet`, on any backend, and what they share.
 
-A network is built for one backend, device and dtype, and checks at every public entry point that
-what it is given belongs there (see ``_checks``). Its ``params`` dict and its layers share the
-same arrays: assigning ``net.params["W1"] = new_W`` rebinds the layer too, so optimizers may
-replace arrays (as they must on immutable backends) instead of updating them in place.
+A network is data: an ordered dict of layers (``net.layers``), the loss layer
+(``net.last_layer``), and the parameters those layers own (``net.params``, bound to the layers:
+assigning ``net.params["W1"] = new_W`` rebinds the layer too, so optimizers may replace arrays, as
+they must on immutable backends). Arrays a layer keeps that are not parameters (the running
+statistics of a batch normalization) are its *buffers* (``net.buffers``); checkpoints save both.
+
+A network class is short: its constructor checks its arguments into a JSON-able ``config`` and
+draws initial weights on the host, `param_shapes` says which parameters a config has, and `build`
+lists the layers around given parameters. Everything else (the book's ``predict``, ``loss``,
+``accuracy``, ``gradient``, ``numerical_gradient``, checkpoints, the float64 gradient check)
+comes from `Network` and works for any such class.
+
+A network is built for one backend, device and dtype, and checks at every public entry point
+that what it is given belongs there (see ``_checks``). The ``unchecked_*`` methods are the same
+computations on a batch that `check_batch` has already validated, for training loops and
+gradient checks that validate their data once.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import array_api_compat
+import numpy as np
 
-from . import _checks
+from . import _checks, checkpoints
 from .backends import Array, Backend, resolve_backend
-from .gradcheck import network_numerical_gradient
-from .initializers import init_scale, initial_weights
+from .gradcheck import STEP
+from .initializers import initial_weights
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
-__all__ = ["ACTIVATIONS", "MultiLayerNet", "Params", "TwoLayerNet", "correct_predictions"]
+__all__ = [
+    "ACTIVATIONS",
+    "MultiLayerNet",
+    "Network",
+    "Params",
+    "TwoLayerNet",
+    "correct_predictions",
+]
 
 #: Activation layers by the names ``MultiLayerNet(activation=...)`` accepts.
 ACTIVATIONS: dict[str, type[Relu] | type[Sigmoid] | type[Tanh]] = {
@@ -41,7 +61,7 @@ def correct_predictions(y: Array, t: Array) -> Array:
     labels = t if t.ndim == 1 else xp.argmax(t, axis=1)
     predicted = xp.argmax(y, axis=1)
     return xp.sum(
-        xp.astype(predicted == xp.astype(labels, predicted.dtype), _checks._index_dtype(xp))
+        xp.astype(predicted == xp.astype(labels, predicted.dtype), _checks.index_dtype(xp))
     )
 
 
@@ -80,16 +100,25 @@ class Params(dict[str, Array]):
                 f"shape {tuple(value.shape)} and dtype {value.dtype}"
             )
 
-    def _bind(self, key: str, value: Array) -> None:
+    def bind(self, key: str, value: Array) -> None:
+        """Set ``params[key]`` and its layer's attribute without the checks of ``[key] =``.
+
+        For code that swaps in a value it built from the old one (a perturbed copy, a cast, a
+        JAX tracer, which the checks would not pass); the caller restores the original.
+        """
         layer, attribute = self._bindings[key]
         setattr(layer, attribute, value)
         super().__setitem__(key, value)
+
+    def layer_of(self, key: str) -> tuple[Any, str]:
+        """The layer that uses ``params[key]``, and the attribute it holds it in."""
+        return self._bindings[key]
 
     def __setitem__(self, key: str, value: Array) -> None:
         if key in self._bindings and value is dict.__getitem__(self, key):
             return  # updated in place (params[key] += ...): nothing to check or rebind
         self._check(key, value)
-        self._bind(key, value)
+        self.bind(key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Set several parameters; all are checked before any is set."""
@@ -97,7 +126,7 @@ class Params(dict[str, Array]):
         for key, value in new.items():
             self._check(key, value)
         for key, value in new.items():
-            self._bind(key, value)
+            self.bind(key, value)
 
     def __ior__(self, other: Any) -> Params:  # type: ignore[override,misc]
         self.update(other)
@@ -121,110 +150,211 @@ def _on_device(method: _F) -> _F:
     """Run a public method with the network's device current (see `Backend.activate`)."""
 
     @functools.wraps(method)
-    def wrapper(self: _Network, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Network, *args: Any, **kwargs: Any) -> Any:
         with self.backend_info.activate():
             return method(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-class _Network:
-    """What `TwoLayerNet` and `MultiLayerNet` share: the book's API over a stack of layers."""
+def _layer_params(layers: Mapping[str, Any], attribute: str) -> list[str]:
+    """The names the book gives parameters: the k-th layer holding ``W`` owns ``W{k}``."""
+    return [a for layer in layers.values() for a in getattr(layer, attribute, ())]
+
+
+class Network:
+    """The book's network API over an ordered dict of layers; the base of every network.
+
+    Subclasses provide a constructor, `param_shapes` and `build`; see the module's docstring.
+    A subclass is registered by its name for `bpcore.load`.
+
+    Attributes
+    ----------
+    params : Params
+        The parameters, by the book's names (``"W1"``, ``"b1"``, ...), bound to the layers.
+    layers : OrderedDict
+        The layers in order, by the book's names.
+    last_layer : SoftmaxWithLoss
+        The loss layer; ``lastLayer`` is the same object, under the name of the book's ch. 5.
+    backend_info : Backend
+        The backend and device the arrays live on.
+    """
 
     params: Params
     layers: OrderedDict[str, Any]
     last_layer: SoftmaxWithLoss
+    backend_info: Backend
     #: The loss (0-d array, weight decay included) of the last `gradient` call.
     last_loss: Array | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        checkpoints.register_network(cls)
+
     def __init__(
         self,
-        config: dict[str, Any],
-        weight_init_std: float | str,
-        backend: Any,
-        device: Any,
-        dtype: Any,
-        seed: Any,
+        config: Mapping[str, Any],
+        host_params: Mapping[str, np.ndarray],
+        *,
+        backend: Any = None,
+        device: Any = None,
+        dtype: Any = "float32",
     ) -> None:
-        sizes = self._sizes_of(config)
-        for fan_in in sizes[:-1]:
-            init_scale(weight_init_std, fan_in)  # reject a bad init before importing a backend
         resolved = resolve_backend(backend, device)
-        dtype_name = resolved.resolve_dtype(dtype)
-        host = initial_weights(sizes, weight_init_std, dtype_name, seed)
-        params = {k: resolved.param_asarray(v) for k, v in host.items()}
-        self._setup(config, resolved, dtype_name, params)
+        self._assemble(config, resolved, resolved.resolve_dtype(dtype), host_params, {})
 
-    # -- construction -------------------------------------------------------------------------
+    # -- what a network class says about itself -----------------------------------------------
 
     @staticmethod
-    def _sizes_of(config: Mapping[str, Any]) -> list[int]:
+    def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters a network of this ``config`` has: name -> shape, in the book's order."""
         raise NotImplementedError
 
-    def _layer_names(self, n_affine: int) -> list[str]:
+    @staticmethod
+    def build(config: Mapping[str, Any], params: Mapping[str, Array]) -> OrderedDict[str, Any]:
+        """The layers of a network of this ``config``, in order, holding the given ``params``."""
         raise NotImplementedError
 
-    def _activation(self) -> Any:
-        raise NotImplementedError
+    # -- construction --------------------------------------------------------------------------
 
-    def _setup(
-        self, config: dict[str, Any], backend: Backend, dtype_name: str, params: dict[str, Array]
+    @classmethod
+    def from_arrays(
+        cls,
+        config: Mapping[str, Any],
+        params: Mapping[str, np.ndarray],
+        *,
+        buffers: Mapping[str, np.ndarray] | None = None,
+        backend: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> Network:
+        """Build a network of this class from its ``config`` and saved host arrays.
+
+        No weights are drawn: the arrays are checked against `param_shapes`, copied to the
+        backend and device, and the layers are built around them (how `bpcore.load` works).
+
+        Parameters
+        ----------
+        config : mapping
+            As ``net.config`` returned it.
+        params, buffers : mapping of str to numpy.ndarray
+            As ``net.params`` and ``net.buffers`` held them (``bpcore.to_numpy`` of each).
+        backend, device
+            As for the constructors.
+        dtype : str, optional
+            The network's dtype; by default that of the arrays.
+
+        Raises
+        ------
+        ValueError
+            When an array is missing or has another shape than the config says.
+        """
+        resolved = resolve_backend(backend, device)
+        if dtype is None:
+            dtype = str(next(iter(params.values())).dtype) if params else "float32"
+        net = cls.__new__(cls)
+        net._assemble(config, resolved, resolved.resolve_dtype(dtype), params, buffers or {})
+        return net
+
+    def _assemble(
+        self,
+        config: Mapping[str, Any],
+        backend: Backend,
+        dtype_name: str,
+        host_params: Mapping[str, np.ndarray],
+        host_buffers: Mapping[str, np.ndarray],
     ) -> None:
-        """Build layers around ``params`` (arrays already on ``backend`` in ``dtype_name``)."""
-        self._config = config
+        """Check the host arrays, copy them to the device, build and bind the layers."""
+        self._config = dict(config)
         self.backend_info = backend
         self._dtype_name = dtype_name
-        sizes = self._sizes_of(config)
-        n_affine = len(sizes) - 1
-        names = self._layer_names(n_affine)
-        self.layers = OrderedDict()
-        bindings: dict[str, tuple[Any, str]] = {}
-        for i in range(1, n_affine + 1):
-            affine = Affine(params[f"W{i}"], params[f"b{i}"])
-            self.layers[names[2 * i - 2]] = affine
-            bindings[f"W{i}"] = (affine, "W")
-            bindings[f"b{i}"] = (affine, "b")
-            if i < n_affine:
-                self.layers[names[2 * i - 1]] = self._activation()()
-        self.last_layer = SoftmaxWithLoss()
-        self.params = Params({k: params[k] for k in bindings}, bindings)
-
-    def _with_dtype(self, dtype_name: str) -> _Network:
-        """A copy of this network whose parameters are cast to ``dtype_name``."""
-        xp = self.backend_info.param_xp
-        twin = type(self).__new__(type(self))
-        dtype = self.backend_info.dtype(dtype_name)
-        cast = {k: xp.astype(v, dtype) for k, v in self.params.items()}
-        twin._setup(dict(self._config), self.backend_info, dtype_name, cast)
-        # The twin must compute what this network computes: the user's layers, in the user's
-        # order, including any swapped in since construction (a custom activation, a layer under
-        # test), or a gradient check run on the twin would check stock layers instead. The
-        # caller has run _check_bindings, so every parameter's layer is one of self.layers.
-        twin_of = {
-            id(bound): twin.params._bindings[key][0]
-            for key, (bound, _) in self.params._bindings.items()
+        expected = self.param_shapes(self._config)
+        params = {
+            key: backend.param_asarray(np.asarray(a).astype(dtype_name))
+            for key, a in self._checked_host(expected, host_params).items()
         }
-        layers: OrderedDict[str, Any] = OrderedDict()
-        for name, layer in self.layers.items():
-            stock = twin_of.get(id(layer))
-            if stock is None:  # no parameters: a copy of the user's layer (state is per call)
-                layers[name] = copy.copy(layer)
-            elif type(stock) is type(layer):
-                layers[name] = stock
-            else:  # the user's Affine subclass, around the twin's cast parameters
-                mine = layers[name] = copy.copy(layer)
-                mine.W, mine.b = stock.W, stock.b
-                for key, (bound, attribute) in twin.params._bindings.items():
-                    if bound is stock:
-                        twin.params._bindings[key] = (mine, attribute)
-        twin.layers = layers
-        twin.last_layer = copy.copy(self.last_layer)
-        return twin
+        self.layers = self.build(self._config, params)
+        self.last_layer = SoftmaxWithLoss()
+        bindings = {}
+        by_id = {id(value): key for key, value in params.items()}
+        for layer in self.layers.values():
+            for attribute in getattr(layer, "param_names", ()):
+                bindings[by_id[id(getattr(layer, attribute))]] = (layer, attribute)
+        self.params = Params({key: params[key] for key in expected}, bindings)
+        if host_buffers:
+            self.load_arrays({}, host_buffers)
 
-    def _check_bindings(self) -> None:
-        """Raise if a parameter's layer was taken out of ``layers`` (its gradient would be lost)."""
+    def _checked_host(
+        self, expected: Mapping[str, tuple[int, ...]], host: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        missing = [key for key in expected if key not in host]
+        if missing:
+            raise ValueError(f"no array for parameter(s) {missing} of {type(self).__name__}")
+        for key, shape in expected.items():
+            if tuple(host[key].shape) != tuple(shape) or host[key].dtype.kind != "f":
+                raise ValueError(
+                    f"parameter {key} has shape {tuple(host[key].shape)} and dtype "
+                    f"{host[key].dtype}, expected {tuple(shape)} and {self._dtype_name}"
+                )
+        return {key: host[key] for key in expected}
+
+    def load_arrays(
+        self, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        """Set parameters and buffers from host arrays (a checkpoint's), all checked first.
+
+        Each array must have the shape of the value it replaces; it is cast to the network's
+        dtype and copied to its device. Nothing is set if any array does not fit.
+        """
+        backend, dtype = self.backend_info, self._dtype_name
+        buffers = dict(buffers or {})
+        current = self.buffers
+        unknown = [key for key in buffers if key not in current]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no buffer(s) {unknown}")
+        for key, value in buffers.items():
+            if tuple(value.shape) != tuple(current[key].shape):
+                raise ValueError(
+                    f"buffer {key} has shape {tuple(value.shape)}, expected "
+                    f"{tuple(current[key].shape)}"
+                )
+        shapes = {key: tuple(value.shape) for key, value in self.params.items()}
+        host = self._checked_host(shapes, params) if params else {}
+        with backend.activate():
+            self.params.update({k: backend.param_asarray(a.astype(dtype)) for k, a in host.items()})
+            self._set_buffers(
+                {k: backend.param_asarray(a.astype(dtype)) for k, a in buffers.items()}
+            )
+
+    @property
+    def buffers(self) -> dict[str, Array]:
+        """Arrays the layers keep that are not parameters, by ``"<layer>/<attribute>"``.
+
+        The running statistics of a batch normalization are buffers: saved in checkpoints and
+        restored with the parameters, but not trained by gradients. Layers name theirs in a
+        ``buffer_names`` attribute; the book's chapter 5 layers have none.
+        """
+        return {
+            f"{name}/{attribute}": getattr(layer, attribute)
+            for name, layer in self.layers.items()
+            for attribute in getattr(layer, "buffer_names", ())
+        }
+
+    def _set_buffers(self, values: Mapping[str, Array]) -> None:
+        for key, value in values.items():
+            name, attribute = key.rsplit("/", 1)
+            setattr(self.layers[name], attribute, value)
+
+    def check_layers(self) -> None:
+        """Raise ValueError if ``layers`` and ``params`` no longer belong together.
+
+        Both gradients of a gradient check, and every training step, must come from the layers
+        the network really runs: a parameter whose layer was taken out of ``layers``, or a
+        layer with parameters that ``params`` does not hold, would be silently skipped.
+        """
         live = {id(layer) for layer in self.layers.values()}
-        for key, (layer, _) in self.params._bindings.items():
+        for key in self.params:
+            layer, _ = self.params.layer_of(key)
             if id(layer) not in live:
                 raise ValueError(
                     f"params[{key!r}] belongs to a layer that is no longer in net.layers: a "
@@ -232,14 +362,53 @@ class _Network:
                     f"methods, or by assigning net.params, not by putting a new Affine in "
                     f"net.layers"
                 )
-        bound = {id(layer) for layer, _ in self.params._bindings.values()}
+        bound = {id(self.params.layer_of(key)[0]) for key in self.params}
         for layer in self.layers.values():
-            if isinstance(layer, Affine) and id(layer) not in bound:
+            if getattr(layer, "param_names", ()) and id(layer) not in bound:
                 raise ValueError(
                     f"net.layers holds {layer!r}, whose parameters are not in net.params"
                 )
 
+    @contextlib.contextmanager
+    def using_dtype(self, dtype_name: str) -> Iterator[Network]:
+        """A context in which this network computes in another dtype (for gradient checks).
+
+        The parameters and buffers are rebound, cast, in place of the network's own, which are
+        bound back on leaving, with the same objects and values, however the context ends.
+        """
+        if dtype_name == self._dtype_name:
+            yield self
+            return
+        xp = self.backend_info.param_xp
+        dtype = self.backend_info.dtype(dtype_name)
+        params, buffers, name = dict(self.params), self.buffers, self._dtype_name
+        try:
+            for key, value in params.items():
+                self.params.bind(key, xp.astype(value, dtype))
+            self._set_buffers({k: xp.astype(v, dtype) for k, v in buffers.items()})
+            self._dtype_name = dtype_name
+            yield self
+        finally:
+            for key, value in params.items():
+                self.params.bind(key, value)
+            self._set_buffers(buffers)
+            self._dtype_name = name
+
     # -- what the network is ------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments that define the architecture, JSON-able (a copy).
+
+        ``type(net).from_arrays(net.config, ...)`` and ``bpcore.load`` rebuild the network
+        from it.
+        """
+        return dict(self._config)
+
+    @property
+    def dtype_name(self) -> str:
+        """The parameters' dtype by name: ``"float32"`` or ``"float64"``."""
+        return self._dtype_name
 
     @property
     def backend(self) -> str:
@@ -268,17 +437,26 @@ class _Network:
     @property
     def input_size(self) -> int:
         """Number of input features."""
-        return self._sizes_of(self._config)[0]
+        return int(self._config["input_size"])
 
     @property
     def output_size(self) -> int:
         """Number of classes."""
-        return self._sizes_of(self._config)[-1]
+        return int(self._config["output_size"])
 
     @property
     def weight_decay_lambda(self) -> float:
         """Strength of the L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss."""
         return float(self._config.get("weight_decay_lambda", 0.0))
+
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:
+        """`last_layer`, under the name the book's chapter 5 gives it."""
+        return self.last_layer
+
+    @lastLayer.setter
+    def lastLayer(self, layer: SoftmaxWithLoss) -> None:
+        self.last_layer = layer
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
@@ -299,7 +477,7 @@ class _Network:
             Inputs of any integer or real dtype, on the network's backend and device; they are
             cast to the network's dtype.
         """
-        return self._predict(self._x(x))
+        return self.unchecked_predict(self.check_inputs(x))
 
     @_on_device
     def loss(self, x: Array, t: Array) -> Array:
@@ -310,29 +488,30 @@ class _Network:
         x : array, shape (N, input_size)
         t : array, shape (N,) of class labels or (N, output_size) of one-hot rows
         """
-        x, t = self._xt(x, t)
-        return self._loss(x, t)
+        return self.unchecked_loss(*self.check_batch(x, t))
 
     @_on_device
     def accuracy(self, x: Array, t: Array) -> float:
         """Return the fraction of samples whose highest score is the label's class."""
-        x, t = self._xt(x, t)
-        return float(self._accuracy(x, t))
+        x, t = self.check_batch(x, t)
+        hits = correct_predictions(self.unchecked_predict(x), t)
+        return float(hits) / int(x.shape[0])
 
     @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """Return the gradients of `loss` by backpropagation, keyed like ``params``."""
-        x, t = self._xt(x, t)
-        self._check_bindings()
-        return self._gradient(x, t)
+        x, t = self.check_batch(x, t)
+        self.check_layers()
+        return self.unchecked_gradient(x, t)
 
     @_on_device
     def numerical_gradient(self, x: Array, t: Array, *, h: float | None = None) -> dict[str, Array]:
         """Return the gradients of `loss` by central differences, keyed like ``params``.
 
         Slow (two forward passes per parameter element): a reference for `gradient`. The
-        differences are taken in float64 whenever the backend's device has it, and the result is
-        cast to the network's dtype; see `bpcore.gradient_check`.
+        differences are taken in float64 whenever the backend's device has it (see
+        `using_dtype`), and the result is cast to the network's dtype; see
+        `bpcore.gradient_check`.
 
         Parameters
         ----------
@@ -341,36 +520,65 @@ class _Network:
         h : float, optional
             The step; by default 1e-5 in float64 and 1e-2 in float32.
         """
-        x, t = self._xt(x, t)
-        return network_numerical_gradient(self, x, t, h=h)
+        x, t = self.check_batch(x, t)
+        self.check_layers()
+        with self.using_dtype(self.check_dtype()) as work:
+            x, t = work.cast_batch(x, t)
+            grads = work.unchecked_numerical_gradient(x, t, h=h)
+        xp = self.backend_info.param_xp
+        return {key: xp.astype(g, self.dtype) for key, g in grads.items()}
 
     def save(self, path: Any) -> Any:
         """Save this network to an ``.npz`` checkpoint (no pickle, written atomically).
 
         Load it on any backend with `bpcore.load`. Returns the path written.
         """
-        from .checkpoints import save
+        return checkpoints.save(self, path)
 
-        return save(self, path)
+    # -- checks at the entry points -------------------------------------------------------------
 
-    # -- the unchecked internals (inputs already validated and cast) --------------------------
+    def check_inputs(self, x: Any, name: str = "x") -> Array:
+        """Validate a batch of inputs and return it cast to the network's dtype."""
+        return _checks.check_x(x, self.backend_info, self.dtype, self.input_size, name=name)
 
-    def _x(self, x: Any) -> Array:
-        return _checks.check_x(x, self.backend_info, self.dtype, self.input_size)
+    def check_batch(
+        self, x: Any, t: Any, names: tuple[str, str] = ("x", "t")
+    ) -> tuple[Array, Array]:
+        """Validate a batch and its labels; return them ready for the ``unchecked_*`` methods.
 
-    def _xt(self, x: Any, t: Any) -> tuple[Array, Array]:
-        x = self._x(x)
-        t = _checks.check_labels(t, self.backend_info, x.shape[0], self.output_size)
+        Raises ValueError or TypeError naming the problem (wrong library, device, shape, dtype,
+        labels out of range); see the module ``_checks``.
+        """
+        x = self.check_inputs(x, names[0])
+        t = _checks.check_labels(t, self.backend_info, x.shape[0], self.output_size, names[1])
         _checks.check_same_library(x, t)
         return x, t
 
-    def _predict(self, x: Array) -> Array:
+    def check_dtype(self) -> str:
+        """The dtype numerical gradients are taken in: float64 where the device has it."""
+        return "float64" if self.backend_info.has_dtype("float64") else self._dtype_name
+
+    def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """A checked batch in the network's current dtype (one-hot rows too), computed if lazy.
+
+        For gradient checks: their many forward passes reuse one small, computed batch.
+        """
+        x, t = self.backend_info.compute(x, t)
+        xp = array_api_compat.array_namespace(x)
+        x = xp.astype(x, self.dtype)
+        return x, (xp.astype(t, self.dtype) if t.ndim == 2 else t)
+
+    # -- the computations, on checked batches ---------------------------------------------------
+
+    def unchecked_predict(self, x: Array) -> Array:
+        """`predict` on a batch `check_inputs` has validated."""
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
-    def _loss(self, x: Array, t: Array) -> Array:
-        loss = self.last_layer.forward(self._predict(x), t)
+    def unchecked_loss(self, x: Array, t: Array) -> Array:
+        """`loss` on a batch `check_batch` has validated."""
+        loss = self.last_layer.forward(self.unchecked_predict(x), t)
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend_info.param_xp
@@ -379,30 +587,58 @@ class _Network:
                     loss = loss + 0.5 * lam * xp.sum(W * W)
         return loss
 
-    def _accuracy(self, x: Array, t: Array) -> Array:
-        hits = correct_predictions(self._predict(x), t)
-        return self.xp.astype(hits, self.dtype) / x.shape[0]
+    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """`gradient` on a batch `check_batch` has validated: the book's backward pass.
 
-    def _gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        self.last_loss = self._loss(x, t)  # kept (on the device) for training loops to record
+        Keeps the loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss and the
+        loss layer's scores and labels are computed here, together, in one pass.
+        """
+        self.last_loss = self.unchecked_loss(x, t)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
         for layer in reversed(layers[1:]):
             dout = layer.backward(dout)
-        # Nobody needs the gradient with respect to the input: skip that matrix product.
-        layers[0].backward_params(dout)
+        # Nobody needs the gradient with respect to the input: skip that product where the
+        # first layer offers it.
+        first = layers[0]
+        getattr(first, "backward_params", first.backward)(dout)
         lam = self.weight_decay_lambda
         grads: dict[str, Array] = {}
-        for key, (layer, attribute) in self.params._bindings.items():
-            g = layer.dW if attribute == "W" else layer.db
-            grads[key] = g + lam * layer.W if (lam and attribute == "W") else g
-        # On Dask the gradients (sums over the batch's chunks), the loss and the scores are still
-        # lazy: one compute runs the forward and backward passes once for all of them, on the
-        # cluster (the Trainer's running accuracy then reads scores and labels for free).
+        for key in self.params:
+            layer, attribute = self.params.layer_of(key)
+            g = getattr(layer, "d" + attribute)
+            grads[key] = g + lam * getattr(layer, attribute) if (lam and attribute == "W") else g
         last = self.last_layer
         grads, self.last_loss, last.y, last.t = self.backend_info.compute(
             grads, self.last_loss, last.y, last.t
         )
+        return grads
+
+    def unchecked_numerical_gradient(
+        self, x: Array, t: Array, *, h: float | None = None
+    ) -> dict[str, Array]:
+        """Central differences of `unchecked_loss`, in the network's current dtype.
+
+        The book's ``numerical_gradient``: each parameter element moved by ``±h`` in turn, in
+        the way the backend allows (in place, by ``where``, or vectorized on JAX). The
+        parameters are the same objects, with the same values, afterwards.
+        """
+        h = STEP[self._dtype_name] if h is None else h
+        grads = {}
+        for key in list(self.params):
+            original = self.params[key]
+
+            def loss_at(W: Array, key: str = key) -> Array:
+                # W is the parameter with one element moved: its shape, dtype and device, so
+                # bind it without the checks of params[key] = W (a JAX tracer would not pass).
+                if self.params[key] is not W:
+                    self.params.bind(key, W)
+                return self.unchecked_loss(x, t)
+
+            try:
+                grads[key] = self.backend_info.central_difference(loss_at, original, h)
+            finally:
+                self.params.bind(key, original)
         return grads
 
 
@@ -413,7 +649,26 @@ def _check_activation(activation: Any) -> str:
     return activation.lower()
 
 
-class TwoLayerNet(_Network):
+def _dense_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(1, len(sizes)):
+        shapes[f"W{i}"] = (sizes[i - 1], sizes[i])
+        shapes[f"b{i}"] = (sizes[i],)
+    return shapes
+
+
+def _dense_layers(
+    params: Mapping[str, Array], names: Sequence[str], activation: Callable[[], Any]
+) -> OrderedDict[str, Any]:
+    """Affine, activation, Affine, ...: ``names`` for them in order, ending with an Affine."""
+    layers: OrderedDict[str, Any] = OrderedDict()
+    for i, name in enumerate(names):
+        k = i // 2 + 1
+        layers[name] = Affine(params[f"W{k}"], params[f"b{k}"]) if i % 2 == 0 else activation()
+    return layers
+
+
+class TwoLayerNet(Network):
     """The book's two-layer network: Affine, ReLU, Affine, softmax with cross-entropy loss.
 
     Parameters
@@ -469,20 +724,22 @@ class TwoLayerNet(_Network):
             "hidden_size": _checks.check_positive_int(hidden_size, "hidden_size"),
             "output_size": _checks.check_positive_int(output_size, "output_size"),
         }
-        super().__init__(config, weight_init_std, backend, device, dtype, seed)
+        sizes = [config["input_size"], config["hidden_size"], config["output_size"]]
+        host = initial_weights(sizes, weight_init_std, "float64", seed)
+        super().__init__(config, host, backend=backend, device=device, dtype=dtype)
 
     @staticmethod
-    def _sizes_of(config: Mapping[str, Any]) -> list[int]:
-        return [config["input_size"], config["hidden_size"], config["output_size"]]
+    def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """``W1``, ``b1``, ``W2``, ``b2``, shaped by the three sizes."""
+        return _dense_shapes([config["input_size"], config["hidden_size"], config["output_size"]])
 
-    def _layer_names(self, n_affine: int) -> list[str]:
-        return ["Affine1", "Relu1", "Affine2"]
+    @staticmethod
+    def build(config: Mapping[str, Any], params: Mapping[str, Array]) -> OrderedDict[str, Any]:
+        """``Affine1``, ``Relu1``, ``Affine2``."""
+        return _dense_layers(params, ["Affine1", "Relu1", "Affine2"], Relu)
 
-    def _activation(self) -> type[Relu]:
-        return Relu
 
-
-class MultiLayerNet(_Network):
+class MultiLayerNet(Network):
     """The book's fully connected network of any depth, with optional weight decay.
 
     Parameters
@@ -538,24 +795,31 @@ class MultiLayerNet(_Network):
             raise ValueError(
                 f"weight_decay_lambda must be a finite number >= 0, got {weight_decay_lambda!r}"
             )
+        n_in = _checks.check_positive_int(input_size, "input_size")
+        n_out = _checks.check_positive_int(output_size, "output_size")
         config = {
-            "input_size": _checks.check_positive_int(input_size, "input_size"),
+            "input_size": n_in,
             "hidden_size_list": hidden,
-            "output_size": _checks.check_positive_int(output_size, "output_size"),
+            "output_size": n_out,
             "activation": _check_activation(activation),
             "weight_decay_lambda": float(weight_decay_lambda),
         }
-        super().__init__(config, weight_init_std, backend, device, dtype, seed)
+        sizes = [n_in, *hidden, n_out]
+        host = initial_weights(sizes, weight_init_std, "float64", seed)
+        super().__init__(config, host, backend=backend, device=device, dtype=dtype)
 
     @staticmethod
-    def _sizes_of(config: Mapping[str, Any]) -> list[int]:
-        return [config["input_size"], *config["hidden_size_list"], config["output_size"]]
+    def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """``W1``, ``b1``, ..., one pair per Affine layer."""
+        return _dense_shapes(
+            [config["input_size"], *config["hidden_size_list"], config["output_size"]]
+        )
 
-    def _layer_names(self, n_affine: int) -> list[str]:
+    @staticmethod
+    def build(config: Mapping[str, Any], params: Mapping[str, Array]) -> OrderedDict[str, Any]:
+        """``Affine1``, ``Activation_function1``, ..., ``Affine{n}``, as in the book."""
+        n_affine = len(config["hidden_size_list"]) + 1
         names = []
         for i in range(1, n_affine + 1):
             names += [f"Affine{i}", f"Activation_function{i}"]
-        return names[:-1]
-
-    def _activation(self) -> Any:
-        return ACTIVATIONS[self._config["activation"]]
+        return _dense_layers(params, names[:-1], ACTIVATIONS[config["activation"]])

@@ -20,10 +20,7 @@ import math
 from collections.abc import MutableMapping
 from typing import Any
 
-import array_api_compat
-
-from ._namespace import namespace
-from .backends import Array
+from .backends import Array, backend_class_of, namespace
 
 __all__ = ["OPTIMIZERS", "SGD", "AdaGrad", "Adam", "Momentum", "Nesterov", "Optimizer", "RMSprop"]
 
@@ -50,7 +47,7 @@ def _fraction(value: Any, name: str) -> float:
 def _add(params: Params, key: str, delta: Array) -> None:
     """``params[key] += delta``, in place where the array allows it."""
     p = params[key]
-    if array_api_compat.is_writeable_array(p):
+    if backend_class_of(p).writes_in_place(p):
         p += delta
         params[key] = p  # the same object: a network's Params accepts it without a copy
     else:
@@ -78,11 +75,12 @@ class Optimizer:
         missing = [k for k in params if k not in grads]
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
-        if any(array_api_compat.is_dask_array(grads[k]) for k in params):
-            # Lazy gradients for ordinary parameters (a Dask network's): compute them together.
-            import dask
-
-            grads = dict(zip(params, dask.compute(*(grads[k] for k in params)), strict=True))
+        if params:
+            # Lazy gradients (Dask's) for ordinary parameters: computed together, in one pass.
+            values = backend_class_of(grads[next(iter(params))]).compute(
+                *(grads[k] for k in params)
+            )
+            grads = dict(zip(params, values, strict=True))
         for key in params:
             self._step(params, key, grads[key])
 

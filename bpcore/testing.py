@@ -18,12 +18,24 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import BACKENDS, Array, Backend, available_backends, resolve_backend, to_numpy
+from .backends import (
+    BACKEND_CLASSES,
+    BACKENDS,
+    Array,
+    Backend,
+    NumPyBackend,
+    available_backends,
+    backend_class_of,
+    resolve_backend,
+    to_numpy,
+)
+from .datasets import raw_images
 
 __all__ = [
     "ENV_BACKENDS",
     "RTOL",
     "BackendCase",
+    "ReadOnlyNumPyBackend",
     "assert_close",
     "backend_cases",
     "parametrize_backends",
@@ -57,9 +69,7 @@ class BackendCase:
     @property
     def id(self) -> str:
         """A short test id: ``numpy``, ``torch-cpu``, ``torch-cuda``, ``cupy``."""
-        if self.name == "torch":
-            return f"torch-{self.device.split(':')[0]}"
-        return self.name
+        return BACKEND_CLASSES[self.name].case_id(self.device)
 
     @functools.cached_property
     def backend(self) -> Backend:
@@ -69,8 +79,7 @@ class BackendCase:
         the tests run in (a float64 network would turn it on anyway, midway through a run).
         """
         backend = resolve_backend(self.name, self.device)
-        if self.name == "jax":
-            backend.dtype("float64")
+        backend.enable_float64()
         return backend
 
     def resolve(self) -> Backend:
@@ -99,6 +108,28 @@ class BackendCase:
     def net_kwargs(self) -> dict[str, str]:
         """``backend=`` and ``device=`` for a network constructor."""
         return {"backend": self.name, "device": self.device}
+
+
+class ReadOnlyNumPyBackend(NumPyBackend):
+    """NumPy whose arrays, as created here, cannot be written: a real immutable backend.
+
+    bpcore takes the path it takes for JAX's immutable arrays (optimizers assign new arrays,
+    numerical gradients build perturbed copies with ``where``) wherever an array is not
+    writeable; this backend runs that path on NumPy, where its results can be compared with the
+    in-place path's, as array-api-extra tests with its read-only NumPy backend. Pass an
+    instance as ``backend=``: ``TwoLayerNet(..., backend=ReadOnlyNumPyBackend.create())``.
+    """
+
+    @classmethod
+    def create(cls) -> ReadOnlyNumPyBackend:
+        """The backend on the CPU."""
+        return cls(cls.import_namespace(), "cpu")
+
+    def asarray(self, host: np.ndarray) -> Array:
+        """A read-only copy of ``host``."""
+        a = np.array(host, copy=True)
+        a.flags.writeable = False
+        return a
 
 
 def parse_backend_names(text: str) -> list[str]:
@@ -136,20 +167,11 @@ def backend_cases(names: list[str] | None = None) -> list[BackendCase]:
     if names is None:
         env = os.environ.get(ENV_BACKENDS, "")
         names = parse_backend_names(env) if env.strip() else None
-    found = available_backends()
-    cases = []
-    for name, devices in found.items():
-        if name in ("numpy", "array_api_strict", "dask"):
-            cases.append(BackendCase(name, "cpu"))
-            continue
-        if name == "jax":
-            cases.append(BackendCase(name, devices[0]))  # JAX's default device: one case
-            continue
-        if name == "torch":
-            cases.append(BackendCase(name, "cpu"))
-        cuda = [d for d in devices if d.startswith("cuda")]
-        if cuda:
-            cases.append(BackendCase(name, cuda[0]))
+    cases = [
+        BackendCase(name, device)
+        for name, devices in available_backends().items()
+        for device in BACKEND_CLASSES[name].test_devices(devices)
+    ]
     if names is None:
         return cases
     missing = [n for n in names if not any(c.name == n for c in cases)]
@@ -185,16 +207,7 @@ def synchronize(a: Array) -> None:
     GPU work is asynchronous: a timer read before this measures only the kernel launches. A
     Dask array is lazy: it is computed (and the result dropped).
     """
-    if array_api_compat.is_cupy_array(a):
-        a.device.synchronize()
-    elif array_api_compat.is_torch_array(a) and a.device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(a.device)
-    elif array_api_compat.is_jax_array(a):
-        a.block_until_ready()  # JAX dispatches asynchronously on every device, the CPU too
-    elif array_api_compat.is_dask_array(a):
-        a.compute()  # lazy: nothing has run until it is computed
+    backend_class_of(a).synchronize(a)
 
 
 def assert_close(
@@ -225,19 +238,3 @@ def assert_close(
     if a.shape != d.shape:
         raise AssertionError(f"shape {a.shape} != expected {d.shape} {err_msg}")
     np.testing.assert_allclose(a, d, rtol=rtol, atol=atol, err_msg=err_msg)
-
-
-def raw_images(n: int, *, seed: int = 0) -> np.ndarray:
-    """``n`` synthetic raw MNIST-like images, uint8 of shape ``(n, 784)``.
-
-    Each 28x28 image has a 0 background and two strokes (vertical and horizontal) of values 64 to
-    255, the statistics that matter to the gradient check: mostly zeros, large raw values, as
-    ``load_mnist(normalize=False)`` gives.
-    """
-    rng = np.random.default_rng(seed)
-    images = np.zeros((n, 28, 28), dtype=np.uint8)
-    for image in images:
-        row, col = int(rng.integers(2, 16)), int(rng.integers(4, 22))
-        image[row : row + 12, col - 2 : col + 3] = rng.integers(64, 256, (12, 5))
-        image[row + 5 : row + 8, 4:24] = rng.integers(128, 256, (3, 20))
-    return images.reshape(n, 784)

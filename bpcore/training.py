@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _checks
 from .backends import Array, to_numpy
-from .checkpoints import read_checkpoint, save
+from .checkpoints import load_into, read_checkpoint, save
 from .networks import correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
 
@@ -117,6 +117,8 @@ class Trainer:
         self.test_acc_list: list[float] = []
         self.epochs_done = 0
         self.seconds = 0.0
+        self._progress: _Progress | None = None
+        self._order: Array | None = None
         if resume is not None:
             self._resume(Path(resume))
 
@@ -137,8 +139,7 @@ class Trainer:
                 x = backend.asarray(x)
             if isinstance(t, np.ndarray):
                 t = backend.asarray(t)
-            x = _checks.check_x(x, backend, net.dtype, net.input_size, name=f"x_{split}")
-            t = _checks.check_labels(t, backend, x.shape[0], net.output_size, name=f"t_{split}")
+            x, t = net.check_batch(x, t, names=(f"x_{split}", f"t_{split}"))
             if t.ndim == 2 and t.dtype != net.dtype:
                 t = net.xp.astype(t, net.dtype)
         # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
@@ -155,8 +156,14 @@ class Trainer:
             "test_acc": self.test_acc_list,
         }
 
+    @property
+    def iter_per_epoch(self) -> int:
+        """Steps in one epoch: the training set in mini-batches, the last one possibly short."""
+        n: int = self.x_train.shape[0]
+        return -(-n // self.batch_size)
+
     def train(self) -> dict[str, list[float]]:
-        """Train for the remaining epochs; return `history`.
+        """Train for the remaining epochs (`train_step` after `train_step`); return `history`.
 
         Raises
         ------
@@ -166,107 +173,81 @@ class Trainer:
             the epoch's end), so the parameters may have gone on for some steps; the last
             checkpoint, if any, is intact.
         """
+        self.network.check_layers()  # once per run: the steps use the unchecked gradient
+        try:
+            while self.epochs_done < self.epochs:
+                self.train_step()
+        finally:
+            self._close_progress()
+        return self.history
+
+    def train_step(self) -> None:
+        """One mini-batch: gradient and update; at an epoch's end, evaluation and checkpoint.
+
+        The book's ``Trainer.train_step``. Each epoch visits the training set once, in an order
+        drawn from ``(seed, epoch)``. The step's loss stays on the device: `train_loss_list`
+        gets the epoch's losses at its end, when they are read back and checked.
+        """
         net = self.network
-        net._check_bindings()  # once per run: the steps call the unchecked _gradient
         # Overflow in a diverging run is reported once, as TrainingDivergedError, rather than as
         # NumPy warnings at every step (np.errstate covers NumPy-backed libraries only).
         with net.backend_info.activate(), np.errstate(over="ignore", invalid="ignore"):
-            while self.epochs_done < self.epochs:
-                start = time.perf_counter()
-                self._epoch()
-                self.seconds += time.perf_counter() - start
-                self._evaluate()
-                self.epochs_done += 1
-                if self.verbose:
-                    print(
-                        f"epoch {self.epochs_done}/{self.epochs}: "
-                        f"loss {np.mean(self.train_loss_list[-self._steps_per_epoch :]):.4f}, "
-                        f"train acc {self.train_acc_list[-1]:.4f}, "
-                        f"test acc {self.test_acc_list[-1]:.4f}",
-                        file=sys.stderr,
-                    )
-                if self.checkpoint is not None:
-                    self.save_checkpoint(self.checkpoint)
-        return self.history
-
-    @property
-    def _steps_per_epoch(self) -> int:
-        n: int = self.x_train.shape[0]
-        return -(-n // self.batch_size)
-
-    def _epoch(self) -> None:
-        n, size = self.x_train.shape[0], self.batch_size
-        steps = self._steps_per_epoch
-        bar = self._bar(steps)
-        try:
-            self._steps(bar, steps, n, size)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _steps(self, bar: Any, steps: int, n: int, size: int) -> None:
-        net, xp = self.network, self.network.xp
-        order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
-        perm = net.backend_info.indices(order)
-        losses: list[Array] = []
-        hits: list[Array] = []
-        shown = 0
-        started = time.perf_counter()
-        for step in range(steps):
-            idx = perm[step * size : min((step + 1) * size, n)]  # in-bounds, as the standard asks
-            x = xp.take(self.x_train, idx, axis=0)
-            t = xp.take(self.t_train, idx, axis=0)
-            grads = net._gradient(x, t)
+            started = time.perf_counter()
+            if self._progress is None:
+                self._start_epoch()
+            progress = self._progress
+            assert progress is not None
+            assert self._order is not None
+            n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
+            idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
+            x = net.xp.take(self.x_train, idx, axis=0)
+            t = net.xp.take(self.t_train, idx, axis=0)
+            grads = net.unchecked_gradient(x, t)
             self.optimizer.update(net.params, grads)
-            losses.append(net.last_loss)
-            if bar is not None:
-                # Running accuracy of the batches seen, from the scores the step computed anyway
-                # (on Dask, computed with the gradients, like the labels the layer kept).
-                hits.append(correct_predictions(net.last_layer.y, net.last_layer.t))
-                if (step + 1) % _SHOW_EVERY == 0 or step + 1 == steps:
-                    # One host sync per _SHOW_EVERY steps, for the losses not read back yet.
-                    loss = self._checked(losses[shown:], first_step=shown)[-1]
-                    done = min((step + 1) * size, n)
-                    acc = float(xp.sum(xp.stack(hits))) / done
-                    rate = done / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(
-                        loss=f"{loss:.4f}",
-                        acc=f"{acc:.4f}",
-                        samples_s=f"{rate:,.0f}",
-                        refresh=False,
-                    )
-                    bar.update(step + 1 - shown)
-                    bar.refresh()  # show the figures now, however short the epoch
-                    shown = step + 1
-        self.train_loss_list.extend(self._checked(losses).tolist())  # the epoch's read-back
+            progress.step(net.last_loss, net.last_layer, samples=int(idx.shape[0]))
+            if progress.steps_done < progress.steps:
+                self.seconds += time.perf_counter() - started
+                return
+            losses = progress.finish()  # the epoch's read-back: waits for the device
+            self.seconds += time.perf_counter() - started
+            self._end_epoch(losses)
 
-    def _checked(self, losses: list[Array], first_step: int = 0) -> np.ndarray:
-        """Read losses back to the host; raise at the first that is not finite.
+    def _start_epoch(self) -> None:
+        n = self.x_train.shape[0]
+        order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
+        self._order = self.network.backend_info.indices(order)
+        self._progress = _Progress(
+            self.network.xp,
+            self.iter_per_epoch,
+            f"epoch {self.epochs_done + 1}/{self.epochs}",
+            self._diverged,
+            bar=self.verbose,
+        )
 
-        ``losses`` are those of the steps from ``first_step`` (0-based) on.
-        """
-        values = to_numpy(self.network.xp.stack(losses)).astype(float)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            index = int(bad[0])
-            raise TrainingDivergedError(
-                f"the loss became {values[index]} at epoch {self.epochs_done + 1}, step "
-                f"{first_step + index + 1}: training stopped; try a smaller learning rate "
-                f"(optimizer {self.optimizer!r})"
+    def _end_epoch(self, losses: np.ndarray) -> None:
+        self._close_progress()
+        self.train_loss_list.extend(losses.tolist())
+        self._evaluate()
+        self.epochs_done += 1
+        if self.verbose:
+            print(
+                f"epoch {self.epochs_done}/{self.epochs}: loss {np.mean(losses):.4f}, "
+                f"train acc {self.train_acc_list[-1]:.4f}, "
+                f"test acc {self.test_acc_list[-1]:.4f}",
+                file=sys.stderr,
             )
-        return values
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint)
 
-    def _bar(self, steps: int) -> Any:
-        if not self.verbose:
-            return None
-        from tqdm import tqdm
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        self._progress = self._order = None
 
-        return tqdm(
-            total=steps,
-            desc=f"epoch {self.epochs_done + 1}/{self.epochs}",
-            unit="step",
-            file=sys.stderr,
-            leave=False,
+    def _diverged(self, value: float, step: int) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"the loss became {value} at epoch {self.epochs_done + 1}, step {step}: training "
+            f"stopped; try a smaller learning rate (optimizer {self.optimizer!r})"
         )
 
     def _evaluate(self) -> None:
@@ -284,7 +265,7 @@ class Trainer:
         hits = []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
             chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            hits.append(correct_predictions(net._predict(x[chunk, ...]), t[chunk, ...]))
+            hits.append(correct_predictions(net.unchecked_predict(x[chunk, ...]), t[chunk, ...]))
         return float(xp.sum(xp.stack(hits))) / int(x.shape[0])
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -307,12 +288,37 @@ class Trainer:
         return save(self.network, path, extra_arrays=extra, extra_meta=meta)
 
     def _resume(self, path: Path) -> None:
-        meta, arrays = read_checkpoint(path)
+        net = self.network
+        meta = self._check_resumable(path)
+        backend = net.backend_info
+        with backend.activate():
+            _, rest = load_into(net, path)
+            prefix = "optimizer/"
+            state = meta["trainer"]
+            self.optimizer.load_state(
+                {
+                    k[len(prefix) :]: backend.param_asarray(v.astype(net.dtype_name))
+                    for k, v in rest.items()
+                    if k.startswith(prefix)
+                },
+                state.get("optimizer_state", {}),
+            )
+        self.epochs_done = int(state["epochs_done"])
+        self.seed = int(state["seed"])
+        self.seconds = float(state.get("seconds", 0.0))
+        history = state.get("history", {})
+        self.train_loss_list = list(history.get("train_loss", []))
+        self.train_acc_list = list(history.get("train_acc", []))
+        self.test_acc_list = list(history.get("test_acc", []))
+
+    def _check_resumable(self, path: Path) -> dict[str, Any]:
+        """The checkpoint's metadata, if this trainer can continue its run; else ValueError."""
+        meta, _ = read_checkpoint(path)
         state = meta.get("trainer")
         if not isinstance(state, dict):
             raise ValueError(f"{path} is a network checkpoint without a trainer state")
         net = self.network
-        if meta.get("class") != type(net).__name__ or meta.get("config") != net._config:
+        if meta.get("class") != type(net).__name__ or meta.get("config") != net.config:
             raise ValueError(
                 f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
                 f"the network to train, {net!r}"
@@ -327,27 +333,87 @@ class Trainer:
                 f"{path} was trained with {state.get('optimizer')}, not "
                 f"{type(self.optimizer).__name__}"
             )
-        backend = net.backend_info
-        with backend.activate():
-            net.params.update(
-                {k: backend.param_asarray(arrays[k].astype(net._dtype_name)) for k in net.params}
+        return meta
+
+
+class _Progress:
+    """One epoch's progress: the bar, the losses kept on the device, their checked read-back.
+
+    Losses and hit counts stay on the device; every `SHOW_EVERY` steps (with the bar) and at the
+    epoch's end the losses not read yet are read back in one go and checked for divergence.
+    """
+
+    SHOW_EVERY = _SHOW_EVERY
+
+    def __init__(
+        self,
+        xp: Any,
+        steps: int,
+        desc: str,
+        diverged: Any,
+        *,
+        bar: bool,
+    ) -> None:
+        self.xp = xp
+        self.steps = steps
+        self.steps_done = 0
+        self.samples = 0
+        self._diverged = diverged
+        self._losses: list[Array] = []
+        self._hits: list[Array] = []
+        self._read: list[float] = []
+        self._started = time.perf_counter()
+        self._bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def step(self, loss: Array, last_layer: Any, samples: int) -> None:
+        """Record a step's loss (and, with the bar, its hits), reading back when it is time."""
+        self._losses.append(loss)
+        self.steps_done += 1
+        self.samples += samples
+        if self._bar is None:
+            return
+        # Running accuracy of the batches seen, from the scores the step computed anyway (on
+        # Dask, computed with the gradients, like the labels the loss layer kept).
+        self._hits.append(correct_predictions(last_layer.y, last_layer.t))
+        if self.steps_done % self.SHOW_EVERY == 0 or self.steps_done == self.steps:
+            shown = len(self._read)
+            self._read_back()
+            acc = float(self.xp.sum(self.xp.stack(self._hits))) / self.samples
+            rate = self.samples / max(time.perf_counter() - self._started, 1e-9)
+            self._bar.set_postfix(
+                loss=f"{self._read[-1]:.4f}",
+                acc=f"{acc:.4f}",
+                samples_s=f"{rate:,.0f}",
+                refresh=False,
             )
-            prefix = "optimizer/"
-            self.optimizer.load_state(
-                {
-                    k[len(prefix) :]: backend.param_asarray(v.astype(net._dtype_name))
-                    for k, v in arrays.items()
-                    if k.startswith(prefix)
-                },
-                state.get("optimizer_state", {}),
-            )
-        self.epochs_done = int(state["epochs_done"])
-        self.seed = int(state["seed"])
-        self.seconds = float(state.get("seconds", 0.0))
-        history = state.get("history", {})
-        self.train_loss_list = list(history.get("train_loss", []))
-        self.train_acc_list = list(history.get("train_acc", []))
-        self.test_acc_list = list(history.get("test_acc", []))
+            self._bar.update(self.steps_done - shown)
+            self._bar.refresh()  # show the figures now, however short the epoch
+
+    def _read_back(self) -> None:
+        """Read the losses not read yet to the host, in one go; raise at the first not finite."""
+        pending = self._losses[len(self._read) :]
+        if not pending:
+            return
+        values = to_numpy(self.xp.stack(pending)).astype(float)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            index = int(bad[0])
+            raise self._diverged(values[index], len(self._read) + index + 1)
+        self._read.extend(values.tolist())
+
+    def finish(self) -> np.ndarray:
+        """The epoch's losses, read back and checked."""
+        self._read_back()
+        return np.asarray(self._read)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:

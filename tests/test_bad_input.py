@@ -339,15 +339,10 @@ def test_backend_not_installed(monkeypatch, name, hint):
 
 def test_cupy_without_a_cuda_device(monkeypatch):
     # CuPy imports on machines without a GPU; it must then say so, not fail on first use.
-    import bpcore.backends as backends
+    from bpcore.backends import CuPyBackend
 
-    real_import = backends.importlib.import_module
-    monkeypatch.setattr(
-        backends.importlib,
-        "import_module",
-        lambda name: object() if name == "array_api_compat.cupy" else real_import(name),
-    )
-    monkeypatch.setattr(backends, "_cuda_device_count", lambda: 0)
+    monkeypatch.setattr(CuPyBackend, "import_namespace", classmethod(lambda cls: object()))
+    monkeypatch.setattr(CuPyBackend, "device_count", classmethod(lambda cls: 0))
     with pytest.raises(ImportError, match=r"sees no CUDA device.*bpcore\[cuda12\]"):
         TwoLayerNet(6, 4, 3, backend="cupy")
 

@@ -167,4 +167,4 @@ def test_a_training_step_runs_its_forward_pass_once(digits):
             seed=0,
         )
         trainer.train()
-    assert len(exps) == trainer._steps_per_epoch  # one softmax per step: 15, not 30 or more
+    assert len(exps) == trainer.iter_per_epoch  # one softmax per step: 15, not 30 or more

@@ -1,0 +1,295 @@
+"""`Backend`: an array library and a device, and what bpcore needs to know about that library.
+
+The base class serves any Array API library bpcore has no class for (pass its namespace module as
+``backend=``); each library with something of its own (device names, lazy arrays, immutable
+arrays, a current device, asynchronous kernels) has a subclass in this package that overrides
+only what differs. Nothing outside this package asks which library it is talking to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import array_api_compat
+import numpy as np
+
+__all__ = ["DTYPES", "Array", "Backend", "Namespace"]
+
+#: An array of any supported backend (the Array API has no common static type).
+Array = Any
+#: An Array API namespace module, such as ``array_api_compat.numpy``.
+Namespace = Any
+
+#: Floating dtypes a network can compute in, by name.
+DTYPES = ("float32", "float64")
+
+
+class Backend:
+    """An array library and a device: where a network's arrays live.
+
+    Build one with `bpcore.backends.resolve_backend`; networks keep theirs in
+    ``net.backend_info``. This base class is the generic "any Array API module" backend; the
+    subclasses (`NumPyBackend`, `CuPyBackend`, `TorchBackend`, `JAXBackend`, `DaskBackend`,
+    `StrictBackend`) add what their library needs. A new backend is one more subclass.
+
+    Parameters
+    ----------
+    xp : module
+        The Array API namespace (as ``array_api_compat.array_namespace`` returns it).
+    device : object
+        The library's own device object, as ``array_api_compat.device`` reports it for arrays
+        created here.
+
+    Attributes
+    ----------
+    name : str
+        bpcore's name for the library (``"numpy"``, ``"torch"``, ...); for the generic backend,
+        the namespace module's name.
+    xp, device
+        As given.
+    """
+
+    #: bpcore's name for the library; on the generic backend, set from the namespace module.
+    name: str = ""
+    #: The module that is the library's Array API namespace.
+    namespace_module: ClassVar[str] = ""
+    #: What to run when the library is missing.
+    install: ClassVar[str] = ""
+
+    def __init__(self, xp: Namespace, device: Any) -> None:
+        self.xp = xp
+        self.device = device
+        if not type(self).name:
+            self.name = str(getattr(xp, "__name__", type(xp).__name__))
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={self.device!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Backend)
+            and type(other) is type(self)
+            and other.xp is self.xp
+            and other.device == self.device
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name, str(self.device)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A module does not pickle or deep-copy: rebuild from the names (networks deep-copy).
+        module = getattr(self.xp, "__name__", "")
+        return (_restore, (type(self), module, self.picklable_device()))
+
+    def picklable_device(self) -> Any:
+        """The device in a form that pickles and that `parse_device` takes back."""
+        return self.device
+
+    # -- the library ---------------------------------------------------------------------------
+
+    @classmethod
+    def owns_namespace(cls, xp: Namespace) -> bool:
+        """Whether ``xp`` (a compat namespace or the plain library module) is this library's."""
+        return False
+
+    @classmethod
+    def owns_array(cls, a: Any) -> bool:
+        """Whether ``a`` is an array of this library."""
+        return False
+
+    @classmethod
+    def import_namespace(cls) -> Namespace:
+        """Import the library's namespace, or raise ImportError saying what to install."""
+        try:
+            return importlib.import_module(cls.namespace_module)
+        except ImportError as exc:
+            raise ImportError(
+                f"backend {cls.name!r} is not installed here ({exc}); install it with: "
+                f"{cls.install}"
+            ) from exc
+
+    @classmethod
+    def check_usable(cls) -> None:
+        """Raise ImportError if the library imports but cannot run here (CuPy with no GPU)."""
+
+    @classmethod
+    def device_names(cls, xp: Namespace) -> list[str]:
+        """The names of the devices the library sees here (``"cpu"``, ``"cuda:0"``, ...)."""
+        return [str(array_api_compat.device(xp.asarray(0.0)))]
+
+    @classmethod
+    def test_devices(cls, devices: list[str]) -> list[str]:
+        """Which of ``devices`` a test run covers: by default, the first."""
+        return devices[:1]
+
+    @classmethod
+    def case_id(cls, device: str) -> str:
+        """A short test id for this library on ``device``: by default, the library's name."""
+        return cls.name
+
+    @classmethod
+    def parse_device(cls, xp: Namespace, device: Any) -> Any:
+        """The library's device object for ``device`` (None: its default), or ValueError."""
+        probe = xp.asarray(0.0) if device is None else xp.asarray(0.0, device=device)
+        return array_api_compat.device(probe)
+
+    @classmethod
+    def to_numpy(cls, a: Array) -> np.ndarray:
+        """``a`` as a NumPy array: through DLPack, the standard's way out of a library."""
+        try:
+            return np.from_dlpack(a)
+        except (AttributeError, TypeError, RuntimeError, BufferError):
+            return np.asarray(a)
+
+    @classmethod
+    def synchronize(cls, a: Array) -> None:
+        """Wait until the device has finished computing ``a`` (nothing to wait for here)."""
+
+    @classmethod
+    def compute(cls, *values: Any) -> tuple[Any, ...]:
+        """Compute lazy arrays among ``values``, all in one pass; eager ones pass through."""
+        return values
+
+    # -- where arrays go -----------------------------------------------------------------------
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which this backend's device is the current one (only CuPy needs it).
+
+        Every public entry point of a network runs inside ``with backend.activate():``.
+        """
+        return contextlib.nullcontext()
+
+    def asarray(self, host: np.ndarray) -> Array:
+        """Copy a NumPy array to this backend and device, keeping its dtype."""
+        return self.xp.asarray(host, device=self.device)
+
+    @property
+    def param_xp(self) -> Namespace:
+        """The namespace of a network's parameters: `xp`, except on Dask."""
+        return self.xp
+
+    def param_asarray(self, host: np.ndarray) -> Array:
+        """Copy a NumPy array to where this backend keeps parameters (see `param_xp`)."""
+        return self.asarray(host)
+
+    def indices(self, host: np.ndarray) -> Array:
+        """Integer indices, from the host, for ``take`` on this backend's data."""
+        return self.asarray(host)
+
+    def persist(self, a: Array) -> Array:
+        """Keep a lazy array's chunks computed in memory; eager arrays pass through."""
+        return a
+
+    @classmethod
+    def writes_in_place(cls, a: Array) -> bool:
+        """Whether ``a`` may be written to (an optimizer's update, a perturbed element)."""
+        return bool(array_api_compat.is_writeable_array(a))
+
+    # -- dtypes --------------------------------------------------------------------------------
+
+    def dtype(self, name: str) -> Any:
+        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
+        return getattr(self.xp, name)
+
+    def enable_float64(self) -> None:
+        """Make float64 arrays really float64 (JAX's process-wide x64 switch); else nothing."""
+
+    def has_dtype(self, name: str) -> bool:
+        """Whether this device can hold arrays of the named dtype (some GPUs lack float64).
+
+        Asking about float64 calls `enable_float64` first: without it JAX would answer yes and
+        then silently compute in float32.
+        """
+        if name == "float64":
+            self.enable_float64()
+        dtype = self.dtype(name)
+        try:
+            info = self.xp.__array_namespace_info__()
+            if name not in info.dtypes(device=self.device):
+                return False
+        except (AttributeError, TypeError, NotImplementedError):
+            pass  # a namespace without the inspection API: try an allocation instead
+        try:
+            self.xp.zeros((1,), dtype=dtype, device=self.device)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        return True
+
+    def resolve_dtype(self, dtype: Any) -> str:
+        """Validate ``dtype`` (a name or the namespace's dtype object) and return its name.
+
+        A refused dtype changes nothing (JAX's x64 mode is left alone).
+        """
+        for name in DTYPES:
+            if isinstance(dtype, str) and dtype == name:
+                break
+            if not isinstance(dtype, str) and dtype == self.dtype(name):
+                break
+        else:
+            valid = ", ".join(repr(n) for n in DTYPES)
+            raise ValueError(f"unsupported dtype {dtype!r}; expected one of {valid}")
+        if not self.has_dtype(name):
+            raise ValueError(
+                f"dtype {name!r} is not supported by backend {self.name!r} on device "
+                f"{self.device!r}; use 'float32'"
+            )
+        return name
+
+    # -- numerical differences -----------------------------------------------------------------
+
+    def central_difference(self, f: Callable[[Array], Array], x: Array, h: float) -> Array:
+        """Gradient of the scalar function ``f`` at ``x`` by central differences.
+
+        ``f`` is called with arrays shaped like ``x`` in which one element is moved by ``±h`` and
+        must return a 0-d array; ``x`` is not changed. The losses stay on the device until they
+        are stacked at the end, so a GPU is never waited for per element.
+        """
+        xp = array_api_compat.array_namespace(x)
+        shape = tuple(x.shape)
+        if not self.writes_in_place(x):
+            return _difference_by_where(f, x, h, xp)
+        # One working copy, moved one element at a time: O(1) work per element besides f.
+        work = xp.asarray(x, copy=True, device=array_api_compat.device(x))
+        diffs = []
+        for idx in itertools.product(*(range(d) for d in shape)):  # C order, like reshape
+            original = x[idx]
+            work[idx] = original + h
+            f_plus = f(work)
+            work[idx] = original - h
+            f_minus = f(work)
+            work[idx] = original
+            diffs.append(f_plus - f_minus)
+        if not diffs:
+            return xp.zeros_like(x)
+        return xp.reshape(xp.stack(diffs), shape) / (2 * h)
+
+
+def _difference_by_where(f: Callable[[Array], Array], x: Array, h: float, xp: Namespace) -> Array:
+    """Central differences on an array that cannot be written: each perturbed copy by ``where``.
+
+    O(size) per element, the same order as reading the parameter once in the forward pass.
+    """
+    shape = tuple(x.shape)
+    size = int(np.prod(shape))
+    if size == 0:
+        return xp.zeros_like(x)
+    positions = xp.reshape(xp.arange(size, device=array_api_compat.device(x)), shape)
+    plus, minus = x + h, x - h
+    diffs = []
+    for i in range(size):
+        at = positions == i
+        diffs.append(f(xp.where(at, plus, x)) - f(xp.where(at, minus, x)))
+    return xp.reshape(xp.stack(diffs), shape) / (2 * h)
+
+
+def _restore(cls: type[Backend], module: str, device: Any) -> Backend:
+    if cls.name:
+        xp = cls.import_namespace()
+        cls.check_usable()
+    else:  # the generic backend: the namespace of one of the module's arrays
+        xp = array_api_compat.array_namespace(importlib.import_module(module).asarray(0.0))
+    return cls(xp, cls.parse_device(xp, device))

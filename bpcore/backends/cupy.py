@@ -1,0 +1,100 @@
+"""CuPy, on CUDA GPUs: a current device, and kernels that run asynchronously."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .base import Array, Backend, Namespace
+
+__all__ = ["CUDA_DEVICE", "CuPyBackend"]
+
+_INSTALL = 'pip install "bpcore[cuda12]" (or "bpcore[cuda13]" for CUDA 13)'
+
+#: ``cuda``, ``cuda:N`` (or ``gpu``, ``gpu:N``), case-insensitive.
+CUDA_DEVICE = re.compile(r"^(cuda|gpu)(?::(\d+))?$")
+
+
+class CuPyBackend(Backend):
+    """CuPy arrays (through ``array_api_compat.cupy``) on one CUDA device."""
+
+    name = "cupy"
+    namespace_module = "array_api_compat.cupy"
+    install = _INSTALL
+
+    @classmethod
+    def owns_namespace(cls, xp: Namespace) -> bool:
+        return bool(array_api_compat.is_cupy_namespace(xp))
+
+    @classmethod
+    def owns_array(cls, a: Any) -> bool:
+        return bool(array_api_compat.is_cupy_array(a))
+
+    @classmethod
+    def check_usable(cls) -> None:
+        if cls.device_count() == 0:
+            raise ImportError(
+                "backend 'cupy' is installed but sees no CUDA device (is a GPU and its driver "
+                f"present?); on a CUDA machine install a matching build with: {_INSTALL}, "
+                "or choose backend='numpy'"
+            )
+
+    @classmethod
+    def device_count(cls) -> int:
+        """How many CUDA devices CuPy sees (0 without a driver or a GPU)."""
+        import cupy
+
+        try:
+            return int(cupy.cuda.runtime.getDeviceCount())
+        except Exception:  # CUDARuntimeError when there is no driver or no device
+            return 0
+
+    @classmethod
+    def device_names(cls, xp: Namespace) -> list[str]:
+        return [f"cuda:{i}" for i in range(cls.device_count())]
+
+    @classmethod
+    def parse_device(cls, xp: Namespace, device: Any) -> Any:
+        import cupy
+
+        count = cls.device_count()
+        if device is None:
+            return cupy.cuda.Device()
+        if isinstance(device, cupy.cuda.Device):
+            ordinal = int(device.id)
+        elif isinstance(device, int) and not isinstance(device, bool):
+            ordinal = device
+        elif isinstance(device, str) and (m := CUDA_DEVICE.match(device.strip().lower())):
+            ordinal = int(m.group(2)) if m.group(2) is not None else int(cupy.cuda.Device().id)
+        else:
+            raise ValueError(
+                f"backend 'cupy' runs on CUDA devices; expected 'cuda', 'cuda:N', an ordinal or "
+                f"a cupy.cuda.Device, got device={device!r}"
+            )
+        if not 0 <= ordinal < count:
+            raise ValueError(f"CUDA device {ordinal} does not exist; cupy sees {count} device(s)")
+        return cupy.cuda.Device(ordinal)
+
+    def picklable_device(self) -> Any:
+        return int(self.device.id)
+
+    @classmethod
+    def to_numpy(cls, a: Array) -> np.ndarray:
+        return np.asarray(a.get())
+
+    @classmethod
+    def synchronize(cls, a: Array) -> None:
+        a.device.synchronize()
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """The device as CuPy's current one.
+
+        CuPy's creation functions (and array-api-compat's wrappers of them) ignore ``device=``
+        and allocate, like its kernels run, on the current CUDA device; so ``device="cuda:1"``
+        works only inside this context.
+        """
+        return self.device  # type: ignore[no-any-return]  # cupy.cuda.Device is a context

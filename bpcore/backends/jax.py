@@ -1,0 +1,137 @@
+"""JAX: immutable arrays, asynchronous dispatch, and a process-wide switch for float64."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .base import Array, Backend, Namespace
+
+__all__ = ["JAXBackend"]
+
+_log = logging.getLogger("bpcore")
+
+# How many elements a numerical gradient perturbs in one compiled batch. Memory: this many
+# copies of the forward pass's activations at once, little for the small batches a check uses.
+_DIFFERENCE_BATCH = 256
+
+
+class JAXBackend(Backend):
+    """``jax.numpy`` arrays on one ``jax.Device``.
+
+    JAX arrays cannot be written to: optimizers assign new arrays and numerical gradients build
+    perturbed copies. JAX computes in float32 unless its process-wide x64 mode is on;
+    `enable_float64` turns it on, explicitly, when a float64 network or a float64 gradient
+    check asks for it, and logs that once.
+    """
+
+    name = "jax"
+    namespace_module = "jax.numpy"  # an Array API namespace itself
+    install = 'pip install "bpcore[jax]"'
+
+    @classmethod
+    def owns_namespace(cls, xp: Namespace) -> bool:
+        return bool(array_api_compat.is_jax_namespace(xp))
+
+    @classmethod
+    def owns_array(cls, a: Any) -> bool:
+        return bool(array_api_compat.is_jax_array(a))
+
+    @classmethod
+    def device_names(cls, xp: Namespace) -> list[str]:
+        import jax
+
+        return [_device_name(d) for d in jax.devices()]
+
+    @classmethod
+    def parse_device(cls, xp: Namespace, device: Any) -> Any:
+        import jax
+
+        if device is None:
+            return jax.devices()[0]
+        if isinstance(device, jax.Device):
+            return device
+        if isinstance(device, int) and not isinstance(device, bool):
+            platform, index = None, device
+        elif isinstance(device, str) and (
+            m := re.fullmatch(r"(cpu|cuda|gpu|tpu)(?::(\d+))?", device.strip().lower())
+        ):
+            platform = "gpu" if m.group(1) == "cuda" else m.group(1)
+            index = int(m.group(2) or 0)
+        else:
+            raise ValueError(
+                f"backend 'jax' expects device 'cpu', 'cuda', 'cuda:N', an ordinal or a "
+                f"jax.Device, got device={device!r}"
+            )
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError:  # no backend for that platform here
+            devices = []
+        if not 0 <= index < len(devices):
+            raise ValueError(f"device {device!r} is not available: jax sees {jax.devices()}")
+        return devices[index]
+
+    def picklable_device(self) -> Any:
+        return _device_name(self.device)
+
+    @classmethod
+    def synchronize(cls, a: Array) -> None:
+        a.block_until_ready()  # JAX dispatches asynchronously on every device, the CPU too
+
+    def enable_float64(self) -> None:
+        """Turn on JAX's x64 mode, for the whole process, and say so once.
+
+        Without it JAX silently computes "float64" arrays in float32. float32 arrays stay
+        float32 with the mode on; integer defaults become int64.
+        """
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)
+            _log.warning(
+                "bpcore turned on JAX's x64 mode for this process, for float64 arrays "
+                "(jax.config.update('jax_enable_x64', True))"
+            )
+
+    def central_difference(self, f: Callable[[Array], Array], x: Array, h: float) -> Array:
+        """Every element's pair of losses in compiled batches, not an eager Python loop.
+
+        ``jax.lax.map`` vectorizes ``f`` over batches of element indices and runs them as one
+        compiled program. That needs a traceable ``f`` (no Python decisions on array values),
+        as bpcore's layers are; for one that is not (a custom layer calling ``bool`` on an
+        array), this falls back to the eager loop.
+        """
+        import jax
+
+        xp = array_api_compat.array_namespace(x)
+        shape = tuple(x.shape)
+        size = int(np.prod(shape))
+        if size == 0:
+            return xp.zeros_like(x)
+        positions = xp.reshape(xp.arange(size), shape)
+
+        def difference(i: Array) -> Array:
+            step = xp.where(positions == i, xp.asarray(h, dtype=x.dtype), xp.zeros_like(x))
+            return f(x + step) - f(x - step)
+
+        try:
+            diffs = jax.lax.map(difference, xp.arange(size), batch_size=_DIFFERENCE_BATCH)
+        except jax.errors.ConcretizationTypeError:  # f is not traceable
+            return super().central_difference(f, x, h)
+        finally:
+            f(x)  # once more, eagerly: the layers keep concrete arrays from forward, not tracers
+        return xp.reshape(diffs, shape) / (2 * h)
+
+
+def _device_name(device: Any) -> str:
+    """``cpu`` for JAX's CPU device, ``cuda:N`` for its N-th GPU, as the other backends say."""
+    if device.platform == "cpu":
+        return "cpu" if device.id == 0 else f"cpu:{device.id}"
+    if device.platform == "gpu":
+        return f"cuda:{device.id}"
+    return f"{device.platform}:{device.id}"

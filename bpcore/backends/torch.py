@@ -1,0 +1,90 @@
+"""PyTorch, on the CPU, CUDA or Apple's MPS: tensors as Array API arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .base import Array, Backend, Namespace
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend(Backend):
+    """PyTorch tensors (through ``array_api_compat.torch``) on one ``torch.device``."""
+
+    name = "torch"
+    namespace_module = "array_api_compat.torch"
+    install = 'pip install "bpcore[torch]"'
+
+    @classmethod
+    def owns_namespace(cls, xp: Namespace) -> bool:
+        return bool(array_api_compat.is_torch_namespace(xp))
+
+    @classmethod
+    def owns_array(cls, a: Any) -> bool:
+        return bool(array_api_compat.is_torch_array(a))
+
+    @classmethod
+    def device_names(cls, xp: Namespace) -> list[str]:
+        import torch
+
+        names = ["cpu"]
+        if torch.cuda.is_available():
+            names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if torch.backends.mps.is_available():
+            names.append("mps")
+        return names
+
+    @classmethod
+    def test_devices(cls, devices: list[str]) -> list[str]:
+        """The CPU, and the first CUDA device when there is one."""
+        return ["cpu", *[d for d in devices if d.startswith("cuda")][:1]]
+
+    @classmethod
+    def case_id(cls, device: str) -> str:
+        """``torch-cpu``, ``torch-cuda``: PyTorch is tested on two kinds of device."""
+        return f"torch-{device.split(':')[0]}"
+
+    @classmethod
+    def parse_device(cls, xp: Namespace, device: Any) -> Any:
+        import torch
+
+        if device is None:
+            return torch.empty(0).device  # honours torch.set_default_device
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"backend 'torch' does not know device={device!r}: {exc}") from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = (
+                dev.index
+                if dev.index is not None
+                else (torch.cuda.current_device() if count else 0)
+            )
+            if not 0 <= index < count:
+                raise ValueError(
+                    f"device {device!r} is not available: torch sees {count} CUDA device(s)"
+                )
+            dev = torch.device("cuda", index)
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' is not available to torch here")
+        elif dev.type != "cpu":
+            # Tensors report an indexed device ("mps:0"), which does not equal
+            # torch.device("mps").
+            dev = torch.empty(0, device=dev).device
+        return dev
+
+    @classmethod
+    def to_numpy(cls, a: Array) -> np.ndarray:
+        return np.asarray(a.detach().cpu().numpy())
+
+    @classmethod
+    def synchronize(cls, a: Array) -> None:
+        if a.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(a.device)
