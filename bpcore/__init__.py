@@ -11,7 +11,7 @@ other backends are imported when a network asks for them.
 """
 
 from . import layers, optimizers
-from ._version import __version__
+from .version import __version__
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check

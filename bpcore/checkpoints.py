@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .backends import resolve_backend, to_numpy
 
 __all__ = [

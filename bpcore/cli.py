@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .version import __version__
 from .backends import BACKENDS, available_backends
 from .datasets import raw_images
 from .gradcheck import directional_gradient_check, gradient_check
