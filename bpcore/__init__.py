@@ -11,12 +11,12 @@ other backends are imported when a network asks for them.
 """
 
 from . import layers, optimizers
-from .version import __version__
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .networks import MultiLayerNet, TwoLayerNet
 from .training import Trainer, TrainingDivergedError
+from .version import __version__
 
 __all__ = [
     "BACKENDS",

@@ -27,8 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .version import __version__
 from .backends import resolve_backend, to_numpy
+from .version import __version__
 
 __all__ = [
     "FORMAT",

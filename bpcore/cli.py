@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .version import __version__
 from .backends import BACKENDS, available_backends
 from .datasets import raw_images
 from .gradcheck import directional_gradient_check, gradient_check
 from .networks import TwoLayerNet
+from .version import __version__
 
 __all__ = ["main"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,48 @@ def test_mismatched_parameters(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=r"parameter W1 has shape \(5, 3\)"):
         bpcore.load(path)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_checkpoint_written_by_bpcore_0_1_0_still_loads_and_resumes(backend):
+    # Written by bpcore 0.1.0 (before networks were built from saved arrays): a MultiLayerNet
+    # (64, [16, 8], 10, tanh, weight decay 0.01) after one epoch of Adam on 256 digits, with the
+    # trainer's state; the expected scores and losses are what 0.1.0 itself computed.
+    from bpcore.datasets import load_digits
+
+    expected = np.load(DATA / "multilayer-0.1.0-expected.npz")
+    (x, t), (xt, tt) = load_digits()
+    net = bpcore.load(DATA / "multilayer-0.1.0-adam.npz", **backend.net_kwargs())
+    assert type(net) is MultiLayerNet and net.weight_decay_lambda == 0.01
+    scores = net.predict(backend.asarray(xt[:20], "float32"))
+    np.testing.assert_allclose(to_numpy(scores), expected["scores"], rtol=1e-5, atol=1e-6)
+
+    fresh = MultiLayerNet(
+        64,
+        [16, 8],
+        10,
+        activation="tanh",
+        weight_decay_lambda=0.01,
+        seed=99,
+        **backend.net_kwargs(),
+    )
+    trainer = bpcore.Trainer(
+        fresh,
+        x[:256],
+        t[:256],
+        xt[:100],
+        tt[:100],
+        epochs=2,
+        mini_batch_size=64,
+        optimizer="Adam",
+        verbose=False,
+        seed=5,
+        resume=DATA / "multilayer-0.1.0-adam.npz",
+    )
+    assert trainer.epochs_done == 1 and trainer.seed == 1  # the checkpoint's, not the arguments'
+    trainer.train()
+    np.testing.assert_allclose(
+        trainer.train_loss_list, expected["resumed_loss"], rtol=1e-4, atol=1e-6
+    )
