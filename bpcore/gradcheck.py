@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Array, namespace
+from .backends import Array, to_numpy
 
 __all__ = [
     "STEP",
@@ -31,6 +31,7 @@ __all__ = [
     "GradientCheck",
     "directional_gradient_check",
     "gradient_check",
+    "network_numerical_gradient",
 ]
 
 #: Default central-difference step by the dtype the differences are taken in.
@@ -92,14 +93,16 @@ def _noise(work: Any, x: Array, t: Array, h: float) -> float:
 
 
 def _max_relative_error(a: Array, n: Array, noise: float) -> float:
-    xp = namespace(a, n)
-    excess = xp.maximum(xp.abs(a - n) - noise, xp.zeros_like(a))
-    scale = xp.maximum(xp.abs(a), xp.abs(n))
+    # On the host: the result is read back anyway, and a check's gradients are small; a dozen
+    # operations on each backend would cost more (JAX compiles each for every new shape).
+    a, n = to_numpy(a).astype(np.float64), to_numpy(n).astype(np.float64)
+    excess = np.maximum(np.abs(a - n) - noise, 0.0)
+    scale = np.maximum(np.abs(a), np.abs(n))
     # 0/0 happens only where both gradients are 0 (a dead ReLU unit): that element agrees.
-    ratio = xp.where(excess > 0, excess / xp.where(scale > 0, scale, xp.ones_like(a)), 0.0)
+    ratio = np.where(excess > 0, excess / np.where(scale > 0, scale, 1.0), 0.0)
     # A NaN or infinite gradient on either side is no agreement at all.
-    ratio = xp.where(xp.isfinite(a) & xp.isfinite(n), ratio, xp.inf)
-    return float(xp.max(ratio))
+    ratio = np.where(np.isfinite(a) & np.isfinite(n), ratio, np.inf)
+    return float(np.max(ratio)) if ratio.size else 0.0
 
 
 def _result(
@@ -132,7 +135,8 @@ def gradient_check(
     Notes
     -----
     Costs two forward passes per parameter element. Both gradients are computed in float64 when
-    the device has it (on a float64 copy of the network; ``net`` is not changed), else in float32
+    the device has it (``net.using_dtype``: float64 copies of the parameters, bound to the
+    network's own layers; ``net`` is not changed), else in float32
     with a larger step and a looser tolerance. What remains is the truncation error of the
     central difference, of order ``h**2``; a ReLU unit whose input lies within ``h`` of 0 can
     push one element's error up, which a smaller ``h`` confirms or rules out.
@@ -217,3 +221,13 @@ def directional_gradient_check(
                 expected = xp.sum(analytic[key] * d)
                 errors[key] = _max_relative_error(expected, numeric, noise)
             return _result(errors, dtype, h, tolerance, "directional")
+
+
+def network_numerical_gradient(
+    net: Any, x: Array, t: Array, *, h: float | None = None
+) -> dict[str, Array]:
+    """Numerical gradients of ``net``'s loss, in the network's dtype: ``net.numerical_gradient``.
+
+    Kept for code written against bpcore 0.1.0; the numerical gradient lives with the networks.
+    """
+    return dict(net.numerical_gradient(x, t, h=h))

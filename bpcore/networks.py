@@ -559,14 +559,19 @@ class Network:
         return "float64" if self.backend_info.has_dtype("float64") else self._dtype_name
 
     def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
-        """A checked batch in the network's current dtype (one-hot rows too), computed if lazy.
+        """A checked batch in the network's current dtype, labels as one-hot rows, computed.
 
-        For gradient checks: their many forward passes reuse one small, computed batch.
+        For gradient checks: their thousands of forward passes reuse one small batch, computed
+        once if it is lazy, whose class labels are turned into the one-hot rows the loss layer
+        would otherwise build anew at every pass (the same values, so the same losses).
         """
         x, t = self.backend_info.compute(x, t)
         xp = array_api_compat.array_namespace(x)
         x = xp.astype(x, self.dtype)
-        return x, (xp.astype(t, self.dtype) if t.ndim == 2 else t)
+        if t.ndim == 1:
+            classes = xp.arange(self.output_size, device=array_api_compat.device(t))
+            t = xp.expand_dims(xp.astype(t, classes.dtype), axis=1) == classes
+        return x, xp.astype(t, self.dtype)
 
     # -- the computations, on checked batches ---------------------------------------------------
 
@@ -620,26 +625,33 @@ class Network:
         """Central differences of `unchecked_loss`, in the network's current dtype.
 
         The book's ``numerical_gradient``: each parameter element moved by ``±h`` in turn, in
-        the way the backend allows (in place, by ``where``, or vectorized on JAX). The
-        parameters are the same objects, with the same values, afterwards.
+        the way the backend allows (in place, by ``where``, or compiled on JAX). Every loss is
+        computed from the buffers as they were at the start. The parameters and buffers are
+        the same objects, with the same values, afterwards.
         """
         h = STEP[self._dtype_name] if h is None else h
-        grads = {}
-        for key in list(self.params):
-            original = self.params[key]
+        keys = list(self.params)
+        originals = [self.params[key] for key in keys]
+        buffers = self.buffers
 
-            def loss_at(W: Array, key: str = key) -> Array:
-                # W is the parameter with one element moved: its shape, dtype and device, so
-                # bind it without the checks of params[key] = W (a JAX tracer would not pass).
-                if self.params[key] is not W:
-                    self.params.bind(key, W)
-                return self.unchecked_loss(x, t)
+        def loss_at(values: list[Array]) -> Array:
+            # Parameters with one element moved: their shapes, dtypes and device, so bind them
+            # without the checks of params[key] = W (a JAX tracer would not pass them).
+            for key, value in zip(keys, values, strict=True):
+                if self.params[key] is not value:
+                    self.params.bind(key, value)
+            # Every loss from the same state: a layer that updates its buffers in forward
+            # (running statistics) must not carry one evaluation's update into the next.
+            self._set_buffers(buffers)
+            return self.unchecked_loss(x, t)
 
-            try:
-                grads[key] = self.backend_info.central_difference(loss_at, original, h)
-            finally:
-                self.params.bind(key, original)
-        return grads
+        try:
+            grads = self.backend_info.central_differences(loss_at, originals, h)
+        finally:
+            for key, value in zip(keys, originals, strict=True):
+                self.params.bind(key, value)
+            self._set_buffers(buffers)
+        return dict(zip(keys, grads, strict=True))
 
 
 def _check_activation(activation: Any) -> str:

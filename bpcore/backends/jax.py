@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace
+from .base import Array, Backend, Namespace, replaced
 
 __all__ = ["JAXBackend"]
 
@@ -33,6 +33,7 @@ class JAXBackend(Backend):
     name = "jax"
     namespace_module = "jax.numpy"  # an Array API namespace itself
     install = 'pip install "bpcore[jax]"'
+    compiles_each_shape = True
 
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:
@@ -99,33 +100,67 @@ class JAXBackend(Backend):
             )
 
     def central_difference(self, f: Callable[[Array], Array], x: Array, h: float) -> Array:
-        """Every element's pair of losses in compiled batches, not an eager Python loop.
+        """See `central_differences`, for one array."""
+        return self.central_differences(lambda arrays: f(arrays[0]), [x], h)[0]
 
-        ``jax.lax.map`` vectorizes ``f`` over batches of element indices and runs them as one
-        compiled program. That needs a traceable ``f`` (no Python decisions on array values),
-        as bpcore's layers are; for one that is not (a custom layer calling ``bool`` on an
-        array), this falls back to the eager loop.
+    def central_differences(
+        self, f: Callable[[list[Array]], Array], arrays: Sequence[Array], h: float
+    ) -> list[Array]:
+        """Every element's pair of losses, for all ``arrays``, in one compiled program.
+
+        Not an eager Python loop: ``jax.lax.map`` runs ``f`` over batches of element indices
+        (into all the arrays, one after the other), and ``jax.jit`` compiles the whole map,
+        once for all the arrays (without it, the batch that does not fill `_DIFFERENCE_BATCH`
+        runs eagerly, one compilation per operation). That needs a traceable ``f`` (no Python
+        decisions on array values), as bpcore's layers are; for one that is not (a custom layer
+        calling ``bool`` on an array), this falls back to the eager loop.
         """
         import jax
 
-        xp = array_api_compat.array_namespace(x)
-        shape = tuple(x.shape)
-        size = int(np.prod(shape))
-        if size == 0:
-            return xp.zeros_like(x)
-        positions = xp.reshape(xp.arange(size), shape)
+        arrays = list(arrays)
+        shapes = [tuple(a.shape) for a in arrays]
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        total = sum(sizes)
+        if total == 0:
+            return [array_api_compat.array_namespace(a).zeros_like(a) for a in arrays]
+        xp = array_api_compat.array_namespace(*arrays)
+        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
 
-        def difference(i: Array) -> Array:
-            step = xp.where(positions == i, xp.asarray(h, dtype=x.dtype), xp.zeros_like(x))
-            return f(x + step) - f(x - step)
+        def differences(indices: Array) -> Array:
+            # Element j of array k has index offsets[k] + j: one index moves one element.
+            positions = [
+                xp.reshape(xp.arange(size) + offset, shape)
+                for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
+            ]
+
+            def difference(i: Array) -> Array:
+                moved = [
+                    xp.where(p == i, xp.asarray(h, dtype=a.dtype), xp.zeros_like(a))
+                    for p, a in zip(positions, arrays, strict=True)
+                ]
+                plus = [a + m for a, m in zip(arrays, moved, strict=True)]
+                minus = [a - m for a, m in zip(arrays, moved, strict=True)]
+                return f(plus) - f(minus)
+
+            return jax.lax.map(difference, indices, batch_size=min(total, _DIFFERENCE_BATCH))
 
         try:
-            diffs = jax.lax.map(difference, xp.arange(size), batch_size=_DIFFERENCE_BATCH)
-        except jax.errors.ConcretizationTypeError:  # f is not traceable
-            return super().central_difference(f, x, h)
+            diffs = jax.jit(differences)(xp.arange(total))
+        except jax.errors.ConcretizationTypeError:  # f is not traceable: the eager loop
+            grads = []
+            for k, x in enumerate(arrays):
+
+                def f_k(a: Array, k: int = k) -> Array:
+                    return f(replaced(arrays, k, a))
+
+                grads.append(Backend.central_difference(self, f_k, x, h))
+            return grads
         finally:
-            f(x)  # once more, eagerly: the layers keep concrete arrays from forward, not tracers
-        return xp.reshape(diffs, shape) / (2 * h)
+            f(arrays)  # once more, eagerly: the layers keep concrete arrays, not tracers
+        return [
+            xp.reshape(diffs[offset : offset + size], shape) / (2 * h)
+            for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
+        ]
 
 
 def _device_name(device: Any) -> str:
