@@ -1,8 +1,9 @@
 """bpcore: the backpropagation of *Deep Learning from Scratch* chapter 5, on any Array API backend.
 
-The layers (`bpcore.layers`), the networks (`TwoLayerNet`, `MultiLayerNet`) and the gradient
-checks are written once against the Python Array API standard, so the book's code runs on NumPy,
-CuPy (CUDA), PyTorch or array-api-strict by changing one keyword::
+The layers (`bpcore.layers`), the networks (`TwoLayerNet`, `MultiLayerNet`, on the `Network`
+base class) and the gradient checks are written once against the Python Array API standard, so
+the book's code runs on NumPy, CuPy (CUDA), PyTorch, JAX, Dask or array-api-strict by changing
+one keyword::
 
     net = bpcore.TwoLayerNet(784, 50, 10, backend="cupy")
 
@@ -14,7 +15,7 @@ from . import layers, optimizers
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
-from .networks import MultiLayerNet, TwoLayerNet
+from .networks import MultiLayerNet, Network, TwoLayerNet
 from .training import Trainer, TrainingDivergedError
 from .version import __version__
 
@@ -22,6 +23,7 @@ __all__ = [
     "BACKENDS",
     "GradientCheck",
     "MultiLayerNet",
+    "Network",
     "Trainer",
     "TrainingDivergedError",
     "TwoLayerNet",
