@@ -10,6 +10,14 @@ from __future__ import annotations
 
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per pytest-xdist worker (there is a worker per core): the libraries' own pools
+    # (OpenMP in PyTorch, OpenBLAS) would otherwise fight the other workers for the same cores,
+    # which costs far more than it gives on the small arrays of the tests. Read when each
+    # library loads, so set before any of them is imported; CLI subprocesses inherit them.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import numpy as np
 import pytest
 
@@ -36,6 +44,30 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize_backends(metafunc, metafunc.config.getoption("--backend"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first: pytest-xdist hands tests out in this order, and a long test handed out
+    last keeps one core busy while the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _dask_in_the_test_thread(request: pytest.FixtureRequest):
+    """Dask cases compute in the test's own thread, as the other backends do.
+
+    Dask's default (threaded) scheduler would run each step's few small tasks on a pool of
+    threads competing for the worker's one core; the graphs are the same either way, and
+    tests/test_dask.py runs them on a real cluster of worker processes.
+    """
+    case = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
+    if getattr(case, "name", None) != "dask":
+        yield
+        return
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        yield
 
 
 @pytest.fixture(params=["float32", "float64"])

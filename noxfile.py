@@ -65,7 +65,13 @@ def tests(session: nox.Session, backend: str) -> None:
     """Run the test suite on one backend (BPCORE_BACKENDS narrows the fixture to it)."""
     _install_for(session, backend)
     session.run(
-        "python", "-m", "pytest", *(session.posargs or ["tests"]), env={"BPCORE_BACKENDS": backend}
+        "python",
+        "-m",
+        "pytest",
+        "-n",
+        "auto",
+        *(session.posargs or ["tests"]),
+        env={"BPCORE_BACKENDS": backend},
     )
 
 
@@ -79,6 +85,8 @@ def gradcheck(session: nox.Session, backend: str) -> None:
         "python",
         "-m",
         "pytest",
+        "-n",
+        "auto",
         *(session.posargs or GRADCHECK_TESTS),
         env={"BPCORE_BACKENDS": backend},
     )

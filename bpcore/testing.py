@@ -38,6 +38,7 @@ __all__ = [
     "ReadOnlyNumPyBackend",
     "assert_close",
     "backend_cases",
+    "integration_cases",
     "parametrize_backends",
     "parse_backend_names",
     "raw_images",
@@ -189,6 +190,9 @@ def parametrize_backends(metafunc: Any, names: list[str]) -> None:
     For a ``pytest_generate_tests`` hook: ``names`` are the backends given with ``--backend``
     (empty for all, or what ``BPCORE_BACKENDS`` says). An unusable or unknown backend is a usage
     error, so a run that asked for CuPy never passes without running on it.
+
+    A test marked ``integration`` (an expensive run whose backend-specific parts other tests
+    cover: a docs example, a CLI training) gets `integration_cases` instead of every case.
     """
     if "backend" not in metafunc.fixturenames:
         return
@@ -198,7 +202,36 @@ def parametrize_backends(metafunc: Any, names: list[str]) -> None:
         import pytest  # only test runs get here
 
         raise pytest.UsageError(str(exc)) from None
-    metafunc.parametrize("backend", cases, ids=[c.id for c in cases])
+    if metafunc.definition.get_closest_marker("integration") is not None:
+        cases = integration_cases(cases)
+    import pytest  # only test runs get here
+
+    # A library that compiles each operation for each new shape (JAX) runs all its cases in one
+    # pytest-xdist worker (with --dist loadgroup), so that a shape is compiled once, not once
+    # per worker.
+    params = [
+        pytest.param(
+            case,
+            id=case.id,
+            marks=[pytest.mark.xdist_group(case.name)]
+            if BACKEND_CLASSES[case.name].compiles_each_shape
+            else [],
+        )
+        for case in cases
+    ]
+    metafunc.parametrize("backend", params)
+
+
+def integration_cases(cases: list[BackendCase]) -> list[BackendCase]:
+    """Where an expensive integration test runs: once on the CPU, and on each GPU case.
+
+    The CPU run is NumPy's when NumPy is among ``cases``, else the first case's (so that a run
+    narrowed to one backend, as ``nox -s "tests(jax)"``, still runs it once); GPU cases are
+    those whose device is CUDA, which the CPU run cannot stand in for.
+    """
+    cpu = [c for c in cases if not c.device.startswith("cuda")]
+    first = next((c for c in cpu if c.name == NumPyBackend.name), cpu[0] if cpu else None)
+    return [c for c in cases if c is first or c.device.startswith("cuda")]
 
 
 def synchronize(a: Array) -> None:

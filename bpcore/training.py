@@ -10,6 +10,7 @@ waited for at every step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -174,11 +175,12 @@ class Trainer:
             checkpoint, if any, is intact.
         """
         self.network.check_layers()  # once per run: the steps use the unchecked gradient
-        try:
-            while self.epochs_done < self.epochs:
-                self.train_step()
-        finally:
-            self._close_progress()
+        with self._stepping():
+            try:
+                while self.epochs_done < self.epochs:
+                    self._step()
+            finally:
+                self._close_progress()
         return self.history
 
     def train_step(self) -> None:
@@ -188,29 +190,39 @@ class Trainer:
         drawn from ``(seed, epoch)``. The step's loss stays on the device: `train_loss_list`
         gets the epoch's losses at its end, when they are read back and checked.
         """
+        with self._stepping():
+            self._step()
+
+    def _stepping(self) -> contextlib.AbstractContextManager[Any]:
+        """The network's device current; overflow in a diverging run reported once, as
+        TrainingDivergedError, rather than as NumPy warnings at every step (np.errstate covers
+        NumPy-backed libraries only)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.network.backend_info.activate())
+        stack.enter_context(np.errstate(over="ignore", invalid="ignore"))
+        return stack
+
+    def _step(self) -> None:
         net = self.network
-        # Overflow in a diverging run is reported once, as TrainingDivergedError, rather than as
-        # NumPy warnings at every step (np.errstate covers NumPy-backed libraries only).
-        with net.backend_info.activate(), np.errstate(over="ignore", invalid="ignore"):
-            started = time.perf_counter()
-            if self._progress is None:
-                self._start_epoch()
-            progress = self._progress
-            assert progress is not None
-            assert self._order is not None
-            n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
-            idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
-            x = net.xp.take(self.x_train, idx, axis=0)
-            t = net.xp.take(self.t_train, idx, axis=0)
-            grads = net.unchecked_gradient(x, t)
-            self.optimizer.update(net.params, grads)
-            progress.step(net.last_loss, net.last_layer, samples=int(idx.shape[0]))
-            if progress.steps_done < progress.steps:
-                self.seconds += time.perf_counter() - started
-                return
-            losses = progress.finish()  # the epoch's read-back: waits for the device
+        started = time.perf_counter()
+        if self._progress is None:
+            self._start_epoch()
+        progress = self._progress
+        assert progress is not None
+        assert self._order is not None
+        n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
+        idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
+        x = net.xp.take(self.x_train, idx, axis=0)
+        t = net.xp.take(self.t_train, idx, axis=0)
+        grads = net.unchecked_gradient(x, t)
+        self.optimizer.update(net.params, grads)
+        progress.step(net.last_loss, net.last_layer, samples=int(idx.shape[0]))
+        if progress.steps_done < progress.steps:
             self.seconds += time.perf_counter() - started
-            self._end_epoch(losses)
+            return
+        losses = progress.finish()  # the epoch's read-back: waits for the device
+        self.seconds += time.perf_counter() - started
+        self._end_epoch(losses)
 
     def _start_epoch(self) -> None:
         n = self.x_train.shape[0]

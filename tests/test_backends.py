@@ -175,21 +175,25 @@ def test_networks_deep_copy_and_pickle(backend, rng):
         assert np.any(to_numpy(net.params["W1"]) != 0)
 
 
+@pytest.mark.slow
 def test_jax_is_float32_until_float64_is_asked_for():
     # JAX computes "float64" in float32 unless its x64 mode is on: a float32 network must leave
     # the mode off, and a float64 one must turn it on (and really hold float64). A fresh process,
     # since the mode is process-wide and the test suite's JAX cases turn it on.
     pytest.importorskip("jax")
     code = """if True:
-        import jax, numpy as np
+        import logging, jax, numpy as np
         from bpcore import TwoLayerNet
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         net = TwoLayerNet(4, 3, 2, backend="jax", seed=0)
         x, t = jax.numpy.ones((2, 4)), jax.numpy.asarray([0, 1])
         grads = net.gradient(x, t)
+        net.backend_info.dtype("float64")  # looking a dtype up switches nothing
         assert not jax.config.jax_enable_x64
         assert str(grads["W1"].dtype) == "float32" and net.accuracy(x, t) >= 0
         net64 = TwoLayerNet(4, 3, 2, backend="jax", dtype="float64", seed=0)
         assert jax.config.jax_enable_x64
+        TwoLayerNet(4, 3, 2, backend="jax", dtype="float64", seed=1)
         assert str(net64.params["W1"].dtype) == str(net64.gradient(x, t)["W1"].dtype) == "float64"
         assert str(net.gradient(x, t)["W1"].dtype) == "float32"
         print("ok")
@@ -198,8 +202,11 @@ def test_jax_is_float32_until_float64_is_asked_for():
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    # Turned on explicitly, and said once (two float64 networks, one message).
+    assert out.stderr.count("bpcore: bpcore turned on JAX's x64 mode") == 1, out.stderr
 
 
+@pytest.mark.slow
 def test_jax_trains_and_checkpoints_without_x64(tmp_path):
     # The suite's JAX cases run with x64 on (see BackendCase.backend); JAX's default mode, with
     # 32-bit integers too, gets a training run and a checkpoint round trip of its own.

@@ -9,6 +9,7 @@ cell, which now runs and agrees.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bpcore import TwoLayerNet, to_numpy
 from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
@@ -57,6 +58,7 @@ def test_relu_backward_leaves_dout_alone(backend, rng):
     np.testing.assert_array_equal(to_numpy(dx), np.where(x_host > 0, dout_host, 0.0))
 
 
+@pytest.mark.slow
 def test_seed_notebook_cell_runs_and_agrees(backend):
     # The notebook's cell: TwoLayerNet(784, 50, 10) with its default float32 dtype here, three
     # raw uint8 images (load_mnist(normalize=False)), labels [5, 0, 4], then

@@ -89,6 +89,8 @@ def test_train_default_is_digits_offline_and_accurate(capsys):
     assert results["epochs"] == 20
 
 
+@pytest.mark.integration  # training, checkpoints and resume are tested on every backend
+@pytest.mark.slow  # in test_training; this is the command line's handling of them
 def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
     plot = tmp_path / "curves.png"
     argv = [

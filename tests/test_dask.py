@@ -14,6 +14,8 @@ import bpcore
 from bpcore.datasets import load_digits
 from bpcore.optimizers import SGD
 
+pytestmark = pytest.mark.slow  # a cluster of worker processes, and trainings on it
+
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
 

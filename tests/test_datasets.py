@@ -73,7 +73,11 @@ def test_read_real_fashion_mnist_file(fashion_mnist_dir):
         (b"\x00\x00\x08\x03\x00\x00", "truncated IDX header"),
         (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "IDX data is 3 bytes but its header"),
         (b"\x00\x00\x08\x01\x00\x00\x00\x02abc", "IDX data is 3 bytes but its header"),
-        (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abcde")[:-6], "corrupt or truncated gzip"),
+        # mtime=0: the same bytes, so the same test id, in every pytest-xdist worker
+        (
+            gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05abcde", mtime=0)[:-6],
+            "corrupt or truncated gzip",
+        ),
     ],
 )
 def test_read_idx_rejects_corrupt_files(tmp_path, content, pattern):

@@ -229,3 +229,13 @@ def test_jax_differences_are_vectorized(rng):
     assert len(calls) <= 5  # a trace for the batches, one for the rest, one eager: not 2 * 1200
     expected = np.sin(to_numpy(x)) + to_numpy(x) * np.cos(to_numpy(x))
     np.testing.assert_allclose(to_numpy(grad), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_the_0_1_0_numerical_gradient_function_is_the_networks(rng):
+    from bpcore.gradcheck import network_numerical_gradient
+
+    net = TwoLayerNet(5, 4, 3, seed=2)
+    x, t = rng.standard_normal((3, 5)), np.array([0, 2, 1])
+    expected = net.numerical_gradient(x, t)
+    for key, value in network_numerical_gradient(net, x, t).items():
+        np.testing.assert_array_equal(value, expected[key])

@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
+@pytest.mark.integration  # the book's full-size gradient check, which test_book_regressions
+@pytest.mark.slow  # runs on every backend
 def test_readme_example_runs(backend, capsys):
     (code,) = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert 'backend="cupy"' in code

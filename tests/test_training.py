@@ -27,6 +27,7 @@ def _trainer(backend, epochs=3, **kwargs):
     return Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=64, **options)
 
 
+@pytest.mark.slow
 def test_history_and_accuracy(backend):
     trainer = _trainer(backend, epochs=5)
     history = trainer.train()
@@ -42,15 +43,19 @@ def test_history_and_accuracy(backend):
     assert trainer.epochs_done == 5
 
 
-def test_same_seed_same_run_on_every_backend(backend):
-    # Same initial weights, same shuffles: the first losses agree across backends.
+@pytest.fixture(scope="session")
+def numpy_losses():
+    """The losses of one epoch of `_trainer` on NumPy: the reference every backend is held to."""
     reference = _trainer(bpcore.testing.BackendCase("numpy", "cpu"), epochs=1)
     reference.train()
+    return reference.train_loss_list
+
+
+def test_same_seed_same_run_on_every_backend(backend, numpy_losses):
+    # Same initial weights, same shuffles: the first losses agree across backends.
     trainer = _trainer(backend, epochs=1)
     trainer.train()
-    np.testing.assert_allclose(
-        trainer.train_loss_list[:5], reference.train_loss_list[:5], rtol=1e-4
-    )
+    np.testing.assert_allclose(trainer.train_loss_list[:5], numpy_losses[:5], rtol=1e-4)
 
 
 def test_one_hot_labels_and_evaluation_subset(backend):
@@ -86,6 +91,7 @@ def test_divergence_stops_with_a_clear_error(backend, verbose):
         trainer.train()
 
 
+@pytest.mark.slow
 def test_checkpoint_and_resume_continue_the_same_run(backend, tmp_path):
     path = tmp_path / "run.npz"
     straight = _trainer(backend, epochs=4)
@@ -138,6 +144,7 @@ def test_resume_refuses_a_different_network(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_resume_in_another_dtype(backend, tmp_path):
     path = tmp_path / "run.npz"
     (x, t), (xt, tt) = DIGITS
@@ -207,27 +214,3 @@ def test_verbose_progress(capsys, batch):
     assert "epoch 1/1: loss " in err
     assert "test acc" in err
     assert re.search(r"acc=0\.\d{4}, loss=\d\.\d{4}, samples_s=[\d,]+", err), err
-
-
-def test_fashion_mnist_target(fashion_mnist_dir):
-    """TwoLayerNet(784, 256, 10, "he"), Adam 1e-3, batch 100, 10 epochs: >= 0.875 test accuracy."""
-    from bpcore.datasets import load_fashion_mnist
-
-    (x, t), (xt, tt) = load_fashion_mnist(data_dir=fashion_mnist_dir, download=False)
-    net = TwoLayerNet(784, 256, 10, weight_init_std="he", seed=0)
-    trainer = Trainer(
-        net,
-        x,
-        t,
-        xt,
-        tt,
-        epochs=10,
-        mini_batch_size=100,
-        optimizer="Adam",
-        optimizer_param={"lr": 1e-3},
-        evaluate_sample_num_per_epoch=1000,
-        verbose=False,
-        seed=0,
-    )
-    trainer.train()
-    assert net.accuracy(xt, tt) >= 0.875
