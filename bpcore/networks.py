@@ -157,11 +157,6 @@ def _on_device(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _layer_params(layers: Mapping[str, Any], attribute: str) -> list[str]:
-    """The names the book gives parameters: the k-th layer holding ``W`` owns ``W{k}``."""
-    return [a for layer in layers.values() for a in getattr(layer, attribute, ())]
-
-
 class Network:
     """The book's network API over an ordered dict of layers; the base of every network.
 
@@ -269,10 +264,11 @@ class Network:
         self.backend_info = backend
         self._dtype_name = dtype_name
         expected = self.param_shapes(self._config)
-        params = {
-            key: backend.param_asarray(np.asarray(a).astype(dtype_name))
-            for key, a in self._checked_host(expected, host_params).items()
-        }
+        with backend.activate():  # CuPy allocates on the current device, whatever device= says
+            params = {
+                key: backend.param_asarray(np.asarray(a).astype(dtype_name))
+                for key, a in self._checked_host(expected, host_params).items()
+            }
         self.layers = self.build(self._config, params)
         self.last_layer = SoftmaxWithLoss()
         bindings = {}
