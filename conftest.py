@@ -21,6 +21,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import numpy as np
 import pytest
 
+from bpcore.backends import DaskBackend
 from bpcore.testing import backend_cases, parametrize_backends, parse_backend_names
 
 
@@ -61,7 +62,7 @@ def _dask_in_the_test_thread(request: pytest.FixtureRequest):
     tests/test_dask.py runs them on a real cluster of worker processes.
     """
     case = getattr(request.node, "callspec", None) and request.node.callspec.params.get("backend")
-    if getattr(case, "name", None) != "dask":
+    if getattr(case, "name", None) != DaskBackend.name:
         yield
         return
     import dask

@@ -33,11 +33,13 @@ from .version import __version__
 __all__ = [
     "FORMAT",
     "atomic_write",
+    "holds",
     "load",
     "load_into",
     "network_class",
     "read_checkpoint",
     "register_network",
+    "restore",
     "save",
 ]
 
@@ -236,6 +238,25 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
         raise ValueError(f"{path}: {exc}") from None
 
 
+def holds(meta: Mapping[str, Any], net: Any) -> bool:
+    """Whether a checkpoint's metadata is that of ``net``'s class and configuration."""
+    return meta.get("class") == type(net).__name__ and meta.get("config") == net.config
+
+
+def restore(
+    net: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Set ``net``'s parameters and buffers from what `read_checkpoint` returned.
+
+    The caller has checked that the checkpoint `holds` this network. Returns the other arrays
+    (a trainer's optimizer state), for the caller to restore the rest.
+    """
+    params, buffers = _network_arrays(meta, arrays)
+    net.load_arrays(params, buffers)
+    used = {*params, *(_BUFFER_PREFIX + key for key in buffers)}
+    return {key: value for key, value in arrays.items() if key not in used}
+
+
 def load_into(net: Any, path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restore ``net``'s parameters and buffers from a checkpoint of the same network.
 
@@ -248,12 +269,9 @@ def load_into(net: Any, path: str | os.PathLike[str]) -> tuple[dict[str, Any], d
         When the checkpoint holds another class or configuration; ``net`` is then untouched.
     """
     meta, arrays = read_checkpoint(path)
-    if meta.get("class") != type(net).__name__ or meta.get("config") != net.config:
+    if not holds(meta, net):
         raise ValueError(
             f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
             f"the network {net!r}"
         )
-    params, buffers = _network_arrays(meta, arrays)
-    net.load_arrays(params, buffers)
-    used = {*params, *(_BUFFER_PREFIX + key for key in buffers)}
-    return meta, {key: value for key, value in arrays.items() if key not in used}
+    return meta, restore(net, meta, arrays)

@@ -151,17 +151,13 @@ def gradient_check(
     >>> check.passed, sorted(check)
     (True, ['W1', 'W2', 'b1', 'b2'])
     """
-    with net.backend_info.activate():
-        x, t = net.check_batch(x, t)
-        net.check_layers()  # both gradients must come from the layers the network really runs
-        with net.using_dtype(net.check_dtype()) as work:
-            x, t = work.cast_batch(x, t)
-            h = STEP[work.dtype_name] if h is None else h
-            analytic = work.unchecked_gradient(x, t)
-            numeric = work.unchecked_numerical_gradient(x, t, h=h)
-            noise = _noise(work, x, t, h)
-            errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
-            return _result(errors, work.dtype_name, h, tolerance, "elementwise")
+    with net.backend_info.activate(), net.checking(x, t) as (x, t):
+        h = STEP[net.dtype_name] if h is None else h
+        analytic = net.unchecked_gradient(x, t)
+        numeric = net.unchecked_numerical_gradient(x, t, h=h)
+        noise = _noise(net, x, t, h)
+        errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
+        return _result(errors, net.dtype_name, h, tolerance, "elementwise")
 
 
 def directional_gradient_check(
@@ -193,34 +189,30 @@ def directional_gradient_check(
     GradientCheck
         Parameter name -> relative error of the directional derivative.
     """
-    with net.backend_info.activate():
-        x, t = net.check_batch(x, t)
-        net.check_layers()
-        with net.using_dtype(net.check_dtype()) as work:
-            x, t = work.cast_batch(x, t)
-            dtype = work.dtype_name
-            h = STEP[dtype] if h is None else h
-            xp = work.backend_info.param_xp
-            analytic = work.unchecked_gradient(x, t)
-            noise = _noise(work, x, t, h)
-            rng = np.random.default_rng(seed)
-            errors = {}
-            for key in list(work.params):
-                original = work.params[key]
-                d_host = rng.standard_normal(tuple(original.shape))
-                d_host /= np.linalg.norm(d_host)
-                d = work.backend_info.param_asarray(d_host.astype(dtype))
-                try:
-                    work.params[key] = original + h * d
-                    f_plus = work.unchecked_loss(x, t)
-                    work.params[key] = original - h * d
-                    f_minus = work.unchecked_loss(x, t)
-                finally:
-                    work.params.bind(key, original)
-                numeric = (f_plus - f_minus) / (2 * h)
-                expected = xp.sum(analytic[key] * d)
-                errors[key] = _max_relative_error(expected, numeric, noise)
-            return _result(errors, dtype, h, tolerance, "directional")
+    with net.backend_info.activate(), net.checking(x, t) as (x, t):
+        dtype = net.dtype_name
+        h = STEP[dtype] if h is None else h
+        xp = net.backend_info.param_xp
+        analytic = net.unchecked_gradient(x, t)
+        noise = _noise(net, x, t, h)
+        rng = np.random.default_rng(seed)
+        errors = {}
+        for key in list(net.params):
+            original = net.params[key]
+            d_host = rng.standard_normal(tuple(original.shape))
+            d_host /= np.linalg.norm(d_host)
+            d = net.backend_info.param_asarray(d_host.astype(dtype))
+            try:
+                net.params[key] = original + h * d
+                f_plus = net.unchecked_loss(x, t)
+                net.params[key] = original - h * d
+                f_minus = net.unchecked_loss(x, t)
+            finally:
+                net.params.bind(key, original)
+            numeric = (f_plus - f_minus) / (2 * h)
+            expected = xp.sum(analytic[key] * d)
+            errors[key] = _max_relative_error(expected, numeric, noise)
+        return _result(errors, dtype, h, tolerance, "directional")
 
 
 def network_numerical_gradient(

@@ -516,11 +516,8 @@ class Network:
         h : float, optional
             The step; by default 1e-5 in float64 and 1e-2 in float32.
         """
-        x, t = self.check_batch(x, t)
-        self.check_layers()
-        with self.using_dtype(self.check_dtype()) as work:
-            x, t = work.cast_batch(x, t)
-            grads = work.unchecked_numerical_gradient(x, t, h=h)
+        with self.checking(x, t) as (x, t):
+            grads = self.unchecked_numerical_gradient(x, t, h=h)
         xp = self.backend_info.param_xp
         return {key: xp.astype(g, self.dtype) for key, g in grads.items()}
 
@@ -553,6 +550,19 @@ class Network:
     def check_dtype(self) -> str:
         """The dtype numerical gradients are taken in: float64 where the device has it."""
         return "float64" if self.backend_info.has_dtype("float64") else self._dtype_name
+
+    @contextlib.contextmanager
+    def checking(self, x: Any, t: Any) -> Iterator[tuple[Array, Array]]:
+        """A context for comparing gradients: the batch checked, cast, and the dtype promoted.
+
+        Validates ``x`` and ``t`` (`check_batch`) and the layers (`check_layers`: both
+        gradients must come from the layers the network really runs), computes in
+        `check_dtype` (`using_dtype`), and yields the batch as `cast_batch` makes it.
+        """
+        x, t = self.check_batch(x, t)
+        self.check_layers()
+        with self.using_dtype(self.check_dtype()):
+            yield self.cast_batch(x, t)
 
     def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
         """A checked batch in the network's current dtype, labels as one-hot rows, computed.

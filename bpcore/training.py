@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _checks
 from .backends import Array, to_numpy
-from .checkpoints import load_into, read_checkpoint, save
+from .checkpoints import holds, read_checkpoint, restore, save
 from .networks import correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
 
@@ -301,12 +301,12 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         net = self.network
-        meta = self._check_resumable(path)
+        meta, arrays = read_checkpoint(path)
+        state = self._resumable_state(path, meta)  # all checked before anything is set
         backend = net.backend_info
         with backend.activate():
-            _, rest = load_into(net, path)
+            rest = restore(net, meta, arrays)
             prefix = "optimizer/"
-            state = meta["trainer"]
             self.optimizer.load_state(
                 {
                     k[len(prefix) :]: backend.param_asarray(v.astype(net.dtype_name))
@@ -323,14 +323,13 @@ class Trainer:
         self.train_acc_list = list(history.get("train_acc", []))
         self.test_acc_list = list(history.get("test_acc", []))
 
-    def _check_resumable(self, path: Path) -> dict[str, Any]:
-        """The checkpoint's metadata, if this trainer can continue its run; else ValueError."""
-        meta, _ = read_checkpoint(path)
+    def _resumable_state(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's trainer state, if this trainer can continue its run; else ValueError."""
         state = meta.get("trainer")
         if not isinstance(state, dict):
             raise ValueError(f"{path} is a network checkpoint without a trainer state")
         net = self.network
-        if meta.get("class") != type(net).__name__ or meta.get("config") != net.config:
+        if not holds(meta, net):
             raise ValueError(
                 f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
                 f"the network to train, {net!r}"
@@ -345,17 +344,15 @@ class Trainer:
                 f"{path} was trained with {state.get('optimizer')}, not "
                 f"{type(self.optimizer).__name__}"
             )
-        return meta
+        return state
 
 
 class _Progress:
     """One epoch's progress: the bar, the losses kept on the device, their checked read-back.
 
-    Losses and hit counts stay on the device; every `SHOW_EVERY` steps (with the bar) and at the
+    Losses and hit counts stay on the device; every 50 steps (with the bar) and at the
     epoch's end the losses not read yet are read back in one go and checked for divergence.
     """
-
-    SHOW_EVERY = _SHOW_EVERY
 
     def __init__(
         self,
@@ -391,7 +388,7 @@ class _Progress:
         # Running accuracy of the batches seen, from the scores the step computed anyway (on
         # Dask, computed with the gradients, like the labels the loss layer kept).
         self._hits.append(correct_predictions(last_layer.y, last_layer.t))
-        if self.steps_done % self.SHOW_EVERY == 0 or self.steps_done == self.steps:
+        if self.steps_done % _SHOW_EVERY == 0 or self.steps_done == self.steps:
             shown = len(self._read)
             self._read_back()
             acc = float(self.xp.sum(self.xp.stack(self._hits))) / self.samples
