@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import array_api_compat
 import numpy as np
 
-__all__ = ["DTYPES", "Array", "Backend", "Namespace", "replaced"]
+__all__ = ["DTYPES", "Array", "Backend", "HostRandom", "Namespace", "int_seed", "replaced"]
 
 #: An array of any supported backend (the Array API has no common static type).
 Array = Any
@@ -192,6 +192,24 @@ class Backend:
         """Whether ``a`` may be written to (an optimizer's update, a perturbed element)."""
         return bool(array_api_compat.is_writeable_array(a))
 
+    # -- random numbers ------------------------------------------------------------------------
+
+    def random_generator(self, seed: Any = None) -> Any:
+        """A seeded source of uniform numbers in [0, 1) on this backend's device.
+
+        The Array API has no random numbers, so each library draws in its own way; the object
+        returned has one method, ``random(shape, dtype_name) -> array``. This base class draws
+        on the host with NumPy and copies to the backend (what NumPy, Dask and array-api-strict
+        use); libraries with a generator of their own draw on the device (no host round trip per
+        draw). The same ``seed`` gives the same numbers on one library; libraries differ.
+
+        Parameters
+        ----------
+        seed : int, numpy.random.SeedSequence, numpy.random.Generator or None
+            Anything ``numpy.random.default_rng`` accepts; None draws fresh entropy.
+        """
+        return HostRandom(self, seed)
+
     # -- dtypes --------------------------------------------------------------------------------
 
     def dtype(self, name: str) -> Any:
@@ -295,6 +313,30 @@ class Backend:
         if not plus:
             return xp.zeros_like(x)
         return xp.reshape(xp.stack(plus) - xp.stack(minus), shape) / (2 * h)
+
+
+class HostRandom:
+    """Uniform numbers drawn on the host by a seeded NumPy generator, copied to a backend."""
+
+    def __init__(self, backend: Backend, seed: Any = None) -> None:
+        self._backend = backend
+        self._rng = np.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"HostRandom(backend={self._backend.name!r})"
+
+    def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
+        """Uniform numbers in [0, 1) of ``shape`` and dtype ``dtype_name``, on the backend."""
+        return self._backend.asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
+
+
+def int_seed(seed: Any) -> int:
+    """A non-negative 63-bit integer seed from anything ``numpy.random.default_rng`` accepts.
+
+    For libraries whose generators take an integer: the same ``seed`` gives the same integer,
+    and None gives fresh entropy.
+    """
+    return int(np.random.default_rng(seed).integers(2**63))
 
 
 def replaced(arrays: Sequence[Array], k: int, a: Array) -> list[Array]:

@@ -9,7 +9,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace
+from .base import Array, Backend, Namespace, int_seed
 
 __all__ = ["CUDA_DEVICE", "CuPyBackend"]
 
@@ -98,3 +98,26 @@ class CuPyBackend(Backend):
         works only inside this context.
         """
         return self.device  # type: ignore[no-any-return]  # cupy.cuda.Device is a context
+
+    def random_generator(self, seed: Any = None) -> Any:
+        """CuPy's generator on the device: masks are drawn where they are used."""
+        return _CuPyRandom(int_seed(seed), self)
+
+
+class _CuPyRandom:
+    """``cupy.random.default_rng(seed).random``, drawn with the backend's device current."""
+
+    def __init__(self, seed: int, backend: CuPyBackend) -> None:
+        import cupy
+
+        self._backend = backend
+        with backend.activate():
+            self._rng = cupy.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"_CuPyRandom(device={self._backend.device!r})"
+
+    def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
+        """Uniform numbers in [0, 1), drawn on the device."""
+        with self._backend.activate():
+            return self._rng.random(shape, dtype=dtype_name)

@@ -10,7 +10,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, replaced
+from .base import Array, Backend, Namespace, int_seed, replaced
 
 __all__ = ["JAXBackend"]
 
@@ -161,6 +161,30 @@ class JAXBackend(Backend):
             xp.reshape(diffs[offset : offset + size], shape) / (2 * h)
             for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
         ]
+
+    def random_generator(self, seed: Any = None) -> Any:
+        """A JAX PRNG key on the device, split at each draw: no host round trip."""
+        return _JAXRandom(int_seed(seed), self.device)
+
+
+class _JAXRandom:
+    """``jax.random.uniform`` from a key that is split at each draw, kept on one device."""
+
+    def __init__(self, seed: int, device: Any) -> None:
+        import jax
+
+        self._key = jax.device_put(jax.random.key(seed), device)
+        self._device = device
+
+    def __repr__(self) -> str:
+        return f"_JAXRandom(device={self._device!r})"
+
+    def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
+        """Uniform numbers in [0, 1), drawn on the device."""
+        import jax
+
+        self._key, key = jax.random.split(self._key)
+        return jax.random.uniform(key, shape, dtype=getattr(jax.numpy, dtype_name))
 
 
 def _device_name(device: Any) -> str:

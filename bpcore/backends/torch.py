@@ -7,7 +7,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace
+from .base import Array, Backend, Namespace, int_seed
 
 __all__ = ["TorchBackend"]
 
@@ -88,3 +88,30 @@ class TorchBackend(Backend):
             import torch
 
             torch.cuda.synchronize(a.device)
+
+    def random_generator(self, seed: Any = None) -> Any:
+        """A ``torch.Generator`` on the tensors' device: masks are drawn where they are used."""
+        import torch
+
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int_seed(seed))
+        return _TorchRandom(generator, self.device)
+
+
+class _TorchRandom:
+    """``torch.rand`` from one seeded generator on one device."""
+
+    def __init__(self, generator: Any, device: Any) -> None:
+        self._generator = generator
+        self._device = device
+
+    def __repr__(self) -> str:
+        return f"_TorchRandom(device={self._device!r})"
+
+    def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
+        """Uniform numbers in [0, 1), drawn on the device."""
+        import torch
+
+        return torch.rand(
+            shape, generator=self._generator, device=self._device, dtype=getattr(torch, dtype_name)
+        )
