@@ -1,0 +1,261 @@
+"""The book's ``im2col`` and ``col2im`` (``common/util.py``), written once on the Array API.
+
+``im2col`` unrolls every filter-sized window of a batch of images into one row of a matrix, so
+that a convolution becomes one matrix product (and a max pooling one ``max`` along rows).
+``col2im`` is its adjoint: it adds every row back into the window it came from, which is how
+gradients flow back to the image.
+
+The book fills a zero array by assignment, one filter offset at a time, and ``col2im`` adds into
+strided slices with ``+=``. Neither is possible on immutable arrays (JAX), so here:
+
+* ``im2col`` takes, for each of the ``filter_h * filter_w`` offsets, the strided slice of the
+  padded image that the offset sees, and stacks the slices: no assignment, no loop over samples
+  or pixels. The image is first put in ``(N, H, W, C)`` order, so the stacked result is already
+  laid out as the rows the book returns (and a convolution's output, which the layers keep in
+  that order in memory, needs no copy to get there).
+* ``col2im`` spreads the rows over a zero border (and, for a stride above 1, over zeros between
+  them), so that every offset's contribution is a plain shifted slice of one array, and adds
+  those slices: again one sum per offset.
+
+Rows and columns are in the book's order: row ``(n, i, j)`` (sample, output row, output column),
+column ``(c, y, x)`` (channel, filter row, filter column).
+"""
+
+from __future__ import annotations
+
+from array_api_compat import device
+
+from .backends import Array, namespace
+
+__all__ = ["col2im", "conv_output_size", "im2col"]
+
+
+def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
+    """The output length of a convolution or pooling along one axis: ``(L + 2p - F) // s + 1``.
+
+    The book's version returns a float for strides that do not divide evenly; this is the
+    length ``im2col`` really produces (windows that would run past the edge are dropped).
+    """
+    return (input_size + 2 * pad - filter_size) // stride + 1
+
+
+def _check_geometry(
+    shape: tuple[int, ...], filter_h: int, filter_w: int, stride: int, pad: int
+) -> tuple[int, int]:
+    """Validate a window geometry for an ``(N, C, H, W)`` shape; return the output size."""
+    if len(shape) != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(shape)}")
+    for name, value, least in (
+        ("filter_h", filter_h, 1),
+        ("filter_w", filter_w, 1),
+        ("stride", stride, 1),
+        ("pad", pad, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    _, _, h, w = shape
+    out_h = conv_output_size(h, filter_h, stride, pad)
+    out_w = conv_output_size(w, filter_w, stride, pad)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(
+            f"a {filter_h}x{filter_w} window does not fit images of {h}x{w} with padding {pad}"
+        )
+    return out_h, out_w
+
+
+def _pad_hw(img: Array, before: tuple[int, int], after: tuple[int, int], value: float) -> Array:
+    """``img`` of shape ``(N, H, W, C)`` with ``value`` added around its H and W axes."""
+    xp = namespace(img)
+    n, h, w, c = img.shape
+    (top, left), (bottom, right) = before, after
+    if left or right:
+        parts = [img]
+        if left:
+            parts.insert(0, xp.full((n, h, left, c), value, dtype=img.dtype, device=device(img)))
+        if right:
+            parts.append(xp.full((n, h, right, c), value, dtype=img.dtype, device=device(img)))
+        img = xp.concat(parts, axis=2)
+        w = w + left + right
+    if top or bottom:
+        parts = [img]
+        if top:
+            parts.insert(0, xp.full((n, top, w, c), value, dtype=img.dtype, device=device(img)))
+        if bottom:
+            parts.append(xp.full((n, bottom, w, c), value, dtype=img.dtype, device=device(img)))
+        img = xp.concat(parts, axis=1)
+    return img
+
+
+def im2col_nhwc(
+    img: Array, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0, pad_value: float = 0.0
+) -> Array:
+    """`im2col` of images in ``(N, H, W, C)`` order, as ``(N, out_h, out_w, C, filter_h*filter_w)``.
+
+    The layers' working form: reshaping it to ``(N*out_h*out_w, C*filter_h*filter_w)`` gives
+    the book's matrix without a copy.
+    """
+    xp = namespace(img)
+    n, h, w, c = img.shape
+    out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
+    img = _pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
+    # The window at output (i, j) starts at (i*stride, j*stride); the filter offset (y, x) of
+    # every window is therefore the strided slice starting at (y, x).
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    patches = [
+        img[:, y : y + span_h : stride, x : x + span_w : stride, :]
+        for y in range(filter_h)
+        for x in range(filter_w)
+    ]
+    return xp.stack(patches, axis=-1)
+
+
+def im2col(
+    input_data: Array,
+    filter_h: int,
+    filter_w: int,
+    stride: int = 1,
+    pad: int = 0,
+    *,
+    pad_value: float = 0.0,
+) -> Array:
+    """Unroll the windows of a batch of images into rows, as the book's ``im2col``.
+
+    Parameters
+    ----------
+    input_data : array, shape (N, C, H, W)
+    filter_h, filter_w : int
+        The window's height and width.
+    stride : int, default 1
+    pad : int, default 0
+        Rows and columns of ``pad_value`` added on every side.
+    pad_value : float, default 0
+        What the padding holds (max pooling pads with ``-inf``, so that padding never wins).
+
+    Returns
+    -------
+    array, shape (N*out_h*out_w, C*filter_h*filter_w)
+        Row ``(n, i, j)`` holds the window of sample ``n`` at output position ``(i, j)``,
+        channel by channel, each channel's window row by row.
+    """
+    xp = namespace(input_data)
+    n, c, _, _ = _shape4(input_data)
+    img = xp.permute_dims(input_data, (0, 2, 3, 1))
+    col = im2col_nhwc(img, filter_h, filter_w, stride, pad, pad_value)
+    _, out_h, out_w, _, k = col.shape
+    return xp.reshape(col, (n * out_h * out_w, c * k))
+
+
+def col2im_nhwc(
+    col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int, stride: int, pad: int
+) -> Array:
+    """`col2im` from ``(N, out_h, out_w, C, filter_h, filter_w)`` to images in ``(N, H, W, C)``.
+
+    Every window's values are added back where `im2col` took them from: where windows overlap,
+    their contributions add up.
+    """
+    xp = namespace(col)
+    n, c, h, w = input_shape
+    out_h, out_w = _check_geometry(tuple(input_shape), filter_h, filter_w, stride, pad)
+    if stride == filter_h == filter_w:
+        return _tile_back(col, (n, c, h, w), stride, pad)
+    col = xp.reshape(col, (n, out_h, out_w, c, filter_h * filter_w))
+    if stride > 1:
+        col = _dilate(col, stride)  # window (i, j) now starts at (i*stride, j*stride) too
+    hp, wp = h + 2 * pad, w + 2 * pad
+    # Pad so that the contribution of filter offset (y, x) to the padded image is the slice of
+    # `col` starting at (filter_h - 1 - y, filter_w - 1 - x): the rows before and after each
+    # window's own position are zeros.
+    rows, cols = col.shape[1], col.shape[2]
+    col = _pad_hw5(col, (filter_h - 1, filter_w - 1), (hp - rows, wp - cols))
+    img = None
+    for y in range(filter_h):
+        for x in range(filter_w):
+            top, left = filter_h - 1 - y, filter_w - 1 - x
+            part = col[:, top : top + hp, left : left + wp, :, y * filter_w + x]
+            img = part if img is None else img + part
+    assert img is not None  # filter_h, filter_w >= 1
+    return img[:, pad : pad + h, pad : pad + w, :] if pad else img
+
+
+def col2im(
+    col: Array,
+    input_shape: tuple[int, ...],
+    filter_h: int,
+    filter_w: int,
+    stride: int = 1,
+    pad: int = 0,
+) -> Array:
+    """Add rows of windows back into images: the adjoint of `im2col`, as the book's ``col2im``.
+
+    Parameters
+    ----------
+    col : array, shape (N*out_h*out_w, C*filter_h*filter_w)
+        Rows as `im2col` returns them (for a backward pass: the gradient with respect to them).
+    input_shape : tuple
+        ``(N, C, H, W)``, the shape of the images.
+    filter_h, filter_w, stride, pad : int
+        As given to `im2col`.
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+        The sum, at each pixel, of every row element that `im2col` copied from that pixel; the
+        padding is dropped.
+    """
+    xp = namespace(col)
+    n, c, h, w = (int(d) for d in input_shape)
+    out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
+    if tuple(col.shape) != (n * out_h * out_w, c * filter_h * filter_w):
+        raise ValueError(
+            f"col must have shape ({n * out_h * out_w}, {c * filter_h * filter_w}) for images "
+            f"of shape {(n, c, h, w)}; got {tuple(col.shape)}"
+        )
+    img = col2im_nhwc(col, (n, c, h, w), filter_h, filter_w, stride, pad)
+    return xp.permute_dims(img, (0, 3, 1, 2))
+
+
+def _shape4(a: Array) -> tuple[int, int, int, int]:
+    if a.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(a.shape)}")
+    n, c, h, w = (int(d) for d in a.shape)
+    return n, c, h, w
+
+
+def _dilate(col: Array, stride: int) -> Array:
+    """Put ``stride - 1`` zeros between the rows and the columns of windows (axes 1 and 2)."""
+    xp = namespace(col)
+    n, oh, ow, c, k = col.shape
+    zeros = xp.zeros((n, oh, ow, c, k), dtype=col.dtype, device=device(col))
+    # Interleave along axis 1: stack [col, 0, 0, ...] on a new axis after it, then merge the two.
+    col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=2), (n, oh * stride, ow, c, k))
+    col = col[:, : stride * (oh - 1) + 1]
+    rows = col.shape[1]
+    zeros = xp.zeros((n, rows, ow, c, k), dtype=col.dtype, device=device(col))
+    col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=3), (n, rows, ow * stride, c, k))
+    return col[:, :, : stride * (ow - 1) + 1]
+
+
+def _pad_hw5(col: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:
+    """Zeros around axes 1 and 2 of a 5-d array (axes 3 and 4 folded while padding)."""
+    xp = namespace(col)
+    n, rows, cols, c, k = col.shape
+    flat = xp.reshape(col, (n, rows, cols, c * k))
+    flat = _pad_hw(flat, before, after, 0.0)
+    return xp.reshape(flat, (n, flat.shape[1], flat.shape[2], c, k))
+
+
+def _tile_back(col: Array, input_shape: tuple[int, ...], size: int, pad: int) -> Array:
+    """`col2im_nhwc` for windows that tile the image (stride = window): one permutation.
+
+    No two windows share a pixel, so nothing is added: each window is put back in place, and
+    the rows and columns no window reached (past the last whole window) are zeros.
+    """
+    xp = namespace(col)
+    n, c, h, w = input_shape
+    out_h, out_w = conv_output_size(h, size, size, pad), conv_output_size(w, size, size, pad)
+    col = xp.reshape(col, (n, out_h, out_w, c, size, size))
+    img = xp.reshape(xp.permute_dims(col, (0, 1, 4, 2, 5, 3)), (n, out_h * size, out_w * size, c))
+    hp, wp = h + 2 * pad, w + 2 * pad
+    if (out_h * size, out_w * size) != (hp, wp):
+        img = _pad_hw(img, (0, 0), (hp - out_h * size, wp - out_w * size), 0.0)
+    return img[:, pad : pad + h, pad : pad + w, :] if pad else img
