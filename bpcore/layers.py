@@ -1,4 +1,4 @@
-"""The layers of chapter 5, each with its forward and backward pass side by side.
+"""The book's layers (chapters 5 to 7), each with its forward and backward pass side by side.
 
 Every layer takes its namespace from the arrays it is given (``array_namespace``, cached by
 array type in ``bpcore.backends.namespace``), so the same code runs on NumPy, CuPy, PyTorch,
@@ -21,9 +21,20 @@ from typing import Any
 
 from array_api_compat import device
 
-from .backends import Array, namespace
+from .backends import Array, backend_class_of, namespace
+from .im2col import col2im_nhwc, im2col_nhwc
 
-__all__ = ["Affine", "Relu", "Sigmoid", "SoftmaxWithLoss", "Tanh"]
+__all__ = [
+    "Affine",
+    "BatchNormalization",
+    "Convolution",
+    "Dropout",
+    "Pooling",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "Tanh",
+]
 
 
 def _require_forward(value: Any, layer: object) -> Any:
@@ -268,3 +279,353 @@ class SoftmaxWithLoss:
         # A 0-d array (or a NumPy scalar, which is not a weak Python float): cast it to y's dtype
         # so that a float64 dout does not turn a float32 network's gradients into float64.
         return (y - self._target) * (namespace(y).astype(dout, y.dtype) / n)
+
+
+# -- chapter 6 ---------------------------------------------------------------------------------
+
+
+class Dropout:
+    """Dropout as in the book: in training, each input is kept with probability ``1 - ratio``.
+
+    ``forward(x, train_flg=True)`` multiplies by a fresh random mask; at inference it scales by
+    ``1 - dropout_ratio`` instead (the book's form, not the "inverted" dropout of PyTorch).
+
+    The mask is drawn on the arrays' own device by ``generator``, a seeded source of uniform
+    numbers from the backend (`bpcore.backends.Backend.random_generator`); a network seeds its
+    dropout layers from its ``seed``. A standalone layer makes a generator from ``seed`` at its
+    first forward pass.
+
+    Parameters
+    ----------
+    dropout_ratio : float, default 0.5
+        The probability of dropping an input, in [0, 1).
+    seed : int, optional
+        Seeds the generator this layer makes for itself (when none was given to it).
+
+    Attributes
+    ----------
+    mask : array of bool or None
+        Which inputs the last training pass kept.
+    generator : object or None
+        Where masks come from.
+    hold_mask : bool
+        While true, a training pass reuses ``mask`` (when it fits the input) instead of drawing
+        a new one: gradient checks hold the mask fixed so that every loss sees the same network.
+    """
+
+    #: Whether ``forward`` takes the book's ``train_flg`` argument.
+    takes_train_flg = True
+
+    def __init__(self, dropout_ratio: float = 0.5, *, seed: Any = None) -> None:
+        if isinstance(dropout_ratio, bool) or not isinstance(dropout_ratio, (int, float)):
+            raise TypeError(f"dropout_ratio must be a number in [0, 1), got {dropout_ratio!r}")
+        if not 0 <= dropout_ratio < 1:
+            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
+        self.dropout_ratio = float(dropout_ratio)
+        self.seed = seed
+        self.generator: Any = None
+        self.mask: Array | None = None
+        self.hold_mask = False
+        self._trained = True  # whether the last forward pass was a training pass
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.dropout_ratio})"
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        """Return ``x * mask`` in training, ``x * (1 - dropout_ratio)`` otherwise."""
+        xp = namespace(x)
+        self._trained = bool(train_flg)
+        if not train_flg:
+            return x * (1.0 - self.dropout_ratio)
+        if not (self.hold_mask and self.mask is not None and self.mask.shape == x.shape):
+            if self.generator is None:
+                cls = backend_class_of(x)
+                self.generator = cls(xp, device(x)).random_generator(self.seed)
+            dtype = "float64" if x.dtype == xp.float64 else "float32"
+            self.mask = self.generator.random(tuple(x.shape), dtype) > self.dropout_ratio
+        return x * xp.astype(self.mask, x.dtype)
+
+    def backward(self, dout: Array) -> Array:
+        """Return ``dout`` times what forward multiplied ``x`` by."""
+        if not self._trained:
+            return dout * (1.0 - self.dropout_ratio)
+        mask = _require_forward(self.mask, self)
+        return dout * namespace(dout).astype(mask, dout.dtype)
+
+
+class BatchNormalization:
+    """Batch normalization (Ioffe and Szegedy, 2015), as in the book.
+
+    In training, each feature is normalized by the batch's mean and (biased) variance, then
+    scaled by ``gamma`` and shifted by ``beta``; the running statistics move towards the batch's
+    by ``1 - momentum``. At inference the running statistics are used. Input of shape
+    ``(N, C, H, W)`` is normalized per feature ``(c, h, w)`` over the batch, as the book does
+    (not per channel, as ``torch.nn.BatchNorm2d`` does): ``gamma`` then has ``C*H*W`` elements.
+
+    Parameters
+    ----------
+    gamma, beta : array, shape (D,)
+        Scale and shift, ``D`` the number of features per sample.
+    momentum : float, default 0.9
+    running_mean, running_var : array of shape (D,), optional
+        Zeros, on the input's device, when not given.
+
+    Attributes
+    ----------
+    dgamma, dbeta : array or None
+        Gradients from the last backward pass.
+    running_mean, running_var : array or None
+        The statistics inference uses: *buffers* (saved in checkpoints, not trained). Each
+        training pass replaces them with new arrays; it never writes into the old ones.
+    """
+
+    param_names = ("gamma", "beta")
+    buffer_names = ("running_mean", "running_var")
+    takes_train_flg = True
+    #: Added to the variance, as the book's ``10e-7``.
+    eps = 1e-6
+
+    def __init__(
+        self,
+        gamma: Array,
+        beta: Array,
+        momentum: float = 0.9,
+        running_mean: Array | None = None,
+        running_var: Array | None = None,
+    ) -> None:
+        if gamma.ndim != 1 or tuple(beta.shape) != tuple(gamma.shape):
+            raise ValueError(
+                f"BatchNormalization expects gamma and beta of one shape (D,); got "
+                f"{tuple(gamma.shape)} and {tuple(beta.shape)}"
+            )
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = float(momentum)
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.input_shape: tuple[int, ...] | None = None
+        self.batch_size: int | None = None
+        self.xc: Array | None = None
+        self.xn: Array | None = None
+        self.std: Array | None = None
+        self.dgamma: Array | None = None
+        self.dbeta: Array | None = None
+        self._trained = True
+
+    def __repr__(self) -> str:
+        return f"BatchNormalization({self.gamma.shape[0]}, momentum={self.momentum})"
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        """Return ``gamma * (x - mean) / sqrt(var + eps) + beta``, features along axis 1 on."""
+        xp = namespace(x, self.gamma)
+        d = self.gamma.shape[0]
+        self.input_shape = tuple(x.shape)
+        x = x if x.ndim == 2 else xp.reshape(x, (x.shape[0], -1))
+        if x.shape[1] != d:
+            raise ValueError(
+                f"BatchNormalization has {d} features but got input of shape {self.input_shape}"
+            )
+        if self.running_mean is None or self.running_var is None:
+            self.running_mean = xp.zeros((d,), dtype=x.dtype, device=device(x))
+            self.running_var = xp.zeros((d,), dtype=x.dtype, device=device(x))
+        self._trained = bool(train_flg)
+        if train_flg:
+            mu = xp.mean(x, axis=0)
+            xc = x - mu
+            var = xp.mean(xc * xc, axis=0)
+            std = xp.sqrt(var + self.eps)
+            self.batch_size = int(x.shape[0])
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xc = x - self.running_mean
+            std = xp.sqrt(self.running_var + self.eps)
+        self.xc, self.std = xc, std
+        self.xn = xc / std
+        out = self.gamma * self.xn + self.beta
+        return xp.reshape(out, self.input_shape)
+
+    def backward(self, dout: Array) -> Array:
+        """Set ``dgamma`` and ``dbeta``; return the gradient with respect to the input."""
+        xn, xc, std = (_require_forward(a, self) for a in (self.xn, self.xc, self.std))
+        xp = namespace(dout, xn)
+        dout = dout if dout.ndim == 2 else xp.reshape(dout, (dout.shape[0], -1))
+        self.dbeta = xp.sum(dout, axis=0)
+        self.dgamma = xp.sum(xn * dout, axis=0)
+        dxn = self.gamma * dout
+        if not self._trained:  # fixed statistics: an affine map per feature
+            return xp.reshape(dxn / std, self.input_shape)
+        n = self.batch_size
+        # The book's chain rule through the batch's mean and variance, unchanged.
+        dxc = dxn / std
+        dstd = -xp.sum((dxn * xc) / (std * std), axis=0)
+        dvar = 0.5 * dstd / std
+        dxc = dxc + (2.0 / n) * xc * dvar
+        dmu = xp.sum(dxc, axis=0)
+        dx = dxc - dmu / n
+        return xp.reshape(dx, self.input_shape)
+
+
+# -- chapter 7 ---------------------------------------------------------------------------------
+
+
+class Convolution:
+    """2-d convolution (cross-correlation, as in the book) by ``im2col`` and one matrix product.
+
+    Parameters
+    ----------
+    W : array, shape (FN, C, FH, FW)
+        ``FN`` filters of ``C`` channels and ``FH x FW`` pixels.
+    b : array, shape (FN,)
+    stride : int, default 1
+    pad : int, default 0
+        Zeros added on every side of the image.
+
+    Attributes
+    ----------
+    dW, db : array or None
+        Gradients from the last backward pass.
+    x : array or None
+        The input of the last forward pass.
+    col : array or None
+        Its windows as rows, shape ``(N*OH*OW, C*FH*FW)``: the layer's largest buffer.
+    col_W : array or None
+        The filters as columns, shape ``(C*FH*FW, FN)``.
+    """
+
+    param_names = ("W", "b")
+
+    def __init__(self, W: Array, b: Array, stride: int = 1, pad: int = 0) -> None:
+        if W.ndim != 4 or b.ndim != 1 or b.shape[0] != W.shape[0]:
+            raise ValueError(
+                f"Convolution expects W of shape (FN, C, FH, FW) and b of shape (FN,); got W "
+                f"{tuple(W.shape)} and b {tuple(b.shape)}"
+            )
+        self.W = W
+        self.b = b
+        self.stride = _check_window_int(stride, "stride", 1)
+        self.pad = _check_window_int(pad, "pad", 0)
+        self.x: Array | None = None
+        self.col: Array | None = None
+        self.col_W: Array | None = None
+        self.dW: Array | None = None
+        self.db: Array | None = None
+
+    def __repr__(self) -> str:
+        fn, c, fh, fw = self.W.shape
+        return f"Convolution({c}->{fn}, {fh}x{fw}, stride={self.stride}, pad={self.pad})"
+
+    def forward(self, x: Array) -> Array:
+        """Return the convolution of ``x`` (N, C, H, W) with the filters, shape (N, FN, OH, OW)."""
+        xp = namespace(x, self.W, self.b)
+        fn, c, fh, fw = self.W.shape
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(
+                f"Convolution expects input of shape (N, {c}, H, W); got {tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        # Windows from the image in (N, H, W, C) order: the book's rows, built without a copy
+        # beyond the one `im2col` must make.
+        col = im2col_nhwc(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad)
+        _, out_h, out_w, _, _ = col.shape
+        self.x = x
+        self.col = xp.reshape(col, (n * out_h * out_w, c * fh * fw))
+        self.col_W = xp.reshape(self.W, (fn, c * fh * fw)).T
+        out = self.col @ self.col_W
+        out += self.b  # into the product's fresh array
+        return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
+
+    def backward(self, dout: Array) -> Array:
+        """Set ``dW`` and ``db``; return the gradient with respect to the input, by `col2im`."""
+        dout = self._backward_params(dout)
+        _, _, fh, fw = self.W.shape
+        x = _require_forward(self.x, self)
+        dcol = dout @ _require_forward(self.col_W, self).T
+        xp = namespace(dcol)
+        dx = col2im_nhwc(dcol, tuple(x.shape), fh, fw, self.stride, self.pad)
+        return xp.permute_dims(dx, (0, 3, 1, 2))
+
+    def backward_params(self, dout: Array) -> None:
+        """Set ``dW`` and ``db`` only: for a first layer, whose input gradient nobody uses."""
+        self._backward_params(dout)
+
+    def _backward_params(self, dout: Array) -> Array:
+        col = _require_forward(self.col, self)
+        xp = namespace(dout, col)
+        fn, c, fh, fw = self.W.shape
+        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
+        self.db = xp.sum(dout, axis=0)
+        self.dW = xp.reshape((col.T @ dout).T, (fn, c, fh, fw))
+        return dout
+
+
+class Pooling:
+    """Max pooling over ``pool_h x pool_w`` windows, by ``im2col`` and a ``max`` along rows.
+
+    ``backward`` sends each window's gradient to the element that was the maximum; where several
+    elements tie, to the first of them in the window, row by row (``argmax``'s choice, as in
+    the book and in ``torch.nn.functional.max_pool2d``). Padding holds ``-inf``, so it never is
+    the maximum (the book pads with zeros, which wins over negative inputs; after a ReLU, as in
+    the book's networks, the two agree).
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int, default 1
+    pad : int, default 0
+
+    Attributes
+    ----------
+    x : array or None
+        The input of the last forward pass.
+    arg_max : array or None
+        Where each window's maximum was, shape ``(N, OH, OW, C)``, an index into the window.
+    """
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
+        self.pool_h = _check_window_int(pool_h, "pool_h", 1)
+        self.pool_w = _check_window_int(pool_w, "pool_w", 1)
+        self.stride = _check_window_int(stride, "stride", 1)
+        self.pad = _check_window_int(pad, "pad", 0)
+        self.x: Array | None = None
+        self.arg_max: Array | None = None
+
+    def __repr__(self) -> str:
+        return f"Pooling({self.pool_h}, {self.pool_w}, stride={self.stride}, pad={self.pad})"
+
+    def forward(self, x: Array) -> Array:
+        """Return the maximum of each window, shape (N, C, OH, OW)."""
+        xp = namespace(x)
+        if x.ndim != 4:
+            raise ValueError(f"Pooling expects input of shape (N, C, H, W); got {tuple(x.shape)}")
+        col = im2col_nhwc(
+            xp.permute_dims(x, (0, 2, 3, 1)),
+            self.pool_h,
+            self.pool_w,
+            self.stride,
+            self.pad,
+            pad_value=-float("inf"),
+        )
+        self.x = x
+        self.arg_max = xp.argmax(col, axis=-1)
+        out = xp.max(col, axis=-1)
+        return xp.permute_dims(out, (0, 3, 1, 2))
+
+    def backward(self, dout: Array) -> Array:
+        """Return ``dout`` at each window's maximum, zeros elsewhere."""
+        x, arg_max = _require_forward(self.x, self), _require_forward(self.arg_max, self)
+        xp = namespace(dout, arg_max)
+        window = self.pool_h * self.pool_w
+        # dout at the maximum of each window, by comparison with an arange: no assignment.
+        at_max = xp.arange(window, device=device(arg_max)) == xp.expand_dims(arg_max, axis=-1)
+        d = xp.expand_dims(xp.permute_dims(dout, (0, 2, 3, 1)), axis=-1)
+        dcol = xp.astype(at_max, dout.dtype) * d
+        dx = col2im_nhwc(dcol, tuple(x.shape), self.pool_h, self.pool_w, self.stride, self.pad)
+        return xp.permute_dims(dx, (0, 3, 1, 2))
+
+
+def _check_window_int(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
