@@ -1,7 +1,8 @@
-"""bpcore: the backpropagation of *Deep Learning from Scratch* chapter 5, on any Array API backend.
+"""bpcore: the backpropagation of *Deep Learning from Scratch*, on any Array API backend.
 
-The layers (`bpcore.layers`), the networks (`TwoLayerNet`, `MultiLayerNet`, on the `Network`
-base class) and the gradient checks are written once against the Python Array API standard, so
+The layers (`bpcore.layers`, with `im2col` and `col2im`), the networks (`TwoLayerNet`,
+`MultiLayerNet`, `MultiLayerNetExtend`, `SimpleConvNet`, `DeepConvNet`, on the `Network` base
+class) and the gradient checks are written once against the Python Array API standard, so
 the book's code runs on NumPy, CuPy (CUDA), PyTorch, JAX, Dask or array-api-strict by changing
 one keyword::
 
@@ -14,23 +15,30 @@ other backends are imported when a network asks for them.
 from . import layers, optimizers
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
+from .convnets import DeepConvNet, SimpleConvNet
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
-from .networks import MultiLayerNet, Network, TwoLayerNet
+from .im2col import col2im, im2col
+from .networks import MultiLayerNet, MultiLayerNetExtend, Network, TwoLayerNet
 from .training import Trainer, TrainingDivergedError
 from .version import __version__
 
 __all__ = [
     "BACKENDS",
+    "DeepConvNet",
     "GradientCheck",
     "MultiLayerNet",
+    "MultiLayerNetExtend",
     "Network",
+    "SimpleConvNet",
     "Trainer",
     "TrainingDivergedError",
     "TwoLayerNet",
     "__version__",
     "available_backends",
+    "col2im",
     "directional_gradient_check",
     "gradient_check",
+    "im2col",
     "layers",
     "load",
     "optimizers",

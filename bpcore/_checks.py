@@ -73,23 +73,36 @@ def _library(a: Any) -> str:
     return backend_class_of(a).name or type(a).__module__.split(".")[0]
 
 
-def check_x(x: Any, backend: Backend, dtype: Any, n_features: int, name: str = "x") -> Array:
+def check_x(
+    x: Any, backend: Backend, dtype: Any, sample_shape: tuple[int, ...], name: str = "x"
+) -> Array:
     """Validate a batch of inputs and return it cast to the network's dtype.
 
     Accepts any integer or real floating dtype (the book feeds raw uint8 images with
-    ``normalize=False``) and any shape ``(N, ...)`` with ``n_features`` values per sample.
+    ``normalize=False``). For a ``sample_shape`` of one axis ``(D,)``, any shape ``(N, ...)``
+    with ``D`` values per sample; for images ``(C, H, W)``, exactly ``(N, C, H, W)``.
     """
     check_array(x, name, backend)
     xp = array_namespace(x)
     if not xp.isdtype(x.dtype, ("integral", "real floating")) or x.dtype == xp.bool:
         raise TypeError(f"{name} must hold integers or real floats, got dtype {x.dtype}")
+    n_features = 1
+    for d in sample_shape:
+        n_features *= d
+    expected = "(N, " + ", ".join(str(d) for d in sample_shape) + ")"
     if x.ndim < 2:
         raise ValueError(
-            f"{name} must be a batch of shape (N, {n_features}), got shape {tuple(x.shape)}; "
+            f"{name} must be a batch of shape {expected}, got shape {tuple(x.shape)}; "
             f"for one sample use x[None, ...]"
         )
     if x.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); expected N >= 1")
+    if len(sample_shape) > 1 and tuple(x.shape[1:]) != tuple(sample_shape):
+        flat = " (flattened images: load them with flatten=False)" if x.ndim == 2 else ""
+        raise ValueError(
+            f"{name} must be a batch of images of shape {expected} (N, channels, height, "
+            f"width), got shape {tuple(x.shape)}{flat}"
+        )
     features = 1
     for d in x.shape[1:]:
         features *= d
@@ -115,6 +128,9 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
     if t.ndim == 0 or t.shape[0] != n:
         got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} labels (shape {tuple(t.shape)})"
         raise ValueError(f"x holds a batch of {n} samples but {name} holds {got}")
+    if t.ndim == 2 and t.shape[1] == 1 and n_classes > 1:
+        # A column of class labels, as the book's ch07/gradient_check.py passes (shape (1, 1)).
+        t = xp.reshape(t, (n,))
     if t.ndim == 1:
         return _check_class_labels(t, xp, n_classes, name)
     if t.ndim == 2:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INIT_NAMES", "init_scale", "initial_weights"]
+__all__ = ["INIT_NAMES", "init_scale", "initial_weights", "normal_weights"]
 
 #: Names ``weight_init_std`` accepts, as in the book: He for ReLU, Xavier for sigmoid.
 INIT_NAMES = ("relu", "he", "sigmoid", "xavier")
@@ -93,3 +93,30 @@ def initial_weights(
         params[f"W{i}"] = (scales[i - 1] * rng.standard_normal((fan_in, fan_out))).astype(dtype)
         params[f"b{i}"] = np.zeros(fan_out, dtype=dtype)
     return params
+
+
+def normal_weights(
+    shapes: dict[str, tuple[int, ...]], scales: dict[str, float], dtype: str, seed: Any = None
+) -> dict[str, np.ndarray]:
+    """Draw parameters of any shapes on the host: weights normal, the rest zeros.
+
+    For networks whose weights are not a chain of matrices (convolutional filters). Every key
+    of ``scales`` is drawn from a normal distribution of that standard deviation, in the order
+    of ``shapes``, from one generator; every other key is zeros.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple
+        Every parameter's shape, in the network's order.
+    scales : dict of str to float
+        The standard deviation of each weight (see `init_scale`).
+    dtype, seed
+        As for `initial_weights`.
+    """
+    rng = np.random.default_rng(seed)
+    return {
+        key: (scales[key] * rng.standard_normal(shape)).astype(dtype)
+        if key in scales
+        else np.zeros(shape, dtype=dtype)
+        for key, shape in shapes.items()
+    }

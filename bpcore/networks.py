@@ -33,11 +33,12 @@ from . import _checks, checkpoints
 from .backends import Array, Backend, resolve_backend
 from .gradcheck import STEP
 from .initializers import initial_weights
-from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
 __all__ = [
     "ACTIVATIONS",
     "MultiLayerNet",
+    "MultiLayerNetExtend",
     "Network",
     "Params",
     "TwoLayerNet",
@@ -194,9 +195,10 @@ class Network:
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        seed: Any = None,
     ) -> None:
         resolved = resolve_backend(backend, device)
-        self._assemble(config, resolved, resolved.resolve_dtype(dtype), host_params, {})
+        self._assemble(config, resolved, resolved.resolve_dtype(dtype), host_params, {}, seed)
 
     # -- what a network class says about itself -----------------------------------------------
 
@@ -248,7 +250,7 @@ class Network:
         if dtype is None:
             dtype = str(next(iter(params.values())).dtype) if params else "float32"
         net = cls.__new__(cls)
-        net._assemble(config, resolved, resolved.resolve_dtype(dtype), params, buffers or {})
+        net._assemble(config, resolved, resolved.resolve_dtype(dtype), params, buffers or {}, None)
         return net
 
     def _assemble(
@@ -258,8 +260,13 @@ class Network:
         dtype_name: str,
         host_params: Mapping[str, np.ndarray],
         host_buffers: Mapping[str, np.ndarray],
+        seed: Any,
     ) -> None:
-        """Check the host arrays, copy them to the device, build and bind the layers."""
+        """Check the host arrays, copy them to the device, build and bind the layers.
+
+        Layers that draw random numbers (``generator``: dropout) get generators on the device,
+        seeded from ``seed`` (a stream apart from the one that drew the weights).
+        """
         self._config = dict(config)
         self.backend_info = backend
         self._dtype_name = dtype_name
@@ -277,6 +284,13 @@ class Network:
             for attribute in getattr(layer, "param_names", ()):
                 bindings[by_id[id(getattr(layer, attribute))]] = (layer, attribute)
         self.params = Params({key: params[key] for key in expected}, bindings)
+        random_layers = [layer for layer in self.layers.values() if hasattr(layer, "generator")]
+        if random_layers:
+            with backend.activate():
+                for layer, layer_seed in zip(
+                    random_layers, _layer_seeds(seed, len(random_layers)), strict=True
+                ):
+                    layer.generator = backend.random_generator(layer_seed)
         if host_buffers:
             self.load_arrays({}, host_buffers)
 
@@ -431,9 +445,16 @@ class Network:
         return self.backend_info.dtype(self._dtype_name)
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``(input_size,)``, or ``(C, H, W)`` for a convolutional net."""
+        if "input_dim" in self._config:
+            return tuple(int(d) for d in self._config["input_dim"])
+        return (int(self._config["input_size"]),)
+
+    @property
     def input_size(self) -> int:
-        """Number of input features."""
-        return int(self._config["input_size"])
+        """Number of input features per sample."""
+        return int(np.prod(self.input_shape))
 
     @property
     def output_size(self) -> int:
@@ -464,34 +485,51 @@ class Network:
     # -- the book's API -----------------------------------------------------------------------
 
     @_on_device
-    def predict(self, x: Array) -> Array:
+    def predict(self, x: Array, train_flg: bool = False) -> Array:
         """Return the scores (logits) for a batch, shape ``(N, output_size)``.
 
         Parameters
         ----------
-        x : array, shape (N, input_size) or (N, ...)
+        x : array, shape (N, input_size) or (N, ...); (N, C, H, W) for a convolutional net
             Inputs of any integer or real dtype, on the network's backend and device; they are
             cast to the network's dtype.
+        train_flg : bool, default False
+            Run the layers that behave differently in training (dropout, batch normalization)
+            in training mode, as the book's ``predict(x, train_flg)``; a training pass updates
+            the running statistics.
         """
-        return self.unchecked_predict(self.check_inputs(x))
+        return self.unchecked_predict(self.check_inputs(x), train_flg)
 
     @_on_device
-    def loss(self, x: Array, t: Array) -> Array:
+    def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """Return the mean cross-entropy loss, plus the weight decay, as a 0-d array.
 
         Parameters
         ----------
-        x : array, shape (N, input_size)
+        x : array, shape (N, input_size) or (N, C, H, W)
         t : array, shape (N,) of class labels or (N, output_size) of one-hot rows
+        train_flg : bool, default False
+            As for `predict`.
         """
-        return self.unchecked_loss(*self.check_batch(x, t))
+        return self.unchecked_loss(*self.check_batch(x, t), train_flg)
 
     @_on_device
-    def accuracy(self, x: Array, t: Array) -> float:
-        """Return the fraction of samples whose highest score is the label's class."""
+    def accuracy(self, x: Array, t: Array, batch_size: int | None = None) -> float:
+        """Return the fraction of samples whose highest score is the label's class.
+
+        Computed in inference mode. ``batch_size`` splits ``x`` into batches of that many
+        samples (the last one may be smaller; the book's convolutional nets skip it), to bound
+        the memory of a large evaluation; the counts stay on the device and are read once.
+        """
         x, t = self.check_batch(x, t)
-        hits = correct_predictions(self.unchecked_predict(x), t)
-        return float(hits) / int(x.shape[0])
+        n = int(x.shape[0])
+        step = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
+        hits = None
+        for start in range(0, n, step):
+            y = self.unchecked_predict(x[start : start + step, ...])
+            count = correct_predictions(y, t[start : start + step, ...])
+            hits = count if hits is None else hits + count
+        return float(hits) / n
 
     @_on_device
     def gradient(self, x: Array, t: Array) -> dict[str, Array]:
@@ -528,11 +566,28 @@ class Network:
         """
         return checkpoints.save(self, path)
 
+    def save_params(self, file_name: Any = "params.pkl") -> Any:
+        """The book's ``save_params``: `save` this network to ``file_name``.
+
+        The file is a bpcore checkpoint (an ``.npz`` archive, whatever its name), not a pickle:
+        loading it cannot run code. `load_params` reads it back.
+        """
+        return checkpoints.save(self, file_name)
+
+    def load_params(self, file_name: Any = "params.pkl") -> None:
+        """The book's ``load_params``: set parameters and buffers from a checkpoint of this net.
+
+        Raises ValueError, and changes nothing, when the file is not a bpcore checkpoint of
+        this class and configuration (a pickle, such as the book's own ``params.pkl``, is
+        refused: unpickling a file can run any code in it).
+        """
+        checkpoints.load_into(self, file_name)
+
     # -- checks at the entry points -------------------------------------------------------------
 
     def check_inputs(self, x: Any, name: str = "x") -> Array:
         """Validate a batch of inputs and return it cast to the network's dtype."""
-        return _checks.check_x(x, self.backend_info, self.dtype, self.input_size, name=name)
+        return _checks.check_x(x, self.backend_info, self.dtype, self.input_shape, name=name)
 
     def check_batch(
         self, x: Any, t: Any, names: tuple[str, str] = ("x", "t")
@@ -561,8 +616,35 @@ class Network:
         """
         x, t = self.check_batch(x, t)
         self.check_layers()
-        with self.using_dtype(self.check_dtype()):
+        with self.holding_masks(), self.keeping_buffers(), self.using_dtype(self.check_dtype()):
             yield self.cast_batch(x, t)
+
+    @contextlib.contextmanager
+    def holding_masks(self) -> Iterator[None]:
+        """A context in which dropout layers reuse their last mask instead of drawing anew.
+
+        So `gradient` and `numerical_gradient` differentiate one and the same function. A
+        layer with no mask yet (or one of another shape) draws one at its next training pass
+        and keeps it.
+        """
+        layers = [layer for layer in self.layers.values() if hasattr(layer, "hold_mask")]
+        held = [layer.hold_mask for layer in layers]
+        try:
+            for layer in layers:
+                layer.hold_mask = True
+            yield
+        finally:
+            for layer, was in zip(layers, held, strict=True):
+                layer.hold_mask = was
+
+    @contextlib.contextmanager
+    def keeping_buffers(self) -> Iterator[None]:
+        """A context after which the buffers (running statistics) are as they were before."""
+        buffers = self.buffers
+        try:
+            yield
+        finally:
+            self._set_buffers(buffers)
 
     def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
         """A checked batch in the network's current dtype, labels as one-hot rows, computed.
@@ -581,15 +663,22 @@ class Network:
 
     # -- the computations, on checked batches ---------------------------------------------------
 
-    def unchecked_predict(self, x: Array) -> Array:
-        """`predict` on a batch `check_inputs` has validated."""
+    def unchecked_predict(self, x: Array, train_flg: bool = False) -> Array:
+        """`predict` on a batch `check_inputs` has validated.
+
+        Layers whose ``takes_train_flg`` is true get ``train_flg`` (the book tests the layer's
+        class name; an attribute lets any layer say so).
+        """
         for layer in self.layers.values():
-            x = layer.forward(x)
+            if getattr(layer, "takes_train_flg", False):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
         return x
 
-    def unchecked_loss(self, x: Array, t: Array) -> Array:
+    def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """`loss` on a batch `check_batch` has validated."""
-        loss = self.last_layer.forward(self.unchecked_predict(x), t)
+        loss = self.last_layer.forward(self.unchecked_predict(x, train_flg), t)
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend_info.param_xp
@@ -601,10 +690,12 @@ class Network:
     def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """`gradient` on a batch `check_batch` has validated: the book's backward pass.
 
-        Keeps the loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss and the
-        loss layer's scores and labels are computed here, together, in one pass.
+        The forward pass runs in training mode (``train_flg=True``: fresh dropout masks, batch
+        statistics, running statistics updated), as the book's ``gradient`` does. Keeps the
+        loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
+        scores and labels and the buffers are computed here, together, in one pass.
         """
-        self.last_loss = self.unchecked_loss(x, t)
+        self.last_loss = self.unchecked_loss(x, t, True)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
         for layer in reversed(layers[1:]):
@@ -620,9 +711,10 @@ class Network:
             g = getattr(layer, "d" + attribute)
             grads[key] = g + lam * getattr(layer, attribute) if (lam and attribute == "W") else g
         last = self.last_layer
-        grads, self.last_loss, last.y, last.t = self.backend_info.compute(
-            grads, self.last_loss, last.y, last.t
+        grads, self.last_loss, last.y, last.t, buffers = self.backend_info.compute(
+            grads, self.last_loss, last.y, last.t, self.buffers
         )
+        self._set_buffers(buffers)
         return grads
 
     def unchecked_numerical_gradient(
@@ -631,8 +723,10 @@ class Network:
         """Central differences of `unchecked_loss`, in the network's current dtype.
 
         The book's ``numerical_gradient``: each parameter element moved by ``±h`` in turn, in
-        the way the backend allows (in place, by ``where``, or compiled on JAX). Every loss is
-        computed from the buffers as they were at the start. The parameters and buffers are
+        the way the backend allows (in place, by ``where``, or compiled on JAX), the loss taken
+        in training mode as the book's ``MultiLayerNetExtend`` does. Every loss is computed from
+        the buffers as they were at the start; to compare with `gradient`, hold the dropout
+        masks fixed (`checking` does). The parameters and buffers are
         the same objects, with the same values, afterwards.
         """
         h = STEP[self._dtype_name] if h is None else h
@@ -649,7 +743,7 @@ class Network:
             # Every loss from the same state: a layer that updates its buffers in forward
             # (running statistics) must not carry one evaluation's update into the next.
             self._set_buffers(buffers)
-            return self.unchecked_loss(x, t)
+            return self.unchecked_loss(x, t, True)
 
         try:
             grads = self.backend_info.central_differences(loss_at, originals, h)
@@ -658,6 +752,48 @@ class Network:
                 self.params.bind(key, value)
             self._set_buffers(buffers)
         return dict(zip(keys, grads, strict=True))
+
+
+def _layer_seeds(seed: Any, count: int) -> list[Any]:
+    """Seeds for ``count`` random layers, apart from the stream ``default_rng(seed)`` drew."""
+    if isinstance(seed, np.random.Generator):
+        return [int(s) for s in seed.integers(2**63, size=count)]
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    # spawn() children differ from the parent's own stream, which drew the weights.
+    return list(sequence.spawn(count))
+
+
+def _dense_config(
+    input_size: Any,
+    hidden_size_list: Any,
+    output_size: Any,
+    activation: Any,
+    weight_decay_lambda: Any,
+) -> dict[str, Any]:
+    """The checked configuration of a fully connected network of any depth."""
+    if isinstance(hidden_size_list, (str, bytes)) or not isinstance(hidden_size_list, Iterable):
+        raise TypeError(
+            f"hidden_size_list must be a list of positive integers, got {hidden_size_list!r}"
+        )
+    hidden = [
+        _checks.check_positive_int(h, f"hidden_size_list[{i}]")
+        for i, h in enumerate(hidden_size_list)
+    ]
+    if isinstance(weight_decay_lambda, bool) or not isinstance(weight_decay_lambda, (int, float)):
+        raise TypeError(f"weight_decay_lambda must be a number, got {weight_decay_lambda!r}")
+    if not weight_decay_lambda >= 0 or weight_decay_lambda == float("inf"):
+        raise ValueError(
+            f"weight_decay_lambda must be a finite number >= 0, got {weight_decay_lambda!r}"
+        )
+    n_in = _checks.check_positive_int(input_size, "input_size")
+    n_out = _checks.check_positive_int(output_size, "output_size")
+    return {
+        "input_size": n_in,
+        "hidden_size_list": hidden,
+        "output_size": n_out,
+        "activation": _check_activation(activation),
+        "weight_decay_lambda": float(weight_decay_lambda),
+    }
 
 
 def _check_activation(activation: Any) -> str:
@@ -744,7 +880,7 @@ class TwoLayerNet(Network):
         }
         sizes = [config["input_size"], config["hidden_size"], config["output_size"]]
         host = initial_weights(sizes, weight_init_std, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype)
+        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -797,34 +933,12 @@ class MultiLayerNet(Network):
         dtype: Any = "float32",
         seed: Any = None,
     ) -> None:
-        if isinstance(hidden_size_list, (str, bytes)) or not isinstance(hidden_size_list, Iterable):
-            raise TypeError(
-                f"hidden_size_list must be a list of positive integers, got {hidden_size_list!r}"
-            )
-        hidden = [
-            _checks.check_positive_int(h, f"hidden_size_list[{i}]")
-            for i, h in enumerate(hidden_size_list)
-        ]
-        if isinstance(weight_decay_lambda, bool) or not isinstance(
-            weight_decay_lambda, (int, float)
-        ):
-            raise TypeError(f"weight_decay_lambda must be a number, got {weight_decay_lambda!r}")
-        if not weight_decay_lambda >= 0 or weight_decay_lambda == float("inf"):
-            raise ValueError(
-                f"weight_decay_lambda must be a finite number >= 0, got {weight_decay_lambda!r}"
-            )
-        n_in = _checks.check_positive_int(input_size, "input_size")
-        n_out = _checks.check_positive_int(output_size, "output_size")
-        config = {
-            "input_size": n_in,
-            "hidden_size_list": hidden,
-            "output_size": n_out,
-            "activation": _check_activation(activation),
-            "weight_decay_lambda": float(weight_decay_lambda),
-        }
-        sizes = [n_in, *hidden, n_out]
+        config = _dense_config(
+            input_size, hidden_size_list, output_size, activation, weight_decay_lambda
+        )
+        sizes = [config["input_size"], *config["hidden_size_list"], config["output_size"]]
         host = initial_weights(sizes, weight_init_std, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype)
+        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -841,3 +955,110 @@ class MultiLayerNet(Network):
         for i in range(1, n_affine + 1):
             names += [f"Affine{i}", f"Activation_function{i}"]
         return _dense_layers(params, names[:-1], ACTIVATIONS[config["activation"]])
+
+
+class MultiLayerNetExtend(Network):
+    """The book's extended network (chapter 6): `MultiLayerNet` with dropout and batch norm.
+
+    Each hidden layer is ``Affine``, then ``BatchNormalization`` (with ``use_batchnorm``), the
+    activation, then ``Dropout`` (with ``use_dropout``); the last is an ``Affine``.
+
+    Parameters
+    ----------
+    input_size : int
+    hidden_size_list : sequence of int
+    output_size : int
+    activation : {"relu", "sigmoid", "tanh"}, default "relu"
+    weight_init_std : float or str, default "relu"
+    weight_decay_lambda : float, default 0
+        As for `MultiLayerNet`.
+    use_dropout : bool, default False
+    dropout_ration : float, default 0.5
+        The dropout ratio, under the book's name for it.
+    use_batchnorm : bool, default False
+    backend, device, dtype, seed
+        As for `TwoLayerNet`; ``seed`` also seeds the dropout masks (drawn on the device).
+
+    Attributes
+    ----------
+    params : Params
+        ``"W1"``, ``"b1"``, ..., then ``"gamma1"``, ``"beta1"``, ... for each batch
+        normalization, in the book's order.
+    layers : OrderedDict
+        ``"Affine1"``, ``"BatchNorm1"``, ``"Activation_function1"``, ``"Dropout1"``, ...,
+        ``"Affine{n}"``, as in the book.
+    buffers : dict
+        The running statistics, ``"BatchNorm1/running_mean"``, ...
+
+    Notes
+    -----
+    `predict` and `loss` take the book's ``train_flg`` (default False: inference);
+    `gradient` and `numerical_gradient` run in training mode, as in the book.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: float | str = "relu",
+        weight_decay_lambda: float = 0,
+        use_dropout: bool = False,
+        dropout_ration: float = 0.5,
+        use_batchnorm: bool = False,
+        *,
+        backend: Any = None,
+        device: Any = None,
+        dtype: Any = "float32",
+        seed: Any = None,
+    ) -> None:
+        config = _dense_config(
+            input_size, hidden_size_list, output_size, activation, weight_decay_lambda
+        )
+        Dropout(dropout_ration)  # checks the ratio before anything is drawn
+        config.update(
+            use_dropout=bool(use_dropout),
+            dropout_ration=float(dropout_ration),
+            use_batchnorm=bool(use_batchnorm),
+        )
+        sizes = [config["input_size"], *config["hidden_size_list"], config["output_size"]]
+        host = initial_weights(sizes, weight_init_std, "float64", seed)
+        for key, shape in MultiLayerNetExtend.param_shapes(config).items():
+            if key.startswith(("gamma", "beta")):
+                host[key] = (np.ones if key.startswith("gamma") else np.zeros)(shape)
+        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+
+    @staticmethod
+    def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """``W1``, ``b1``, ..., then ``gamma1``, ``beta1``, ... with batch normalization."""
+        hidden = config["hidden_size_list"]
+        shapes = _dense_shapes([config["input_size"], *hidden, config["output_size"]])
+        if config.get("use_batchnorm"):
+            for i, size in enumerate(hidden, start=1):
+                shapes[f"gamma{i}"] = (size,)
+                shapes[f"beta{i}"] = (size,)
+        return shapes
+
+    @staticmethod
+    def build(config: Mapping[str, Any], params: Mapping[str, Array]) -> OrderedDict[str, Any]:
+        """The book's layers, by the book's names (see the class docstring)."""
+        activation = ACTIVATIONS[config["activation"]]
+        layers: OrderedDict[str, Any] = OrderedDict()
+        n_hidden = len(config["hidden_size_list"])
+        for i in range(1, n_hidden + 1):
+            layers[f"Affine{i}"] = Affine(params[f"W{i}"], params[f"b{i}"])
+            if config.get("use_batchnorm"):
+                beta = params[f"beta{i}"]
+                layers[f"BatchNorm{i}"] = BatchNormalization(
+                    params[f"gamma{i}"],
+                    beta,
+                    running_mean=beta * 0.0,  # zeros of beta's library, device and dtype
+                    running_var=beta * 0.0,
+                )
+            layers[f"Activation_function{i}"] = activation()
+            if config.get("use_dropout"):
+                layers[f"Dropout{i}"] = Dropout(config.get("dropout_ration", 0.5))
+        k = n_hidden + 1
+        layers[f"Affine{k}"] = Affine(params[f"W{k}"], params[f"b{k}"])
+        return layers
