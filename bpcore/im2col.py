@@ -27,7 +27,7 @@ from array_api_compat import device
 
 from .backends import Array, namespace
 
-__all__ = ["col2im", "conv_output_size", "im2col"]
+__all__ = ["col2im", "col2im_nhwc", "conv_output_size", "im2col", "im2col_nhwc", "window_slices"]
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -86,6 +86,27 @@ def _pad_hw(img: Array, before: tuple[int, int], after: tuple[int, int], value: 
     return img
 
 
+def window_slices(
+    img: Array, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0, pad_value: float = 0.0
+) -> list[Array]:
+    """For each filter offset ``(y, x)``, row by row, what that offset sees of every window.
+
+    ``img`` is in ``(N, H, W, C)`` order; each slice has shape ``(N, out_h, out_w, C)`` and
+    is a strided view of the (padded) image: the window at output ``(i, j)`` starts at
+    ``(i*stride, j*stride)``, so its offset ``(y, x)`` is the slice starting at ``(y, x)``.
+    Stacked, they are `im2col`'s rows; a max pooling takes their elementwise maximum.
+    """
+    n, h, w, c = img.shape
+    out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
+    img = _pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    return [
+        img[:, y : y + span_h : stride, x : x + span_w : stride, :]
+        for y in range(filter_h)
+        for x in range(filter_w)
+    ]
+
+
 def im2col_nhwc(
     img: Array, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0, pad_value: float = 0.0
 ) -> Array:
@@ -94,19 +115,8 @@ def im2col_nhwc(
     The layers' working form: reshaping it to ``(N*out_h*out_w, C*filter_h*filter_w)`` gives
     the book's matrix without a copy.
     """
-    xp = namespace(img)
-    n, h, w, c = img.shape
-    out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
-    img = _pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
-    # The window at output (i, j) starts at (i*stride, j*stride); the filter offset (y, x) of
-    # every window is therefore the strided slice starting at (y, x).
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    patches = [
-        img[:, y : y + span_h : stride, x : x + span_w : stride, :]
-        for y in range(filter_h)
-        for x in range(filter_w)
-    ]
-    return xp.stack(patches, axis=-1)
+    slices = window_slices(img, filter_h, filter_w, stride, pad, pad_value)
+    return namespace(img).stack(slices, axis=-1)
 
 
 def im2col(
@@ -228,11 +238,11 @@ def _dilate(col: Array, stride: int) -> Array:
     zeros = xp.zeros((n, oh, ow, c, k), dtype=col.dtype, device=device(col))
     # Interleave along axis 1: stack [col, 0, 0, ...] on a new axis after it, then merge the two.
     col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=2), (n, oh * stride, ow, c, k))
-    col = col[:, : stride * (oh - 1) + 1]
+    col = col[:, : stride * (oh - 1) + 1, ...]
     rows = col.shape[1]
     zeros = xp.zeros((n, rows, ow, c, k), dtype=col.dtype, device=device(col))
     col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=3), (n, rows, ow * stride, c, k))
-    return col[:, :, : stride * (ow - 1) + 1]
+    return col[:, :, : stride * (ow - 1) + 1, ...]
 
 
 def _pad_hw5(col: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:

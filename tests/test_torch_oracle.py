@@ -85,3 +85,276 @@ def test_two_layer_net_float32_matches_autograd(backend, rng):
         assert_close(
             grads[key], expected[key], rtol=1e-3, atol=1e-5 * scale, dtype=net.dtype, err_msg=key
         )
+
+
+# -- chapters 6 to 8 ---------------------------------------------------------------------------
+
+
+def _leaf(a):
+    return torch.tensor(to_numpy(a), dtype=torch.float64, requires_grad=True)
+
+
+def _layer_backward(layer, backend, x_host, dout_host):
+    """Forward and backward through a bpcore layer; also returns whether its inputs survived."""
+    x, dout = backend.asarray(x_host), backend.asarray(dout_host)
+    y = layer.forward(x)
+    dx = layer.backward(dout)
+    np.testing.assert_array_equal(to_numpy(x), x_host)
+    np.testing.assert_array_equal(to_numpy(dout), dout_host)
+    return y, dx
+
+
+# (N, C, H, W), filters, filter (h, w), stride, pad: square and non-square, stride 2, padding 1.
+CONVOLUTIONS = [
+    ((2, 3, 7, 5), 4, (3, 2), 1, 0),
+    ((2, 2, 7, 6), 3, (3, 3), 2, 1),
+    ((1, 2, 9, 8), 2, (4, 3), 3, 2),
+]
+
+
+@pytest.mark.parametrize(("shape", "fn", "window", "stride", "pad"), CONVOLUTIONS)
+def test_convolution_matches_autograd(backend, rng, shape, fn, window, stride, pad):
+    from bpcore.layers import Convolution
+
+    W_host = rng.standard_normal((fn, shape[1], *window))
+    b_host = rng.standard_normal(fn)
+    x_host = rng.standard_normal(shape)
+    xt, Wt, bt = _leaf(x_host), _leaf(W_host), _leaf(b_host)
+    out = F.conv2d(xt, Wt, bt, stride=stride, padding=pad)
+    dout_host = rng.standard_normal(tuple(out.shape))
+    (out * torch.tensor(dout_host)).sum().backward()
+
+    layer = Convolution(backend.asarray(W_host), backend.asarray(b_host), stride, pad)
+    y, dx = _layer_backward(layer, backend, x_host, dout_host)
+    assert_close(y, out.detach().numpy(), rtol=1e-12, atol=1e-12, xp=backend.xp)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12, xp=backend.xp)
+    assert_close(layer.dW, Wt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert_close(layer.db, bt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# (N, C, H, W), window (h, w), stride, pad: overlapping windows (stride 1 and 2 on 3x3),
+# non-square windows and images, padding 1.
+POOLINGS = [
+    ((2, 3, 6, 5), (3, 2), 1, 0),
+    ((2, 2, 7, 6), (2, 2), 2, 1),
+    ((1, 2, 7, 7), (3, 3), 2, 1),
+    ((2, 1, 6, 8), (2, 2), 2, 0),
+]
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties"])
+@pytest.mark.parametrize(("shape", "window", "stride", "pad"), POOLINGS)
+def test_max_pooling_matches_autograd(backend, rng, shape, window, stride, pad, values):
+    # With ties (integers 0 to 2, many equal maxima per window) the whole gradient goes to the
+    # first maximum of the window, row by row: the choice of torch's max_pool2d too.
+    from bpcore.layers import Pooling
+
+    if values == "ties":
+        x_host = rng.integers(0, 3, shape).astype(np.float64) - 1.0
+    else:
+        x_host = rng.standard_normal(shape)
+    xt = _leaf(x_host)
+    out = F.max_pool2d(xt, window, stride=stride, padding=pad)
+    dout_host = rng.standard_normal(tuple(out.shape))
+    (out * torch.tensor(dout_host)).sum().backward()
+
+    layer = Pooling(*window, stride=stride, pad=pad)
+    y, dx = _layer_backward(layer, backend, x_host, dout_host)
+    assert_close(y, out.detach().numpy(), rtol=0, xp=backend.xp)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-14, atol=1e-14, xp=backend.xp)
+
+
+@pytest.mark.parametrize("train_flg", [True, False])
+@pytest.mark.parametrize("shape", [(6, 5), (4, 2, 3, 2)])
+def test_batch_normalization_matches_autograd(backend, rng, shape, train_flg):
+    # The book normalizes every feature (c, h, w) of a 4-d input over the batch: torch's
+    # batch_norm on the (N, C*H*W) view. The book's momentum 0.9 is torch's 0.1.
+    from bpcore.layers import BatchNormalization
+
+    d = int(np.prod(shape[1:]))
+    gamma_host, beta_host = rng.standard_normal(d), rng.standard_normal(d)
+    mean_host, var_host = rng.standard_normal(d), rng.random(d) + 0.5
+    x_host = 3.0 + 2.0 * rng.standard_normal(shape)
+    xt, gt, bt = _leaf(x_host), _leaf(gamma_host), _leaf(beta_host)
+    running_mean = torch.tensor(mean_host)
+    out = F.batch_norm(
+        xt.reshape(shape[0], d),
+        running_mean,
+        torch.tensor(var_host),
+        gt,
+        bt,
+        training=train_flg,
+        momentum=0.1,
+        eps=1e-6,
+    ).reshape(shape)
+    dout_host = rng.standard_normal(shape)
+    (out * torch.tensor(dout_host)).sum().backward()
+
+    layer = BatchNormalization(
+        backend.asarray(gamma_host),
+        backend.asarray(beta_host),
+        running_mean=backend.asarray(mean_host),
+        running_var=backend.asarray(var_host),
+    )
+    x, dout = backend.asarray(x_host), backend.asarray(dout_host)
+    y = layer.forward(x, train_flg)
+    dx = layer.backward(dout)
+    np.testing.assert_array_equal(to_numpy(x), x_host)
+    np.testing.assert_array_equal(to_numpy(dout), dout_host)
+    assert_close(y, out.detach().numpy(), rtol=1e-10, atol=1e-12, xp=backend.xp)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-8, atol=1e-10, xp=backend.xp)
+    assert_close(layer.dgamma, gt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert_close(layer.dbeta, bt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert_close(layer.running_mean, running_mean.numpy(), rtol=1e-12, atol=1e-14)
+    # torch keeps the unbiased variance; the book the batch's own (biased) one.
+    flat = x_host.reshape(shape[0], d)
+    expected_var = 0.9 * var_host + 0.1 * flat.var(axis=0) if train_flg else var_host
+    assert_close(layer.running_var, expected_var, rtol=1e-12)
+
+
+@pytest.mark.parametrize("train_flg", [True, False])
+def test_dropout_matches_autograd_with_the_same_mask(backend, rng, train_flg):
+    from bpcore.layers import Dropout
+
+    layer = Dropout(0.3, seed=5)
+    x_host, dout_host = rng.standard_normal((6, 7)), rng.standard_normal((6, 7))
+    x, dout = backend.asarray(x_host), backend.asarray(dout_host)
+    y = layer.forward(x, train_flg)
+    dx = layer.backward(dout)
+    xt = _leaf(x_host)
+    if train_flg:
+        mask = to_numpy(layer.mask)
+        assert mask.dtype == np.bool_ and 0 < mask.mean() < 1
+        out = xt * torch.tensor(mask, dtype=torch.float64)
+    else:
+        out = xt * 0.7  # the book's inference: scaled, not masked
+    (out * torch.tensor(dout_host)).sum().backward()
+    assert_close(y, out.detach().numpy(), rtol=1e-15, xp=backend.xp)
+    assert_close(dx, xt.grad.numpy(), rtol=1e-15, xp=backend.xp)
+
+
+def _torch_dense_extend(net, x_host, t_host):
+    """MultiLayerNetExtend in training mode with the masks bpcore drew, by torch."""
+    config = net.config
+    params = {k: _leaf(v) for k, v in net.params.items()}
+    n_hidden = len(config["hidden_size_list"])
+    h = torch.tensor(x_host)
+    for i in range(1, n_hidden + 2):
+        h = h @ params[f"W{i}"] + params[f"b{i}"]
+        if i > n_hidden:
+            break
+        if config["use_batchnorm"]:
+            h = F.batch_norm(
+                h, None, None, params[f"gamma{i}"], params[f"beta{i}"], training=True, eps=1e-6
+            )
+        h = ACTIVATIONS[config["activation"]](h)
+        if config["use_dropout"]:
+            h = h * torch.tensor(to_numpy(net.layers[f"Dropout{i}"].mask), dtype=torch.float64)
+    loss = F.cross_entropy(h, torch.tensor(t_host))
+    for i in range(1, n_hidden + 2):
+        loss = loss + 0.5 * config["weight_decay_lambda"] * (params[f"W{i}"] ** 2).sum()
+    loss.backward()
+    return float(loss.detach()), {k: p.grad.numpy() for k, p in params.items()}
+
+
+@pytest.mark.parametrize(
+    ("use_dropout", "use_batchnorm", "activation"),
+    [(True, True, "relu"), (False, True, "sigmoid"), (True, False, "tanh")],
+)
+def test_multi_layer_net_extend_matches_autograd(
+    backend, rng, use_dropout, use_batchnorm, activation
+):
+    from bpcore import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(
+        10,
+        [8, 6],
+        4,
+        activation=activation,
+        weight_decay_lambda=0.01,
+        use_dropout=use_dropout,
+        dropout_ration=0.25,
+        use_batchnorm=use_batchnorm,
+        dtype="float64",
+        seed=3,
+        **backend.net_kwargs(),
+    )
+    x_host, t_host = rng.standard_normal((7, 10)), rng.integers(0, 4, 7)
+    grads = net.gradient(backend.asarray(x_host), backend.asarray(t_host))
+    loss, expected = _torch_dense_extend(net, x_host, t_host)
+    assert float(net.last_loss) == pytest.approx(loss, rel=1e-12)
+    for key in net.params:
+        assert_close(grads[key], expected[key], rtol=1e-8, atol=1e-12, err_msg=key)
+
+
+def _torch_convnet(net, x_host, t_host):
+    """SimpleConvNet or DeepConvNet (training mode, bpcore's masks) by torch."""
+    params = {k: _leaf(v) for k, v in net.params.items()}
+    h = torch.tensor(x_host)
+    for name, layer in net.layers.items():
+        if name.startswith("Conv"):
+            k = name[len("Conv") :]
+            h = F.conv2d(
+                h, params[f"W{k}"], params[f"b{k}"], stride=layer.stride, padding=layer.pad
+            )
+        elif name.startswith("Relu"):
+            h = torch.relu(h)
+        elif name.startswith("Pool"):
+            h = F.max_pool2d(h, (layer.pool_h, layer.pool_w), stride=layer.stride)
+        elif name.startswith("Affine"):
+            key = next(k for k, v in net.params.items() if v is layer.W)
+            h = h.reshape(h.shape[0], -1) @ params[key] + params["b" + key[1:]]
+        elif name.startswith("Dropout"):
+            h = h * torch.tensor(to_numpy(layer.mask), dtype=torch.float64)
+        else:  # pragma: no cover - a layer this oracle does not know
+            raise AssertionError(name)
+    loss = F.cross_entropy(h, torch.tensor(t_host))
+    loss.backward()
+    return float(loss.detach()), {k: p.grad.numpy() for k, p in params.items()}
+
+
+def _small_deep_convnet(backend, **kwargs):
+    from bpcore import DeepConvNet
+
+    convs = [(2, 1), (2, 1), (3, 1), (3, 2), (2, 1), (2, 1)]  # filters, pad: the book's pattern
+    params = {
+        f"conv_param_{i}": {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
+        for i, (fn, pad) in enumerate(convs, start=1)
+    }
+    return DeepConvNet(
+        input_dim=(2, 8, 7),
+        hidden_size=6,
+        output_size=3,
+        **params,
+        **kwargs,
+        **backend.net_kwargs(),
+    )
+
+
+@pytest.mark.parametrize("model", ["simple", "deep"])
+def test_conv_nets_match_autograd(backend, rng, model):
+    from bpcore import SimpleConvNet
+
+    if model == "simple":
+        net = SimpleConvNet(
+            input_dim=(2, 9, 8),
+            conv_param={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 2},
+            hidden_size=5,
+            output_size=3,
+            weight_init_std=0.3,
+            dtype="float64",
+            seed=4,
+            **backend.net_kwargs(),
+        )
+        x_host = rng.standard_normal((4, 2, 9, 8))
+    else:
+        net = _small_deep_convnet(backend, dtype="float64", seed=4)
+        x_host = rng.standard_normal((4, 2, 8, 7))
+    t_host = rng.integers(0, 3, 4)
+    x, t = backend.asarray(x_host), backend.asarray(t_host)
+    grads = net.gradient(x, t)
+    loss, expected = _torch_convnet(net, x_host, t_host)
+    assert float(net.last_loss) == pytest.approx(loss, rel=1e-12)
+    for key in net.params:
+        assert_close(grads[key], expected[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    np.testing.assert_array_equal(to_numpy(x), x_host)
