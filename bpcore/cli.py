@@ -43,9 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         "gradcheck",
         help="the chapter's gradient check: backprop against central differences",
         description=(
-            "Build the book's TwoLayerNet(784, 50, 10), feed it three raw uint8 28x28 images "
-            "(random strokes, labels 5, 0, 4) and compare gradient() with central differences, "
-            "per parameter."
+            "Build the book's TwoLayerNet(784, 50, 10) (or a convolutional net: --model), feed "
+            "it three images (labels 5, 0, 4) and compare gradient() "
+            "with central differences, per parameter. Dropout masks are held fixed and batch "
+            "normalization runs in training mode during the check."
         ),
     )
     check.add_argument(
@@ -53,7 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
     check.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    check.add_argument("--hidden", type=int, default=50, help="hidden layer size (default 50)")
+    check.add_argument(
+        "--model",
+        choices=["mlp", "convnet", "deepconvnet"],
+        default="mlp",
+        help=(
+            "mlp (default): TwoLayerNet(784, HIDDEN, 10) on raw 28x28 images; convnet: the "
+            "book's ch07 check, SimpleConvNet on random 10x10 images (10 filters of 3x3, 10 "
+            "hidden units); deepconvnet: DeepConvNet's layers on random 12x12 images, 4 to 8 "
+            "filters per convolution"
+        ),
+    )
+    check.add_argument(
+        "--hidden", type=int, default=50, help="hidden layer size of the mlp (default 50)"
+    )
     check.add_argument("--seed", type=int, default=0, help="seed of weights and images")
     check.add_argument(
         "--directional",
@@ -77,12 +91,28 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument(
+        "--model",
+        choices=["mlp", "convnet", "deepconvnet"],
+        default="mlp",
+        help=(
+            "mlp (default): MultiLayerNet, or MultiLayerNetExtend with --dropout/--batchnorm; "
+            "convnet: the book's SimpleConvNet; deepconvnet: its DeepConvNet (images are "
+            "loaded unflattened for both)"
+        ),
+    )
+    train.add_argument(
         "--hidden",
         type=int,
         nargs="+",
-        default=[100],
+        default=None,
         metavar="SIZE",
-        help="hidden layer sizes (default: 100)",
+        help="hidden layer sizes (default: 100; the conv nets' own default otherwise)",
+    )
+    train.add_argument(
+        "--dropout", type=float, metavar="RATIO", help="mlp: dropout after each hidden layer"
+    )
+    train.add_argument(
+        "--batchnorm", action="store_true", help="mlp: batch normalization in each hidden layer"
     )
     train.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
     train.add_argument(
@@ -110,17 +140,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_network(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
+    """The network `bpcore gradcheck --model` names, and three raw images shaped for it."""
+    from .convnets import DeepConvNet, SimpleConvNet
+
+    where = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
+    images = raw_images(3, seed=args.seed)
+    if args.model == "mlp":
+        return TwoLayerNet(784, args.hidden, 10, seed=args.seed, **where), images
+    side = 10 if args.model == "convnet" else 12
+    # Uniform pixels, as the book's ch07/gradient_check.py draws: a convolution over the raw
+    # images' zero background, with the initial zero biases, puts whole feature maps exactly on
+    # ReLU's kink, where a central difference reads 1/2 and backprop 0.
+    crops = np.random.default_rng(args.seed).random((3, 1, side, side))
+    if args.model == "convnet":
+        conv = {"filter_num": 10, "filter_size": 3, "pad": 0, "stride": 1}
+        net: Any = SimpleConvNet(
+            (1, side, side), conv, hidden_size=10, weight_init_std=0.01, seed=args.seed, **where
+        )
+        return net, crops
+    convs = [(4, 1), (4, 1), (8, 1), (8, 2), (8, 1), (8, 1)]  # the book's pattern, narrower
+    params = {
+        f"conv_param_{i}": {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
+        for i, (fn, pad) in enumerate(convs, start=1)
+    }
+    net = DeepConvNet((1, side, side), **params, hidden_size=10, seed=args.seed, **where)
+    return net, crops
+
+
 def _gradcheck(args: argparse.Namespace) -> int:
-    net = TwoLayerNet(
-        784,
-        args.hidden,
-        10,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-    )
-    x = net.backend_info.asarray(raw_images(3, seed=args.seed))
+    net, images = _check_network(args)
+    x = net.backend_info.asarray(images)
     t = net.backend_info.asarray(np.array([5, 0, 4]))
     print(f"{net!r}")
     start = time.perf_counter()
@@ -140,7 +190,6 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
-    from .networks import MultiLayerNet
     from .optimizers import OPTIMIZERS
     from .training import Trainer
 
@@ -162,21 +211,13 @@ def _train(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else (20 if digits else 10)
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
 
+    conv = args.model != "mlp"
+    if conv and (args.dropout is not None or args.batchnorm):
+        raise ValueError("--dropout and --batchnorm apply to --model mlp only")
     (x, t), (x_test, t_test) = load_dataset(
-        args.dataset, data_dir=args.data_dir, progress=not args.quiet
+        args.dataset, data_dir=args.data_dir, flatten=not conv, progress=not args.quiet
     )
-    activation = str(args.activation).lower()
-    net = MultiLayerNet(
-        x.shape[1],
-        args.hidden,
-        10,
-        activation=activation,
-        weight_init_std="relu" if activation == "relu" else "sigmoid",
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-    )
+    net = _train_network(args, x.shape[1:])
     trainer = Trainer(
         net,
         x,
@@ -199,6 +240,7 @@ def _train(args: argparse.Namespace) -> int:
         "backend": net.backend,
         "device": str(net.device),
         "dtype": args.dtype,
+        "model": args.model,
         "hidden": args.hidden,
         "optimizer": type(trainer.optimizer).__name__,
         "lr": trainer.optimizer.lr,
@@ -225,6 +267,45 @@ def _train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results))
     return 0
+
+
+def _train_network(args: argparse.Namespace, sample_shape: tuple[int, ...]) -> Any:
+    """The network `bpcore train --model` names, for samples of ``sample_shape``."""
+    from .convnets import DeepConvNet, SimpleConvNet
+    from .networks import MultiLayerNet, MultiLayerNetExtend
+
+    where = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
+    if args.model == "convnet":
+        hidden = {} if args.hidden is None else {"hidden_size": _one_hidden(args.hidden)}
+        return SimpleConvNet(tuple(sample_shape), **hidden, seed=args.seed, **where)
+    if args.model == "deepconvnet":
+        hidden = {} if args.hidden is None else {"hidden_size": _one_hidden(args.hidden)}
+        return DeepConvNet(tuple(sample_shape), **hidden, seed=args.seed, **where)
+    activation = str(args.activation).lower()
+    kwargs = {
+        "activation": activation,
+        "weight_init_std": "relu" if activation == "relu" else "sigmoid",
+        "seed": args.seed,
+        **where,
+    }
+    hidden = [100] if args.hidden is None else args.hidden
+    if args.dropout is None and not args.batchnorm:
+        return MultiLayerNet(sample_shape[0], hidden, 10, **kwargs)
+    return MultiLayerNetExtend(
+        sample_shape[0],
+        hidden,
+        10,
+        use_dropout=args.dropout is not None,
+        dropout_ration=0.5 if args.dropout is None else args.dropout,
+        use_batchnorm=args.batchnorm,
+        **kwargs,
+    )
+
+
+def _one_hidden(sizes: list[int]) -> int:
+    if len(sizes) != 1:
+        raise ValueError(f"--hidden takes one size for the conv nets, got {len(sizes)}")
+    return sizes[0]
 
 
 def _plot(trainer: Any, path: str, steps: int) -> None:

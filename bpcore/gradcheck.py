@@ -89,7 +89,8 @@ class GradientCheck(dict[str, float]):
 
 def _noise(work: Any, x: Array, t: Array, h: float) -> float:
     eps = float(np.finfo(work.dtype_name).eps)
-    return _NOISE_MARGIN * eps * (abs(float(work.unchecked_loss(x, t))) + 1.0) / h
+    loss = work.unchecked_loss(x, t, True)  # the training-mode loss, as the gradients are
+    return _NOISE_MARGIN * eps * (abs(float(loss)) + 1.0) / h
 
 
 def _max_relative_error(a: Array, n: Array, noise: float) -> float:
@@ -119,7 +120,10 @@ def gradient_check(
 
     Parameters
     ----------
-    net : TwoLayerNet or MultiLayerNet
+    net : Network
+        Any bpcore network. Both gradients are taken in training mode (the book's
+        ``gradient``): batch normalization uses the batch's statistics, and dropout masks are
+        held fixed (``net.checking``), so both differentiate the same function.
     x, t : array
         A (small) batch and its labels, on the network's backend and device.
     h : float, optional
@@ -203,10 +207,12 @@ def directional_gradient_check(
             d_host /= np.linalg.norm(d_host)
             d = net.backend_info.param_asarray(d_host.astype(dtype))
             try:
+                # In training mode, as gradient() differentiates: batch statistics, and the
+                # dropout masks `checking` holds.
                 net.params[key] = original + h * d
-                f_plus = net.unchecked_loss(x, t)
+                f_plus = net.unchecked_loss(x, t, True)
                 net.params[key] = original - h * d
-                f_minus = net.unchecked_loss(x, t)
+                f_minus = net.unchecked_loss(x, t, True)
             finally:
                 net.params.bind(key, original)
             numeric = (f_plus - f_minus) / (2 * h)
