@@ -163,6 +163,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        if f.read(1) == b"\x80":  # the protocol opcode every pickle since protocol 2 starts with
+            raise ValueError(
+                f"{path} is a pickle, not a bpcore checkpoint; bpcore never unpickles (loading "
+                f"a pickle can run any code in it). Convert trusted arrays with numpy and "
+                f"net.load_arrays"
+            )
     try:
         # Our own handle: np.load leaks the one it opens when the zip turns out to be corrupt.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:

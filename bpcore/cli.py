@@ -144,7 +144,7 @@ def _check_network(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
     """The network `bpcore gradcheck --model` names, and three raw images shaped for it."""
     from .convnets import DeepConvNet, SimpleConvNet
 
-    where = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
+    where: dict[str, Any] = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
     images = raw_images(3, seed=args.seed)
     if args.model == "mlp":
         return TwoLayerNet(784, args.hidden, 10, seed=args.seed, **where), images
@@ -160,7 +160,7 @@ def _check_network(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
         )
         return net, crops
     convs = [(4, 1), (4, 1), (8, 1), (8, 2), (8, 1), (8, 1)]  # the book's pattern, narrower
-    params = {
+    params: dict[str, Any] = {
         f"conv_param_{i}": {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
         for i, (fn, pad) in enumerate(convs, start=1)
     }
@@ -274,21 +274,22 @@ def _train_network(args: argparse.Namespace, sample_shape: tuple[int, ...]) -> A
     from .convnets import DeepConvNet, SimpleConvNet
     from .networks import MultiLayerNet, MultiLayerNetExtend
 
-    where = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
+    where: dict[str, Any] = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
+    conv: dict[str, Any] = {"seed": args.seed, **where}
+    if args.hidden is not None and args.model != "mlp":
+        conv["hidden_size"] = _one_hidden(args.hidden)
     if args.model == "convnet":
-        hidden = {} if args.hidden is None else {"hidden_size": _one_hidden(args.hidden)}
-        return SimpleConvNet(tuple(sample_shape), **hidden, seed=args.seed, **where)
+        return SimpleConvNet(tuple(sample_shape), **conv)
     if args.model == "deepconvnet":
-        hidden = {} if args.hidden is None else {"hidden_size": _one_hidden(args.hidden)}
-        return DeepConvNet(tuple(sample_shape), **hidden, seed=args.seed, **where)
+        return DeepConvNet(tuple(sample_shape), **conv)
     activation = str(args.activation).lower()
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "activation": activation,
         "weight_init_std": "relu" if activation == "relu" else "sigmoid",
         "seed": args.seed,
         **where,
     }
-    hidden = [100] if args.hidden is None else args.hidden
+    hidden: list[int] = [100] if args.hidden is None else args.hidden
     if args.dropout is None and not args.batchnorm:
         return MultiLayerNet(sample_shape[0], hidden, 10, **kwargs)
     return MultiLayerNetExtend(

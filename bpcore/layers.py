@@ -459,7 +459,7 @@ class BatchNormalization:
         dxn = self.gamma * dout
         if not self._trained:  # fixed statistics: an affine map per feature
             return xp.reshape(dxn / std, self.input_shape)
-        n = self.batch_size
+        n = _require_forward(self.batch_size, self)
         # The book's chain rule through the batch's mean and variance, unchanged.
         dxc = dxn / std
         dstd = -xp.sum((dxn * xc) / (std * std), axis=0)
@@ -498,6 +498,9 @@ class Convolution:
     """
 
     param_names = ("W", "b")
+    #: Networks with this layer run each batch computed on a lazy backend (see
+    #: ``Network.computes_batches``).
+    computes_input = True
 
     def __init__(self, W: Array, b: Array, stride: int = 1, pad: int = 0) -> None:
         if W.ndim != 4 or b.ndim != 1 or b.shape[0] != W.shape[0]:
@@ -589,6 +592,8 @@ class Pooling:
     arg_max : array
         Where each window's maximum was, an index into the window (computed on demand).
     """
+
+    computes_input = True
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
         self.pool_h = _check_window_int(pool_h, "pool_h", 1)

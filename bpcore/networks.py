@@ -445,6 +445,17 @@ class Network:
         return self.backend_info.dtype(self._dtype_name)
 
     @property
+    def computes_batches(self) -> bool:
+        """Whether a lazy backend (Dask) computes each batch before the forward pass.
+
+        True for a network with a layer whose ``computes_input`` is true (convolution and
+        pooling, whose shifted slices of padded images split lazy chunks into thousands of
+        pieces): on Dask the dataset stays a chunked array, and each mini-batch is computed to
+        NumPy and runs eagerly. Eager backends are not affected.
+        """
+        return any(getattr(layer, "computes_input", False) for layer in self.layers.values())
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one sample: ``(input_size,)``, or ``(C, H, W)`` for a convolutional net."""
         if "input_dim" in self._config:
@@ -524,11 +535,10 @@ class Network:
         x, t = self.check_batch(x, t)
         n = int(x.shape[0])
         step = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
-        hits = None
-        for start in range(0, n, step):
-            y = self.unchecked_predict(x[start : start + step, ...])
-            count = correct_predictions(y, t[start : start + step, ...])
-            hits = count if hits is None else hits + count
+        hits = self.unchecked_hits(x[:step, ...], t[:step, ...])
+        for start in range(step, n, step):
+            stop = min(start + step, n)  # a stop past the end is not in the Array API
+            hits = hits + self.unchecked_hits(x[start:stop, ...], t[start:stop, ...])
         return float(hits) / n
 
     @_on_device
@@ -669,12 +679,23 @@ class Network:
         Layers whose ``takes_train_flg`` is true get ``train_flg`` (the book tests the layer's
         class name; an attribute lets any layer say so).
         """
+        if self.computes_batches:
+            (x,) = self.backend_info.compute(x)
         for layer in self.layers.values():
             if getattr(layer, "takes_train_flg", False):
                 x = layer.forward(x, train_flg)
             else:
                 x = layer.forward(x)
         return x
+
+    def unchecked_hits(self, x: Array, t: Array) -> Array:
+        """How many samples of a checked batch the network gets right, in inference mode.
+
+        A 0-d array that stays on the device (`correct_predictions` of `unchecked_predict`).
+        """
+        if self.computes_batches:
+            x, t = self.backend_info.compute(x, t)
+        return correct_predictions(self.unchecked_predict(x), t)
 
     def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """`loss` on a batch `check_batch` has validated."""
@@ -695,6 +716,8 @@ class Network:
         loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
         scores and labels and the buffers are computed here, together, in one pass.
         """
+        if self.computes_batches:
+            x, t = self.backend_info.compute(x, t)
         self.last_loss = self.unchecked_loss(x, t, True)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())

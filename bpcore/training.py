@@ -277,7 +277,7 @@ class Trainer:
         hits = []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
             chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            hits.append(correct_predictions(net.unchecked_predict(x[chunk, ...]), t[chunk, ...]))
+            hits.append(net.unchecked_hits(x[chunk, ...], t[chunk, ...]))
         return float(xp.sum(xp.stack(hits))) / int(x.shape[0])
 
     # -- checkpoints -------------------------------------------------------------------------

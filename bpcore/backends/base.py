@@ -318,16 +318,19 @@ class Backend:
 class HostRandom:
     """Uniform numbers drawn on the host by a seeded NumPy generator, copied to a backend."""
 
-    def __init__(self, backend: Backend, seed: Any = None) -> None:
+    def __init__(
+        self, backend: Backend, seed: Any = None, asarray: Callable[[Any], Array] | None = None
+    ) -> None:
         self._backend = backend
         self._rng = np.random.default_rng(seed)
+        self._asarray = backend.asarray if asarray is None else asarray
 
     def __repr__(self) -> str:
         return f"HostRandom(backend={self._backend.name!r})"
 
     def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
         """Uniform numbers in [0, 1) of ``shape`` and dtype ``dtype_name``, on the backend."""
-        return self._backend.asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
+        return self._asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
 
 
 def int_seed(seed: Any) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace
+from .base import Array, Backend, HostRandom, Namespace
 from .numpy import NumPyBackend
 
 __all__ = ["DaskBackend"]
@@ -98,6 +98,14 @@ class DaskBackend(Backend):
     def indices(self, host: np.ndarray) -> Array:
         """NumPy's indices: gathers with host indices keep their chunk sizes known."""
         return host
+
+    def random_generator(self, seed: Any = None) -> Any:
+        """Draws on the host, kept as NumPy arrays, like the parameters.
+
+        A dropout mask then multiplies Dask data (by broadcasting into its chunks) and the
+        NumPy batch of a gradient check alike.
+        """
+        return HostRandom(self, seed, asarray=self.param_asarray)
 
     def persist(self, a: Array) -> Array:
         """Keep the chunks computed in memory (on the workers of a Dask cluster)."""
