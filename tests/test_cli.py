@@ -195,3 +195,37 @@ def test_train_with_a_broken_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["train", "--resume", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a bpcore checkpoint" in err
+
+
+@pytest.mark.parametrize("model", ["convnet", "deepconvnet"])
+def test_gradcheck_of_the_conv_nets(backend, model, capsys):
+    argv = ["gradcheck", "--model", model, "--backend", backend.name, "--device", backend.device]
+    if model == "deepconvnet":
+        argv.append("--directional")
+    status = main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert ("SimpleConvNet(" if model == "convnet" else "DeepConvNet(") in out
+    assert "  W1: max relative error" in out and "passed (tolerance 1e-05)" in out
+
+
+@pytest.mark.integration  # the networks' training is tested on every backend in test_training
+@pytest.mark.parametrize(
+    "options",
+    [["--model", "convnet"], ["--model", "deepconvnet"], ["--dropout", "0.2", "--batchnorm"]],
+)
+def test_train_the_new_models(backend, options, capsys):
+    argv = ["train", "--backend", backend.name, "--device", backend.device, *options]
+    argv += ["--epochs", "2", "--json", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    results = json.loads(out.strip().splitlines()[-1])
+    name = {"convnet": "SimpleConvNet(", "deepconvnet": "DeepConvNet("}.get(options[1], "")
+    assert (name or "MultiLayerNetExtend(") in out
+    assert "input_dim=[1, 8, 8]" in out or name == ""  # the digits, unflattened for conv nets
+    assert results["test_acc"] > 0.3
+
+
+def test_conv_models_refuse_mlp_options(capsys):
+    assert main(["train", "--model", "convnet", "--batchnorm"]) == 2
+    assert "apply to --model mlp only" in capsys.readouterr().err
