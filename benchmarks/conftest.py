@@ -14,11 +14,12 @@ def _group_key(index: int, item: pytest.Item) -> tuple[object, ...]:
         return ("other", index)
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec else {}
-    return (str(item.path), str(params.get("size", "")), str(params.get("dtype", "")))
+    size = params.get("size", params.get("model", ""))
+    return (str(item.path), str(size), str(params.get("dtype", "")))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the rows of each comparison (same module, size and dtype) one after another.
+    """Run the rows of each comparison (same module, size or model, dtype) one after another.
 
     pytest runs parametrized tests function by function, so a group's bpcore row and its floor or
     peer rows would run minutes apart, and the load on a shared machine drifts over minutes. A
