@@ -27,7 +27,15 @@ from array_api_compat import device
 
 from .backends import Array, namespace
 
-__all__ = ["col2im", "col2im_nhwc", "conv_output_size", "im2col", "im2col_nhwc", "window_slices"]
+__all__ = [
+    "add_window_slices",
+    "col2im",
+    "col2im_nhwc",
+    "conv_output_size",
+    "im2col",
+    "im2col_nhwc",
+    "window_slices",
+]
 
 
 def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -153,6 +161,36 @@ def im2col(
     col = im2col_nhwc(img, filter_h, filter_w, stride, pad, pad_value)
     _, out_h, out_w, _, k = col.shape
     return xp.reshape(col, (n * out_h * out_w, c * k))
+
+
+def add_window_slices(
+    parts: list[Array],
+    input_shape: tuple[int, ...],
+    filter_h: int,
+    filter_w: int,
+    stride: int,
+    pad: int,
+) -> Array:
+    """The adjoint of `window_slices`: images ``(N, H, W, C)`` from one array per offset.
+
+    ``parts[k]`` (shape ``(N, out_h, out_w, C)``) is added back where offset ``k`` of every
+    window took its values from. Windows that tile the image (stride = window, no padding) are
+    interleaved by two stacks, each copying whole channel rows; otherwise this is `col2im_nhwc`
+    of the stacked parts.
+    """
+    xp = namespace(parts[0])
+    n, c, h, w = input_shape
+    out_h, out_w = _check_geometry(tuple(input_shape), filter_h, filter_w, stride, pad)
+    if not (stride == filter_h == filter_w and pad == 0):
+        return col2im_nhwc(xp.stack(parts, axis=-1), input_shape, filter_h, filter_w, stride, pad)
+    rows = []
+    for y in range(filter_h):
+        row = xp.stack(parts[y * filter_w : (y + 1) * filter_w], axis=3)  # (N, OH, OW, fw, C)
+        rows.append(xp.reshape(row, (n, out_h, out_w * filter_w, c)))
+    img = xp.reshape(xp.stack(rows, axis=2), (n, out_h * filter_h, out_w * filter_w, c))
+    if (out_h * filter_h, out_w * filter_w) != (h, w):  # rows and columns no window reached
+        img = _pad_hw(img, (0, 0), (h - out_h * filter_h, w - out_w * filter_w), 0.0)
+    return img
 
 
 def col2im_nhwc(

@@ -23,7 +23,7 @@ from array_api_compat import device
 
 from ._checks import index_dtype
 from .backends import Array, backend_class_of, namespace
-from .im2col import col2im_nhwc, im2col_nhwc, window_slices
+from .im2col import add_window_slices, col2im_nhwc, im2col_nhwc, window_slices
 
 __all__ = [
     "Affine",
@@ -650,8 +650,9 @@ class Pooling:
             first = at_max if seen is None else xp.logical_and(at_max, xp.logical_not(seen))
             seen = at_max if seen is None else xp.logical_or(seen, at_max)
             parts.append(d * xp.astype(first, d.dtype))
-        dcol = xp.stack(parts, axis=-1)
-        dx = col2im_nhwc(dcol, tuple(x.shape), self.pool_h, self.pool_w, self.stride, self.pad)
+        dx = add_window_slices(
+            parts, tuple(x.shape), self.pool_h, self.pool_w, self.stride, self.pad
+        )
         return xp.permute_dims(dx, (0, 3, 1, 2))
 
     @property
