@@ -5,7 +5,9 @@
 Each JSON file is one run, and every ratio is taken between rows of the same run (side by side,
 same machine, same load): a row's median over the median of ``floor[<its backend>]`` (for the
 peers, the floor of the library they use: NumPy for the book's code, PyTorch for PyTorch eager).
-The CPU targets of the benchmark issue are checked for bpcore on NumPy in float32.
+The CPU targets of the benchmark issue are checked for bpcore on NumPy in float32; so are those
+of the conv nets (at least twice as fast as the book's NumPy code, at most 1.5 times PyTorch
+eager's time), against the peers of the same run.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def report(paths: list[Path], out: Path) -> str:
                 f"| {r['size']} | {r['dtype']} | {r['row']} | {r['median'] * 1e3:.3f} ms | "
                 f"{'' if ratio is None else f'{ratio:.2f}'} | {target} |"
             )
+        lines += _conv_table(rows)
         memory = [r for r in rows if "peak_bytes" in r]
         if memory:
             lines += [
@@ -106,6 +109,38 @@ def report(paths: list[Path], out: Path) -> str:
     (out / "report.md").write_text(text)
     _chart(chart, out / "ratio_to_floor.png")
     return text
+
+
+def _conv_table(rows: list[dict]) -> list[str]:
+    """The conv nets' steps: each row next to the book's NumPy code and PyTorch eager."""
+    conv = [r for r in rows if r["group"].startswith("conv step ")]
+    if not conv:
+        return []
+    lines = [
+        "",
+        "| conv net step | dtype | row | median | book_numpy / row | row / pytorch_eager "
+        "| target |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in sorted(conv, key=lambda r: (r["size"], r["dtype"], r["row"])):
+        peers = {p["row"]: p["median"] for p in conv if p["group"] == r["group"]}
+        book, torch = peers.get("book_numpy"), peers.get("pytorch_eager")
+        speedup = book / r["median"] if book else None
+        versus = r["median"] / torch if torch else None
+        target = ""
+        if r["row"] == "bpcore[numpy]" and r["dtype"] == "float32":
+            verdicts = []
+            if speedup is not None:
+                verdicts.append(f">= 2x book: {'met' if speedup >= 2 else 'MISSED'}")
+            if versus is not None:
+                verdicts.append(f"<= 1.5x torch: {'met' if versus <= 1.5 else 'MISSED'}")
+            target = "; ".join(verdicts)
+        lines.append(
+            f"| {r['size']} | {r['dtype']} | {r['row']} | {r['median'] * 1e3:.1f} ms | "
+            f"{'' if speedup is None else f'{speedup:.2f}'} | "
+            f"{'' if versus is None else f'{versus:.2f}'} | {target} |"
+        )
+    return lines
 
 
 def _chart(chart: dict[str, dict[str, float]], path: Path) -> None:

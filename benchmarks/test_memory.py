@@ -89,3 +89,60 @@ def test_step_peak_memory_next_to_its_floor(benchmark, dtype):
     )
     benchmark.pedantic(lambda: None, rounds=1)  # the figures travel in extra_info
     assert 1.0 <= ratio < 4.0, (peak - base, floor)
+
+
+def test_conv_step_peak_memory_next_to_its_floor(benchmark):
+    """SimpleConvNet (the book's defaults) at batch 100 in float32, through the public API.
+
+    Its floor: the convolution's im2col matrix (the largest array of the step) plus every
+    activation kept for backward (each layer's output and the softmax) plus one gradient per
+    parameter.
+    """
+    from bpcore import SimpleConvNet
+
+    rng = np.random.default_rng(0)
+    net = SimpleConvNet(seed=0)
+    x = rng.random((100, 1, 28, 28), dtype=np.float32)
+    t = rng.integers(0, 10, 100)
+    optimizer = SGD(lr=0.01)
+    optimizer.update(net.params, net.gradient(x, t))
+    net.last_loss = None
+    for layer in [*net.layers.values(), net.last_layer]:  # what forward kept, not parameters
+        for attribute in list(vars(layer)):
+            if attribute not in getattr(layer, "param_names", ()) and isinstance(
+                getattr(layer, attribute), np.ndarray
+            ):
+                setattr(layer, attribute, None)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        optimizer.update(net.params, net.gradient(x, t))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    conv = net.layers["Conv1"]
+    im2col_bytes = conv.col.nbytes
+    outputs = 0
+    h = x
+    for layer in net.layers.values():
+        h = layer.forward(h)
+        outputs += h.nbytes
+    softmax = net.last_layer.y.nbytes if net.last_layer.y is not None else 100 * 10 * 4
+    gradients = sum(p.nbytes for p in net.params.values())
+    floor = im2col_bytes + outputs + softmax + gradients
+    ratio = (peak - base) / floor
+    benchmark.group = "memory step SimpleConvNet b100 float32"
+    benchmark.extra_info.update(
+        {
+            "peak_bytes": peak - base,
+            "floor_bytes": floor,
+            "im2col_bytes": im2col_bytes,
+            "ratio": round(ratio, 2),
+            "size": "SimpleConvNet b100",
+            "dtype": "float32",
+            "row": "bpcore[numpy] memory",
+        }
+    )
+    benchmark.pedantic(lambda: None, rounds=1)  # the figures travel in extra_info
+    assert 1.0 <= ratio < 4.0, (peak - base, floor)

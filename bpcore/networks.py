@@ -535,7 +535,7 @@ class Network:
         x, t = self.check_batch(x, t)
         n = int(x.shape[0])
         step = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
-        hits = self.unchecked_hits(x[:step, ...], t[:step, ...])
+        hits = self.unchecked_hits(x[: min(step, n), ...], t[: min(step, n), ...])
         for start in range(step, n, step):
             stop = min(start + step, n)  # a stop past the end is not in the Array API
             hits = hits + self.unchecked_hits(x[start:stop, ...], t[start:stop, ...])

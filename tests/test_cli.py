@@ -197,6 +197,7 @@ def test_train_with_a_broken_checkpoint_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "is not a bpcore checkpoint" in err
 
 
+@pytest.mark.integration  # the conv nets are gradient-checked on every backend in test_convnets
 @pytest.mark.parametrize("model", ["convnet", "deepconvnet"])
 def test_gradcheck_of_the_conv_nets(backend, model, capsys):
     argv = ["gradcheck", "--model", model, "--backend", backend.name, "--device", backend.device]

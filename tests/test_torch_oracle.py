@@ -266,10 +266,11 @@ def test_multi_layer_net_extend_matches_autograd(
 ):
     from bpcore import MultiLayerNetExtend
 
+    # The sizes of test_convnets' MultiLayerNetExtend: JAX compiles their operations once.
     net = MultiLayerNetExtend(
-        10,
-        [8, 6],
-        4,
+        6,
+        [5, 4],
+        3,
         activation=activation,
         weight_decay_lambda=0.01,
         use_dropout=use_dropout,
@@ -279,7 +280,7 @@ def test_multi_layer_net_extend_matches_autograd(
         seed=3,
         **backend.net_kwargs(),
     )
-    x_host, t_host = rng.standard_normal((7, 10)), rng.integers(0, 4, 7)
+    x_host, t_host = rng.standard_normal((4, 6)), rng.integers(0, 3, 4)
     grads = net.gradient(backend.asarray(x_host), backend.asarray(t_host))
     loss, expected = _torch_dense_extend(net, x_host, t_host)
     assert float(net.last_loss) == pytest.approx(loss, rel=1e-12)
