@@ -14,7 +14,10 @@ import bpcore
 from bpcore.datasets import load_digits
 from bpcore.optimizers import SGD
 
-pytestmark = pytest.mark.slow  # a cluster of worker processes, and trainings on it
+# A cluster of worker processes, and trainings on it. One pytest-xdist worker runs the module,
+# so only one cluster runs at a time: two would compete for the scheduler's HTTP port (a
+# warning, which is an error here).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dask-cluster")]
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
