@@ -34,6 +34,7 @@ __all__ = [
     "conv_output_size",
     "im2col",
     "im2col_nhwc",
+    "transposed_windows",
     "window_slices",
 ]
 
@@ -270,17 +271,56 @@ def _shape4(a: Array) -> tuple[int, int, int, int]:
 
 
 def _dilate(col: Array, stride: int) -> Array:
-    """Put ``stride - 1`` zeros between the rows and the columns of windows (axes 1 and 2)."""
+    """Put ``stride - 1`` zeros between the entries of axes 1 and 2 (rows and columns)."""
     xp = namespace(col)
-    n, oh, ow, c, k = col.shape
-    zeros = xp.zeros((n, oh, ow, c, k), dtype=col.dtype, device=device(col))
+    n, oh, ow, *rest = col.shape
+    zeros = xp.zeros(tuple(col.shape), dtype=col.dtype, device=device(col))
     # Interleave along axis 1: stack [col, 0, 0, ...] on a new axis after it, then merge the two.
-    col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=2), (n, oh * stride, ow, c, k))
-    col = col[:, : stride * (oh - 1) + 1, ...]
+    col = xp.stack([col] + [zeros] * (stride - 1), axis=2)
+    col = xp.reshape(col, (n, oh * stride, ow, *rest))[:, : stride * (oh - 1) + 1, ...]
     rows = col.shape[1]
-    zeros = xp.zeros((n, rows, ow, c, k), dtype=col.dtype, device=device(col))
-    col = xp.reshape(xp.stack([col] + [zeros] * (stride - 1), axis=3), (n, rows, ow * stride, c, k))
-    return col[:, :, : stride * (ow - 1) + 1, ...]
+    zeros = xp.zeros(tuple(col.shape), dtype=col.dtype, device=device(col))
+    col = xp.stack([col] + [zeros] * (stride - 1), axis=3)
+    return xp.reshape(col, (n, rows, ow * stride, *rest))[:, :, : stride * (ow - 1) + 1, ...]
+
+
+def transposed_windows(
+    dout: Array, input_hw: tuple[int, int], filter_h: int, filter_w: int, stride: int, pad: int
+) -> Array:
+    """The windows of a convolution's output gradient that make its input gradient.
+
+    A convolution's input gradient is the output gradient, spread out by the stride, convolved
+    with the filters rotated by 180 degrees: each input pixel gathers every output that saw it.
+    This returns that convolution's windows, offset by offset, as `im2col` would:
+    ``(N, H, W, filter_h*filter_w, FN)`` for ``dout`` of shape ``(N, out_h, out_w, FN)``. A
+    matrix product with the rotated filters then gives the input gradient, with no ``col2im``
+    (whose adds into shifted slices cost several times more).
+    """
+    h, w = input_hw
+    spread = _dilate(dout, stride) if stride > 1 else dout
+    # Rows before and after so that window (u, v) of a filter_h x filter_w filter reads the
+    # outputs whose windows covered input pixel (u, v); negative means rows to drop.
+    before = (filter_h - 1 - pad, filter_w - 1 - pad)
+    after = (
+        h + filter_h - 1 - before[0] - spread.shape[1],
+        w + filter_w - 1 - before[1] - spread.shape[2],
+    )
+    spread = _pad_or_crop_hw(spread, before, after)
+    slices = window_slices(spread, filter_h, filter_w)
+    return namespace(dout).stack(slices, axis=3)
+
+
+def _pad_or_crop_hw(img: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:
+    """`_pad_hw` with zeros, where a negative count drops that many rows or columns instead."""
+    h, w = img.shape[1], img.shape[2]
+    top, bottom = max(-before[0], 0), h - max(-after[0], 0)
+    left, right = max(-before[1], 0), w - max(-after[1], 0)
+    img = img[:, top:bottom, left:right, :]
+    pads_before = (max(before[0], 0), max(before[1], 0))
+    pads_after = (max(after[0], 0), max(after[1], 0))
+    if pads_before == (0, 0) and pads_after == (0, 0):
+        return img
+    return _pad_hw(img, pads_before, pads_after, 0.0)
 
 
 def _pad_hw5(col: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:

@@ -23,7 +23,7 @@ from array_api_compat import device
 
 from ._checks import index_dtype
 from .backends import Array, backend_class_of, namespace
-from .im2col import add_window_slices, col2im_nhwc, im2col_nhwc, window_slices
+from .im2col import add_window_slices, transposed_windows, window_slices
 
 __all__ = [
     "Affine",
@@ -492,9 +492,11 @@ class Convolution:
     x : array or None
         The input of the last forward pass.
     col : array or None
-        Its windows as rows, shape ``(N*OH*OW, C*FH*FW)``: the layer's largest buffer.
+        Its windows as rows, shape ``(N*OH*OW, FH*FW*C)``: the layer's largest buffer. The
+        columns are ordered by filter offset, then channel (`bpcore.im2col` returns the book's
+        order, channel first): the same matrix with its columns permuted.
     col_W : array or None
-        The filters as columns, shape ``(C*FH*FW, FN)``.
+        The filters as columns, shape ``(FH*FW*C, FN)``, in the same order.
     """
 
     param_names = ("W", "b")
@@ -531,40 +533,54 @@ class Convolution:
                 f"Convolution expects input of shape (N, {c}, H, W); got {tuple(x.shape)}"
             )
         n = x.shape[0]
-        # Windows from the image in (N, H, W, C) order: the book's rows, built without a copy
-        # beyond the one `im2col` must make.
-        col = im2col_nhwc(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad)
+        # The windows of the image in (N, H, W, C) order, offset by offset: the book's im2col
+        # matrix with its columns ordered by offset, then channel (the book's: channel, then
+        # offset), so that each offset's slice is copied whole, and the filters to match.
+        col = xp.stack(
+            window_slices(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad), axis=3
+        )
         _, out_h, out_w, _, _ = col.shape
         self.x = x
-        self.col = xp.reshape(col, (n * out_h * out_w, c * fh * fw))
-        # The filters in their own namespace: on Dask they are NumPy arrays.
-        self.col_W = namespace(self.W).reshape(self.W, (fn, c * fh * fw)).T
+        self.col = xp.reshape(col, (n * out_h * out_w, fh * fw * c))
+        wxp = namespace(self.W)  # the filters' own namespace: on Dask they are NumPy arrays
+        self.col_W = wxp.reshape(wxp.permute_dims(self.W, (0, 2, 3, 1)), (fn, fh * fw * c)).T
         out = self.col @ self.col_W
         out += self.b  # into the product's fresh array
         return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
-        """Set ``dW`` and ``db``; return the gradient with respect to the input, by `col2im`."""
-        dout = self._backward_params(dout)
-        _, _, fh, fw = self.W.shape
+        """Set ``dW`` and ``db``; return the gradient with respect to the input.
+
+        The book's ``col2im(dout @ col_W.T)``, computed as the equivalent convolution of the
+        spread-out ``dout`` with the rotated filters (`bpcore.im2col.transposed_windows`): one
+        stack and one product instead of a product and many adds into shifted slices.
+        """
+        self._backward_params(dout)
         x = _require_forward(self.x, self)
-        dcol = dout @ _require_forward(self.col_W, self).T
-        xp = namespace(dcol)
-        dx = col2im_nhwc(dcol, tuple(x.shape), fh, fw, self.stride, self.pad)
-        return xp.permute_dims(dx, (0, 3, 1, 2))
+        xp = namespace(dout)
+        fn, c, fh, fw = self.W.shape
+        n, _, h, w = x.shape
+        windows = transposed_windows(
+            xp.permute_dims(dout, (0, 2, 3, 1)), (h, w), fh, fw, self.stride, self.pad
+        )
+        wxp = namespace(self.W)
+        rotated = wxp.flip(self.W, axis=(2, 3))  # (FN, C, FH, FW), turned by 180 degrees
+        rotated = wxp.reshape(wxp.permute_dims(rotated, (2, 3, 0, 1)), (fh * fw * fn, c))
+        dx = xp.reshape(windows, (n * h * w, fh * fw * fn)) @ rotated
+        return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
 
     def backward_params(self, dout: Array) -> None:
         """Set ``dW`` and ``db`` only: for a first layer, whose input gradient nobody uses."""
         self._backward_params(dout)
 
-    def _backward_params(self, dout: Array) -> Array:
+    def _backward_params(self, dout: Array) -> None:
         col = _require_forward(self.col, self)
         xp = namespace(dout, col)
         fn, c, fh, fw = self.W.shape
         dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
         self.db = xp.sum(dout, axis=0)
-        self.dW = xp.reshape((col.T @ dout).T, (fn, c, fh, fw))
-        return dout
+        dW = xp.reshape((col.T @ dout).T, (fn, fh, fw, c))  # columns by offset, then channel
+        self.dW = xp.permute_dims(dW, (0, 3, 1, 2))
 
 
 class Pooling:
