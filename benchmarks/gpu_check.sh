@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine that has numpy, cupy, torch, pytest and pytest-benchmark but no
 # package index (see ../shared/device/README.md), run the test suite on cupy and torch-cuda, the
-# gradient checks and the benchmarks, and write the JSON and a summary to the folder given as the
-# only argument. Meant to finish in under 5 minutes.
+# gradient checks (the conv nets' too) and the benchmarks (the conv nets' steps too), train on
+# Fashion-MNIST (SimpleConvNet for one epoch), and write the JSON and a summary to the folder given
+# as the only argument. Meant to finish in under 5 minutes.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUTPUT_FOLDER}
 mkdir -p "$out"
@@ -29,13 +30,24 @@ export BPCORE_BACKENDS=cupy,torch
 run tests python3 -m pytest -q -x tests
 run gradcheck-cupy python3 -m bpcore gradcheck --backend cupy
 run gradcheck-torch python3 -m bpcore gradcheck --backend torch --device cuda
+for model in convnet deepconvnet; do  # the conv nets, elementwise, and the jax GPU where it is
+  run "gradcheck-$model-cupy" python3 -m bpcore gradcheck --model "$model" --backend cupy
+  run "gradcheck-$model-torch" python3 -m bpcore gradcheck --model "$model" --backend torch --device cuda
+  if python3 -c "import jax; assert jax.devices('gpu')" 2>/dev/null; then
+    run "gradcheck-$model-jax" python3 -m bpcore gradcheck --model "$model" --backend jax --device cuda
+  fi
+done
 run bench python3 -m pytest -q benchmarks/test_step.py benchmarks/test_layers.py \
   --benchmark-enable --benchmark-min-rounds=3 --benchmark-max-time=0.2 \
   --benchmark-json="$out/gpu.json"
+run bench-conv python3 -m pytest -q benchmarks/test_conv_step.py \
+  --benchmark-enable --benchmark-json="$out/gpu-conv.json"
 # Fashion-MNIST when its files were brought along (BPCORE_DATA or --data-dir), else the digits.
 if python3 -c "from bpcore.datasets import load_fashion_mnist as f; f(download=False)" 2>/dev/null; then
   run train-fashion-cupy python3 -m bpcore train --dataset fashion-mnist --hidden 256 --epochs 10 \
     --backend cupy --json --quiet
+  run train-fashion-convnet-cupy python3 -m bpcore train --dataset fashion-mnist --model convnet \
+    --epochs 1 --backend cupy --json --quiet
 else
   echo "- Fashion-MNIST files not found here: training the embedded digits instead" | tee -a "$out/summary.md"
   run train-digits-cupy python3 -m bpcore train --backend cupy --json --quiet

@@ -53,11 +53,14 @@ def report(paths: list[Path], out: Path) -> str:
             "",
             f"Machine: {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
             f"Python {machine.get('python_version', '?')}.",
-            "",
-            "| size | dtype | row | median | ratio to floor | target |",
-            "| --- | --- | --- | ---: | ---: | --- |",
         ]
         steps = [r for r in rows if r["group"].startswith("step ")]
+        if steps:
+            lines += [
+                "",
+                "| size | dtype | row | median | ratio to floor | target |",
+                "| --- | --- | --- | ---: | ---: | --- |",
+            ]
         for r in sorted(
             steps,
             key=lambda r: (
