@@ -18,15 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from . import _checks
-from .backends import Array, to_numpy
+from .backends import Array, backend_class_of, namespace, to_numpy
 from .checkpoints import holds, read_checkpoint, restore, save
-from .networks import correct_predictions
+from .networks import Network, correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
 
-__all__ = ["Trainer", "TrainingDivergedError"]
+__all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
 
 # How often (in steps) the progress bar reads the loss back from the device.
 _SHOW_EVERY = 50
@@ -97,6 +98,14 @@ class Trainer:
         checkpoint: str | os.PathLike[str] | None = None,
         resume: str | os.PathLike[str] | None = None,
     ) -> None:
+        if not isinstance(network, Network):
+            if checkpoint is not None or resume is not None:
+                raise ValueError(
+                    f"checkpoint= and resume= need a bpcore network; {type(network).__name__} "
+                    f"is trained through its own gradient() and predict(), as the book's Trainer "
+                    f"does"
+                )
+            network = BookNetwork(network)
         self.network = network
         self.epochs = _checks.check_positive_int(epochs, "epochs")
         self.batch_size = _checks.check_positive_int(mini_batch_size, "mini_batch_size")
@@ -438,3 +447,63 @@ def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None
         return OPTIMIZERS[optimizer.lower()](**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad optimizer_param for {optimizer}: {exc}") from None
+
+
+class BookNetwork:
+    """A network written as the book writes them, for the `Trainer`: its own class, any layers.
+
+    The book's scripts train networks of their own (``ch07/simple_convnet.py``) with the book's
+    ``Trainer``; with ``common/`` replaced by bpcore, bpcore's `Trainer` gets such a network.
+    This wraps it in what the Trainer needs, through the book's public methods only:
+    ``gradient(x, t)`` (its loss layer keeps the loss, as the book's ``SoftmaxWithLoss``
+    does), ``predict(x)`` for the accuracy, ``params`` for the optimizer. Its backend is that of
+    its parameters. Other attributes are the wrapped network's.
+
+    Parameters
+    ----------
+    net : object
+        With ``params`` (a dict of arrays), ``gradient``, ``predict`` and ``last_layer``.
+    """
+
+    def __init__(self, net: Any) -> None:
+        for name in ("params", "gradient", "predict", "last_layer"):
+            if not hasattr(net, name):
+                raise TypeError(
+                    f"the Trainer needs a network with params, gradient(), predict() and "
+                    f"last_layer, as the book's are; {type(net).__name__} has no {name}"
+                )
+        self.net = net
+        first = next(iter(net.params.values()))
+        xp = namespace(first)
+        self.backend_info = backend_class_of(first)(xp, array_api_compat.device(first))
+        self.xp = xp
+        self.dtype = first.dtype
+        self.dtype_name = str(xp.asarray(first).dtype).rsplit(".", 1)[-1]
+        self.last_loss: Array | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.net, name)
+
+    def __repr__(self) -> str:
+        return f"BookNetwork({type(self.net).__name__})"
+
+    def check_batch(self, x: Any, t: Any, names: tuple[str, str] = ("x", "t")) -> tuple[Any, Any]:
+        """The arrays as they are, after the one check the book's code cannot do for itself."""
+        if int(x.shape[0]) != int(t.shape[0]):
+            raise ValueError(
+                f"{names[0]} holds {x.shape[0]} samples but {names[1]} holds {t.shape[0]} labels"
+            )
+        return x, t
+
+    def check_layers(self) -> None:
+        """Nothing to check: the book's network binds its own layers."""
+
+    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """The network's own ``gradient``; its loss, from its loss layer, in `last_loss`."""
+        grads = dict(self.net.gradient(x, t))
+        self.last_loss = self.net.last_layer.loss
+        return grads
+
+    def unchecked_hits(self, x: Array, t: Array) -> Array:
+        """How many samples the network's own ``predict`` gets right."""
+        return correct_predictions(self.net.predict(x), t)

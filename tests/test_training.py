@@ -279,3 +279,70 @@ def test_new_networks_train_and_resume_with_their_running_statistics(backend, tm
         return
     resumed.train()
     np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-4)
+
+
+class _BooksOwnConvNet:
+    """A network written as the book's ch07/simple_convnet.py is: its own class, NumPy
+    parameters, bpcore's layers (``from common.layers import *`` with common/ being bpcore)."""
+
+    def __init__(self):
+        from collections import OrderedDict
+
+        from bpcore.layers import Affine, Convolution, Pooling, Relu, SoftmaxWithLoss
+
+        rng = np.random.default_rng(0)
+        self.params = {
+            "W1": 0.3 * rng.standard_normal((4, 1, 3, 3)),
+            "b1": np.zeros(4),
+            "W2": 0.3 * rng.standard_normal((4 * 3 * 3, 10)),
+            "b2": np.zeros(10),
+        }
+        self.layers = OrderedDict()
+        self.layers["Conv1"] = Convolution(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Pool1"] = Pooling(pool_h=2, pool_w=2, stride=2)
+        self.layers["Affine1"] = Affine(self.params["W2"], self.params["b2"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def gradient(self, x, t):
+        self.last_layer.forward(self.predict(x), t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        return {
+            "W1": self.layers["Conv1"].dW,
+            "b1": self.layers["Conv1"].db,
+            "W2": self.layers["Affine1"].dW,
+            "b2": self.layers["Affine1"].db,
+        }
+
+
+def test_the_books_own_network_class_trains(tmp_path):
+    # ch07/train_convnet.py with common/ replaced by bpcore: the book's network, bpcore's Trainer.
+    (x, t), (xt, tt) = load_digits(flatten=False)
+    net = _BooksOwnConvNet()
+    trainer = Trainer(
+        net,
+        x[:400],
+        t[:400],
+        xt[:100],
+        tt[:100],
+        epochs=3,
+        mini_batch_size=40,
+        optimizer="Adam",
+        optimizer_param={"lr": 0.01},
+        verbose=False,
+        seed=0,
+    )
+    trainer.train()
+    assert len(trainer.train_loss_list) == 30
+    assert np.mean(trainer.train_loss_list[-5:]) < np.mean(trainer.train_loss_list[:5])
+    assert trainer.test_acc_list[-1] > 0.25  # chance is 0.1
+    assert trainer.network.params is net.params  # updated in the book's own dict
+    with pytest.raises(ValueError, match="checkpoint= and resume= need a bpcore network"):
+        Trainer(net, x, t, xt, tt, checkpoint=tmp_path / "run.npz")
