@@ -114,11 +114,25 @@ def test_python_blocks_run_on_every_backend(page, backend, tmp_path, monkeypatch
     capsys.readouterr()
 
 
+def _starts_a_cluster(page: Path) -> bool:
+    return any("import dask" in code for _, code, _ in _blocks(page, "python"))
+
+
 @pytest.mark.parametrize(
-    "page", [p for p in _pages_with("python") if not _names_a_backend(p)], ids=_id
+    "page",
+    [
+        # A page that starts a Dask cluster runs in the pytest-xdist worker of test_dask's
+        # cluster tests: two clusters at once compete for the scheduler's HTTP port.
+        pytest.param(p, marks=pytest.mark.xdist_group("dask-cluster"))
+        if _starts_a_cluster(p)
+        else p
+        for p in _pages_with("python")
+        if not _names_a_backend(p)
+    ],
+    ids=_id,
 )
 def test_python_blocks_run(page, tmp_path, monkeypatch, capsys, request):
-    if any("import dask" in code for _, code, _ in _blocks(page, "python")):
+    if _starts_a_cluster(page):
         names = request.config.getoption("--backend")
         cases = backend_cases(parse_backend_names(",".join(names)) if names else None)
         if "dask" not in {case.name for case in cases}:
