@@ -619,6 +619,18 @@ class Pooling:
         self.x: Array | None = None
         self.out: Array | None = None
 
+    def _windows(self, x: Array) -> list[Array]:
+        """What each window offset sees of ``x``, in (N, H, W, C) order; padding is -inf."""
+        xp = namespace(x)
+        return window_slices(
+            xp.permute_dims(x, (0, 2, 3, 1)),
+            self.pool_h,
+            self.pool_w,
+            self.stride,
+            self.pad,
+            pad_value=-float("inf"),
+        )
+
     def __repr__(self) -> str:
         return f"Pooling({self.pool_h}, {self.pool_w}, stride={self.stride}, pad={self.pad})"
 
@@ -630,14 +642,7 @@ class Pooling:
         # The book's im2col rows, one column (filter offset) at a time, without stacking them:
         # a running maximum over the offsets (several times faster than a max along a short
         # last axis). Backward finds which offset held it.
-        slices = window_slices(
-            xp.permute_dims(x, (0, 2, 3, 1)),
-            self.pool_h,
-            self.pool_w,
-            self.stride,
-            self.pad,
-            pad_value=-float("inf"),
-        )
+        slices = self._windows(x)
         out = slices[0]
         for s in slices[1:]:
             out = xp.maximum(out, s)
@@ -650,14 +655,7 @@ class Pooling:
         x, out = _require_forward(self.x, self), _require_forward(self.out, self)
         xp = namespace(dout, out)
         d = xp.permute_dims(dout, (0, 2, 3, 1))
-        slices = window_slices(
-            xp.permute_dims(x, (0, 2, 3, 1)),
-            self.pool_h,
-            self.pool_w,
-            self.stride,
-            self.pad,
-            pad_value=-float("inf"),
-        )
+        slices = self._windows(x)
         # dout goes to the first offset (row by row) that holds the maximum, as argmax would
         # choose: boolean masks, no index arrays and no assignment.
         parts, seen = [], None
@@ -680,14 +678,7 @@ class Pooling:
         """
         x, out = _require_forward(self.x, self), _require_forward(self.out, self)
         xp = namespace(x)
-        slices = window_slices(
-            xp.permute_dims(x, (0, 2, 3, 1)),
-            self.pool_h,
-            self.pool_w,
-            self.stride,
-            self.pad,
-            pad_value=-float("inf"),
-        )
+        slices = self._windows(x)
         index = xp.zeros(out.shape, dtype=index_dtype(xp), device=device(x))
         for k in range(len(slices) - 1, -1, -1):
             index = xp.where(slices[k] == out, k, index)

@@ -248,3 +248,16 @@ def test_softmax_backward_keeps_the_dtype_of_its_scores(backend):
     xp = backend.xp
     assert layer.backward(backend.asarray(0.5, "float64")).dtype == xp.float32
     assert layer.backward(2).dtype == xp.float32
+
+
+def test_pooling_arg_max_is_the_books(backend, rng):
+    # The book's Pooling keeps argmax over its im2col rows: the first maximum of each window.
+    from bpcore import im2col
+    from bpcore.layers import Pooling
+
+    x_host = rng.integers(0, 3, (2, 3, 6, 4)).astype(np.float64)  # many ties
+    layer = Pooling(2, 2, stride=2)
+    layer.forward(backend.asarray(x_host))
+    rows = to_numpy(im2col(backend.asarray(x_host), 2, 2, 2)).reshape(-1, 4)
+    expected = np.argmax(rows, axis=1).reshape(2, 3, 2, 3)  # rows (n, i, j, c)
+    np.testing.assert_array_equal(to_numpy(layer.arg_max), expected)
