@@ -33,7 +33,7 @@ def client():
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never 8787, which another cluster may hold
             memory_limit="1GiB",
         ) as cluster,
         distributed.Client(cluster) as client,

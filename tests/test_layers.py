@@ -261,3 +261,26 @@ def test_pooling_arg_max_is_the_books(backend, rng):
     rows = to_numpy(im2col(backend.asarray(x_host), 2, 2, 2)).reshape(-1, 4)
     expected = np.argmax(rows, axis=1).reshape(2, 3, 2, 3)  # rows (n, i, j, c)
     np.testing.assert_array_equal(to_numpy(layer.arg_max), expected)
+
+
+def test_dropout_masks_are_drawn_by_the_devices_own_generator(backend):
+    # Masks come from the backend's generator, in its own library and on its device (JAX: a key
+    # split at each draw; PyTorch: a torch.Generator; NumPy, Dask, array-api-strict: NumPy on
+    # the host), fresh at each training pass and the same for the same seed.
+    from bpcore.layers import Dropout
+
+    def layer(seed):
+        dropout = Dropout(0.4)
+        dropout.generator = backend.resolve().random_generator(seed)
+        return dropout
+
+    x = backend.asarray(np.ones((8, 5)), "float32")
+    a, b = layer(3), layer(3)
+    first = a.forward(x)
+    assert_close(first, to_numpy(b.forward(x)), rtol=0, xp=backend.xp, dtype=backend.xp.float32)
+    second = a.forward(x)
+    assert not np.array_equal(to_numpy(first), to_numpy(second))
+    mask = to_numpy(a.mask)
+    assert mask.dtype == np.bool_ and 0 < mask.mean() < 1
+    dx = a.backward(backend.asarray(np.ones((8, 5)), "float32"))
+    np.testing.assert_array_equal(to_numpy(dx), mask.astype(np.float32))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -180,11 +181,26 @@ class _JAXRandom:
         return f"_JAXRandom(device={self._device!r})"
 
     def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
-        """Uniform numbers in [0, 1), drawn on the device."""
-        import jax
+        """Uniform numbers in [0, 1), drawn on the device: one compiled call, no transfer."""
+        self._key, numbers = _split_and_draw()(self._key, tuple(shape), dtype_name)
+        return numbers
 
-        self._key, key = jax.random.split(self._key)
-        return jax.random.uniform(key, shape, dtype=getattr(jax.numpy, dtype_name))
+
+@functools.cache
+def _split_and_draw() -> Callable[..., tuple[Array, Array]]:
+    """The next key and uniform numbers from a key, compiled once per shape and dtype.
+
+    Compiled, the bounds 0 and 1 are constants of the program; eagerly, ``uniform`` would copy
+    them from the host at every draw.
+    """
+    import jax
+
+    def draw(key: Array, shape: tuple[int, ...], dtype_name: str) -> tuple[Array, Array]:
+        key, sub = jax.random.split(key)
+        return key, jax.random.uniform(sub, shape, dtype=getattr(jax.numpy, dtype_name))
+
+    compiled: Callable[..., tuple[Array, Array]] = jax.jit(draw, static_argnums=(1, 2))
+    return compiled
 
 
 def _device_name(device: Any) -> str:
