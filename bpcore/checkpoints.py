@@ -103,7 +103,7 @@ def save(
 
     Parameters
     ----------
-    net : TwoLayerNet or MultiLayerNet
+    net : Network
         On any backend; its arrays are copied to the host.
     path : str or path-like
         Where to write. ``.npz`` is not appended.

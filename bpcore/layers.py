@@ -584,7 +584,10 @@ class Convolution:
 
 
 class Pooling:
-    """Max pooling over ``pool_h x pool_w`` windows, by ``im2col`` and a ``max`` along rows.
+    """Max pooling over ``pool_h x pool_w`` windows: the maximum of the book's im2col rows.
+
+    The rows are not built: the maximum is taken over the window offsets, one strided slice of
+    the image each (the im2col matrix's columns), which gives the same values.
 
     ``backward`` sends each window's gradient to the element that was the maximum; where several
     elements tie, to the first of them in the window, row by row (``argmax``'s choice, as in

@@ -1,4 +1,7 @@
-"""The book's networks, `TwoLayerNet` and `MultiLayerNet`, on any backend, and what they share.
+"""The book's fully connected networks, and the `Network` base class every network shares.
+
+`TwoLayerNet` (chapter 5), `MultiLayerNet` and `MultiLayerNetExtend` (chapter 6) are here; the
+convolutional ones are in `bpcore.convnets`.
 
 A network is data: an ordered dict of layers (``net.layers``), the loss layer
 (``net.last_layer``), and the parameters those layers own (``net.params``, bound to the layers:
