@@ -1,6 +1,6 @@
 """Draw docs/_static/im2col.png: what im2col does to one 4x4 image and a 3x3 filter.
 
-    python docs/figures/im2col.py
+python docs/figures/im2col.py
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def main() -> None:
         inset = 0.06 * (k + 1)
         left.add_patch(
             plt.Rectangle(
-                (j - 0.5 + inset, i - 0.5 + inset), 3 - 2 * inset, 3 - 2 * inset,
-                fill=False, lw=2, color=colors[k],
+                (j - 0.5 + inset, i - 0.5 + inset),
+                3 - 2 * inset,
+                3 - 2 * inset,
+                fill=False,
+                lw=2,
+                color=colors[k],
             )
         )
     left.set_title("a 4x4 image, four 3x3 windows")
