@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -65,17 +62,6 @@ class DaskBackend(Backend):
             np.asarray(v) if isinstance(v, np.generic) else v for v in dask.compute(*values)
         )
 
-    def activate(self) -> contextlib.AbstractContextManager[Any]:
-        """A context without Dask's warnings about finer chunks in the image layers.
-
-        Convolution and pooling pad images and add shifted slices of them (`bpcore.im2col`):
-        arrays whose chunk boundaries along height and width are offset from each other by up
-        to the filter's size. Dask splits them to common boundaries and warns that the number
-        of chunks grew; that is expected there (and bounded by the filter's size), so every
-        entry point of a Dask network runs without that warning.
-        """
-        return _without_chunk_warnings()
-
     def asarray(self, host: np.ndarray) -> Array:
         """A Dask array chunked along the first axis (the batch) only.
 
@@ -111,13 +97,3 @@ class DaskBackend(Backend):
         """Keep the chunks computed in memory (on the workers of a Dask cluster)."""
         return a.persist()
 
-
-@contextlib.contextmanager
-def _without_chunk_warnings() -> Iterator[None]:
-    from dask.array import PerformanceWarning
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="Increasing number of chunks", category=PerformanceWarning
-        )
-        yield
