@@ -478,7 +478,6 @@ class BookNetwork:
         self.backend_info = backend_class_of(first)(xp, array_api_compat.device(first))
         self.xp = xp
         self.dtype = first.dtype
-        self.dtype_name = str(xp.asarray(first).dtype).rsplit(".", 1)[-1]
         self.last_loss: Array | None = None
 
     def __getattr__(self, name: str) -> Any:
