@@ -74,25 +74,25 @@ def _check_geometry(
 
 def _pad_hw(img: Array, before: tuple[int, int], after: tuple[int, int], value: float) -> Array:
     """``img`` of shape ``(N, H, W, C)`` with ``value`` added around its H and W axes."""
-    xp = namespace(img)
-    n, h, w, c = img.shape
     (top, left), (bottom, right) = before, after
-    if left or right:
-        parts = [img]
-        if left:
-            parts.insert(0, xp.full((n, h, left, c), value, dtype=img.dtype, device=device(img)))
-        if right:
-            parts.append(xp.full((n, h, right, c), value, dtype=img.dtype, device=device(img)))
-        img = xp.concat(parts, axis=2)
-        w = w + left + right
-    if top or bottom:
-        parts = [img]
-        if top:
-            parts.insert(0, xp.full((n, top, w, c), value, dtype=img.dtype, device=device(img)))
-        if bottom:
-            parts.append(xp.full((n, bottom, w, c), value, dtype=img.dtype, device=device(img)))
-        img = xp.concat(parts, axis=1)
-    return img
+    return _pad_axis(_pad_axis(img, 2, left, right, value), 1, top, bottom, value)
+
+
+def _pad_axis(img: Array, axis: int, before: int, after: int, value: float) -> Array:
+    """``before`` and ``after`` entries of ``value`` on either side of one axis of ``img``."""
+    if not (before or after):
+        return img
+    xp = namespace(img)
+
+    def fill(count: int) -> Array:
+        shape = tuple(count if i == axis else d for i, d in enumerate(img.shape))
+        return xp.full(shape, value, dtype=img.dtype, device=device(img))
+
+    parts = [fill(before)] if before else []
+    parts.append(img)
+    if after:
+        parts.append(fill(after))
+    return xp.concat(parts, axis=axis)
 
 
 def window_slices(
