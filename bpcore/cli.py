@@ -22,7 +22,10 @@ from .gradcheck import directional_gradient_check, gradient_check
 from .networks import TwoLayerNet
 from .version import __version__
 
-__all__ = ["main"]
+__all__ = ["MODELS", "main"]
+
+#: What ``--model`` takes, on ``train`` and ``gradcheck``.
+MODELS = ("mlp", "convnet", "deepconvnet")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     check.add_argument(
         "--model",
-        choices=["mlp", "convnet", "deepconvnet"],
+        choices=MODELS,
         default="mlp",
         help=(
             "mlp (default): TwoLayerNet(784, HIDDEN, 10) on raw 28x28 images; convnet: the "
@@ -92,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument(
         "--model",
-        choices=["mlp", "convnet", "deepconvnet"],
+        choices=MODELS,
         default="mlp",
         help=(
             "mlp (default): MultiLayerNet, or MultiLayerNetExtend with --dropout/--batchnorm; "
