@@ -96,4 +96,3 @@ class DaskBackend(Backend):
     def persist(self, a: Array) -> Array:
         """Keep the chunks computed in memory (on the workers of a Dask cluster)."""
         return a.persist()
-
