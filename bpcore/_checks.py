@@ -2,9 +2,16 @@
 
 Every check here runs before any parameter or layer is touched, and raises a ValueError or
 TypeError that names the problem and what was expected, instead of a broadcasting error from deep
-inside or, worse, a silently wrong result. Shape checks are free; value checks on labels cost one
-host-device synchronization per call, so the training loop (which validates a dataset once) calls
-the unchecked internals instead.
+inside or, worse, a silently wrong result.
+
+What a check may cost at every call is what costs no read of the data: the library, the device,
+shapes and dtypes. Label values (in range, whole numbers, one-hot rows) are read only where that
+costs no device synchronization (`Backend.reads_values_freely`: NumPy, array-api-strict, PyTorch
+on the CPU), or where the caller reads back anyway (accuracy, gradient checks, a Trainer's
+dataset, checked once). Elsewhere (JAX, CuPy, PyTorch on a GPU, Dask) the check is folded into
+the loss: `bpcore.layers.SoftmaxWithLoss` turns the loss and its gradient into NaN for a batch
+with a label out of range or a row that is not a distribution, so nothing wrong passes silently
+and the book's loop never waits for the device.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 import array_api_compat
 from array_api_compat import array_namespace
 
-from .backends import Array, Backend, backend_class_of
+from .backends import Array, Backend, backend_class_of, namespace
 
 __all__ = [
     "check_array",
@@ -24,6 +31,7 @@ __all__ = [
     "check_same_library",
     "check_x",
     "index_dtype",
+    "raise_for_label_values",
 ]
 
 
@@ -38,14 +46,14 @@ def check_positive_int(value: Any, what: str) -> int:
 
 def check_array(a: Any, name: str, backend: Backend) -> None:
     """Check that ``a`` is an array of ``backend``'s library on its device."""
-    if not array_api_compat.is_array_api_obj(a):
+    try:
+        xp = namespace(a)  # cached by the array's type: this runs at every call
+    except TypeError:
+        xp = None
+    if xp is None or not array_api_compat.is_array_api_obj(a):
         raise TypeError(
             f"{name} must be an array of backend {backend.name!r}, got {type(a).__name__}"
         )
-    try:
-        xp = array_namespace(a)
-    except TypeError as exc:  # pragma: no cover - is_array_api_obj already said it is an array
-        raise TypeError(f"{name}: {exc}") from None
     if xp is not backend.xp and xp is not backend.param_xp:  # Dask networks take NumPy too
         raise TypeError(
             f"{name} is an array of {_library(a)} but this network uses backend "
@@ -62,11 +70,26 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
 
 def check_same_library(x: Any, t: Any) -> None:
     """Check that inputs and labels come from one library (a Dask network takes two)."""
-    if array_namespace(x) is not array_namespace(t):
+    if namespace(x) is not namespace(t):
         raise TypeError(
             f"x and t must be arrays of one library, got {_library(x)} and {_library(t)}; on "
             f"Dask give both as Dask arrays (chunked alike along the batch), or both as NumPy"
         )
+
+
+_REAL: dict[tuple[int, Any], bool] = {}
+
+
+def _is_real(xp: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is an integer or real floating dtype (not bool), cached per dtype."""
+    key = (id(xp), dtype)
+    try:
+        return _REAL[key]
+    except KeyError:
+        pass
+    real = bool(xp.isdtype(dtype, ("integral", "real floating"))) and dtype != xp.bool
+    _REAL[key] = real
+    return real
 
 
 def _library(a: Any) -> str:
@@ -83,8 +106,8 @@ def check_x(
     with ``D`` values per sample; for images ``(C, H, W)``, exactly ``(N, C, H, W)``.
     """
     check_array(x, name, backend)
-    xp = array_namespace(x)
-    if not xp.isdtype(x.dtype, ("integral", "real floating")) or x.dtype == xp.bool:
+    xp = namespace(x)
+    if not _is_real(xp, x.dtype):
         raise TypeError(f"{name} must hold integers or real floats, got dtype {x.dtype}")
     n_features = 1
     for d in sample_shape:
@@ -114,16 +137,32 @@ def check_x(
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
-def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "t") -> Array:
+def check_labels(
+    t: Any,
+    backend: Backend,
+    n: int,
+    n_classes: int,
+    name: str = "t",
+    *,
+    values: bool | None = None,
+) -> Array:
     """Validate labels for a batch of ``n`` samples and return them ready for the loss layer.
 
-    Integer labels ``(n,)`` must lie in ``[0, n_classes)``; float labels of shape ``(n,)`` are
-    accepted when every value is a whole number, and are converted to integers. Rows of shape
+    Integer labels ``(n,)`` (or a column ``(n, 1)``) must lie in ``[0, n_classes)``; float
+    labels of shape ``(n,)`` must be whole numbers, and are converted to integers. Rows of shape
     ``(n, n_classes)`` (one-hot or probabilities) must be finite, non-negative and sum to 1.
+
+    Parameters
+    ----------
+    values : bool, optional
+        Whether to read the values, which waits for the device: by default where that is
+        free (`Backend.reads_values_freely`). Without it only the library, device, dtype and
+        shape are checked, and float labels that are not whole numbers in range become -1,
+        which the loss layer turns into a NaN loss.
     """
     check_array(t, name, backend)
-    xp = array_namespace(t)
-    if t.dtype == xp.bool or not xp.isdtype(t.dtype, ("integral", "real floating")):
+    xp = namespace(t)
+    if not _is_real(xp, t.dtype):
         raise TypeError(f"{name} must hold integer class labels or one-hot rows, got {t.dtype}")
     if t.ndim == 0 or t.shape[0] != n:
         got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} labels (shape {tuple(t.shape)})"
@@ -131,14 +170,37 @@ def check_labels(t: Any, backend: Backend, n: int, n_classes: int, name: str = "
     if t.ndim == 2 and t.shape[1] == 1 and n_classes > 1:
         # A column of class labels, as the book's ch07/gradient_check.py passes (shape (1, 1)).
         t = xp.reshape(t, (n,))
+    if t.ndim == 2 and t.shape[1] != n_classes:
+        raise ValueError(
+            f"{name} has one-hot rows of width {t.shape[1]}, but the network has {n_classes} "
+            f"outputs"
+        )
+    if t.ndim > 2:
+        raise ValueError(
+            f"{name} must be class labels of shape ({n},) or one-hot rows of shape ({n}, "
+            f"{n_classes}), got shape {tuple(t.shape)}"
+        )
+    if values is None:
+        values = backend.reads_values_freely
     if t.ndim == 1:
-        return _check_class_labels(t, xp, n_classes, name)
+        return _check_class_labels(t, xp, n_classes, name, values)
+    if values:
+        _check_one_hot(t, xp, n_classes, name)
+    return t
+
+
+def raise_for_label_values(t: Array, n_classes: int, name: str = "t") -> None:
+    """Raise the ValueError of `check_labels` for labels the loss layer found invalid.
+
+    For labels checked without reading their values, then computed (Dask's, which compute
+    with the gradients): a float label that was not a whole number in range reads as -1.
+    """
+    xp = array_namespace(t)
     if t.ndim == 2:
-        return _check_one_hot(t, xp, n_classes, name)
-    raise ValueError(
-        f"{name} must be class labels of shape ({n},) or one-hot rows of shape ({n}, "
-        f"{n_classes}), got shape {tuple(t.shape)}"
-    )
+        _check_one_hot(t, xp, n_classes, name)
+    else:
+        _check_class_labels(t, xp, n_classes, name, True)
+    raise ValueError(f"{name} holds labels the loss found invalid")  # pragma: no cover
 
 
 def index_dtype(xp: Any) -> Any:
@@ -149,7 +211,7 @@ def index_dtype(xp: Any) -> Any:
         return xp.int64
 
 
-def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
+def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str, values: bool) -> Array:
     floating = xp.isdtype(t.dtype, "real floating")
     index = index_dtype(xp)
     if floating:
@@ -158,7 +220,12 @@ def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
         # Compare in the default integer dtype: n_classes may not fit the labels' own dtype
         # (uint8 and 300 classes).
         t = t if t.dtype == index else xp.astype(t, index)
+        if not values:
+            return t  # the loss layer turns a label out of range into a NaN loss
         in_range = (t >= 0) & (t < n_classes)
+    if not values:
+        # -1 for a label that is not a whole number in range: the loss layer sees it as such.
+        return xp.astype(xp.where(in_range, t, -1.0), index)
     if bool(xp.all(in_range)):  # the one host sync of this check
         return xp.astype(t, index) if floating else t
     lo, hi = float(xp.min(t)), float(xp.max(t))
@@ -170,12 +237,7 @@ def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str) -> Array:
     )
 
 
-def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> Array:
-    if t.shape[1] != n_classes:
-        raise ValueError(
-            f"{name} has one-hot rows of width {t.shape[1]}, but the network has {n_classes} "
-            f"outputs"
-        )
+def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> None:
     rows = t if xp.isdtype(t.dtype, "real floating") else xp.astype(t, xp.float32)
     # One-hot rows, or probability rows (soft labels): non-negative, summing to 1. The tolerance
     # allows float32 rows that were computed, not typed.
@@ -187,4 +249,3 @@ def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> Array:
             f"{name} has rows of width {n_classes} that are not one-hot: each row must be "
             f"non-negative and sum to 1"
         )
-    return t

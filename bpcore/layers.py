@@ -224,6 +224,11 @@ class SoftmaxWithLoss:
     the input's backend: reading it as a Python number is left to the caller, since on a GPU
     that waits for the device.
 
+    Labels that are not classes (an integer outside ``[0, C)``) or rows that are not
+    distributions (a negative entry, a sum away from 1) make the loss and the gradient NaN,
+    without reading anything back: a wrong batch never gives a plausible number (the book's
+    layer crashes on integer labels, or silently counts such a row as zero loss).
+
     Attributes
     ----------
     loss : array or None
@@ -232,12 +237,16 @@ class SoftmaxWithLoss:
         The softmax probabilities, shape ``(N, C)``.
     t : array or None
         The labels as they were passed to forward.
+    labels_valid : array or None
+        A 0-d boolean array: whether every label of the last forward pass was a class or a
+        distribution. Stays on the device.
     """
 
     def __init__(self) -> None:
         self.loss: Array | None = None
         self.y: Array | None = None
         self.t: Array | None = None
+        self.labels_valid: Array | None = None
         self._target: Array | None = None  # t as (N, C) rows in y's dtype, used by backward
 
     def __repr__(self) -> str:
@@ -257,8 +266,15 @@ class SoftmaxWithLoss:
             classes = xp.arange(c, device=device(x))
             labels = t if t.dtype == classes.dtype else xp.astype(t, classes.dtype)
             target = xp.astype(xp.expand_dims(labels, axis=1) == classes, x.dtype)
+            # A row matches at most one class: n matches in all iff every label is a class.
+            valid = xp.sum(target) == n
         elif tuple(t.shape) == (n, c) and xp.isdtype(t.dtype, ("integral", "real floating")):
             target = t if t.dtype == x.dtype else xp.astype(t, x.dtype)
+            # Probability rows: non-negative, summing to 1 (a float32 tolerance for computed
+            # rows). NaN fails both.
+            tol = 1e-3 if x.dtype == xp.float32 else 1e-6
+            sums = xp.sum(target, axis=1)
+            valid = xp.all(target >= 0) & xp.all(xp.abs(sums - 1) <= tol)
         else:
             raise ValueError(
                 f"SoftmaxWithLoss expects labels as integers of shape ({n},) or one-hot rows of "
@@ -271,18 +287,23 @@ class SoftmaxWithLoss:
         log_y = shifted - xp.log(total)
         self.t = t
         self._target = target
-        self.loss = -xp.sum(target * log_y) / n
+        self.labels_valid = valid
+        self.loss = xp.where(valid, -xp.sum(target * log_y) / n, xp.nan)
         return self.loss
 
     def backward(self, dout: Array | float = 1) -> Array:
         """Return ``dout * (y - t) / N``, the gradient of the mean loss with respect to ``x``."""
         y = _require_forward(self.y, self)
+        xp = namespace(y)
         n = y.shape[0]
         if type(dout) in (int, float):  # a Python number keeps y's dtype
-            return (y - self._target) * (dout / n)
-        # A 0-d array (or a NumPy scalar, which is not a weak Python float): cast it to y's dtype
-        # so that a float64 dout does not turn a float32 network's gradients into float64.
-        return (y - self._target) * (namespace(y).astype(dout, y.dtype) / n)
+            dx = (y - self._target) * (dout / n)
+        else:
+            # A 0-d array (or a NumPy scalar, which is not a weak Python float): cast it to y's
+            # dtype so that a float64 dout does not turn a float32 network's gradients into
+            # float64.
+            dx = (y - self._target) * (xp.astype(dout, y.dtype) / n)
+        return xp.where(self.labels_valid, dx, xp.nan)
 
 
 # -- chapter 6 ---------------------------------------------------------------------------------

@@ -364,8 +364,14 @@ class Network:
         Both gradients of a gradient check, and every training step, must come from the layers
         the network really runs: a parameter whose layer was taken out of ``layers``, or a
         layer with parameters that ``params`` does not hold, would be silently skipped.
+        Layers found consistent are remembered, so the check that runs at every public call
+        costs almost nothing while the same layer objects stay.
         """
-        live = {id(layer) for layer in self.layers.values()}
+        current = tuple(self.layers.values())
+        known = self.__dict__.get("_consistent_layers", ())
+        if len(known) == len(current) and all(a is b for a, b in zip(known, current, strict=True)):
+            return  # the same objects as last time (params' bindings never change)
+        live = {id(layer) for layer in current}
         for key in self.params:
             layer, _ = self.params.layer_of(key)
             if id(layer) not in live:
@@ -381,6 +387,7 @@ class Network:
                 raise ValueError(
                     f"net.layers holds {layer!r}, whose parameters are not in net.params"
                 )
+        self._consistent_layers = current
 
     @contextlib.contextmanager
     def using_dtype(self, dtype_name: str) -> Iterator[Network]:
@@ -534,8 +541,9 @@ class Network:
         Computed in inference mode. ``batch_size`` splits ``x`` into batches of that many
         samples (the last one may be smaller; the book's convolutional nets skip it), to bound
         the memory of a large evaluation; the counts stay on the device and are read once.
+        The labels are checked (read) first on every backend: the result is read back anyway.
         """
-        x, t = self.check_batch(x, t)
+        x, t = self.check_batch(x, t, values=True)
         n = int(x.shape[0])
         step = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
         hits = self.unchecked_hits(x[: min(step, n), ...], t[: min(step, n), ...])
@@ -603,15 +611,24 @@ class Network:
         return _checks.check_x(x, self.backend_info, self.dtype, self.input_shape, name=name)
 
     def check_batch(
-        self, x: Any, t: Any, names: tuple[str, str] = ("x", "t")
+        self,
+        x: Any,
+        t: Any,
+        names: tuple[str, str] = ("x", "t"),
+        *,
+        values: bool | None = None,
     ) -> tuple[Array, Array]:
         """Validate a batch and its labels; return them ready for the ``unchecked_*`` methods.
 
         Raises ValueError or TypeError naming the problem (wrong library, device, shape, dtype,
-        labels out of range); see the module ``_checks``.
+        labels out of range); see the module ``_checks``. ``values`` says whether to read the
+        labels' values, which waits for the device: by default only where that is free
+        (`bpcore.backends.Backend.reads_values_freely`); elsewhere bad labels make the loss NaN.
         """
         x = self.check_inputs(x, names[0])
-        t = _checks.check_labels(t, self.backend_info, x.shape[0], self.output_size, names[1])
+        t = _checks.check_labels(
+            t, self.backend_info, x.shape[0], self.output_size, names[1], values=values
+        )
         _checks.check_same_library(x, t)
         return x, t
 
@@ -627,7 +644,7 @@ class Network:
         gradients must come from the layers the network really runs), computes in
         `check_dtype` (`using_dtype`), and yields the batch as `cast_batch` makes it.
         """
-        x, t = self.check_batch(x, t)
+        x, t = self.check_batch(x, t, values=True)
         self.check_layers()
         with self.holding_masks(), self.keeping_buffers(), self.using_dtype(self.check_dtype()):
             yield self.cast_batch(x, t)
@@ -717,10 +734,13 @@ class Network:
         The forward pass runs in training mode (``train_flg=True``: fresh dropout masks, batch
         statistics, running statistics updated), as the book's ``gradient`` does. Keeps the
         loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
-        scores and labels and the buffers are computed here, together, in one pass.
+        scores and labels and the buffers are computed here, together, in one pass, and a
+        batch whose labels the loss layer found invalid raises ValueError then, with the
+        buffers as they were.
         """
         if self.computes_batches:
             x, t = self.backend_info.compute(x, t)
+        before = self.buffers if self.backend_info.is_lazy else {}
         self.last_loss = self.unchecked_loss(x, t, True)
         dout = self.last_layer.backward(1)
         layers = list(self.layers.values())
@@ -736,10 +756,15 @@ class Network:
             layer, attribute = self.params.layer_of(key)
             g = getattr(layer, "d" + attribute)
             grads[key] = g + lam * getattr(layer, attribute) if (lam and attribute == "W") else g
+        if not self.backend_info.is_lazy:
+            return grads
         last = self.last_layer
-        grads, self.last_loss, last.y, last.t, buffers = self.backend_info.compute(
-            grads, self.last_loss, last.y, last.t, self.buffers
+        grads, self.last_loss, last.y, last.t, valid, buffers = self.backend_info.compute(
+            grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
         )
+        if not bool(valid):  # computed with the rest, so reading it costs nothing more
+            self._set_buffers(before)
+            _checks.raise_for_label_values(last.t, self.output_size)
         self._set_buffers(buffers)
         return grads
 

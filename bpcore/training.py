@@ -149,7 +149,8 @@ class Trainer:
                 x = backend.asarray(x)
             if isinstance(t, np.ndarray):
                 t = backend.asarray(t)
-            x, t = net.check_batch(x, t, names=(f"x_{split}", f"t_{split}"))
+            # Read once, here, on every backend: the steps then need no check that waits.
+            x, t = net.check_batch(x, t, names=(f"x_{split}", f"t_{split}"), values=True)
             if t.ndim == 2 and t.dtype != net.dtype:
                 t = net.xp.astype(t, net.dtype)
         # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
@@ -486,7 +487,9 @@ class BookNetwork:
     def __repr__(self) -> str:
         return f"BookNetwork({type(self.net).__name__})"
 
-    def check_batch(self, x: Any, t: Any, names: tuple[str, str] = ("x", "t")) -> tuple[Any, Any]:
+    def check_batch(
+        self, x: Any, t: Any, names: tuple[str, str] = ("x", "t"), *, values: bool = True
+    ) -> tuple[Any, Any]:
         """The arrays as they are, after the one check the book's code cannot do for itself."""
         if int(x.shape[0]) != int(t.shape[0]):
             raise ValueError(

@@ -186,6 +186,32 @@ def test_softmax_with_loss_rejects_mismatched_labels(backend):
         layer.forward(x, backend.asarray(np.zeros((3, 9))))
 
 
+@pytest.mark.parametrize(
+    "t_host",
+    [
+        np.array([0, 3, 1]),
+        np.array([-1, 0, 1]),
+        np.array([[1.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+        np.array([[1.0, 0.0, 0.0], [2.0, -1.0, 0.0], [0.0, 1.0, 0.0]]),
+        np.array([[1.0, 0.0, 0.0], [np.nan, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    ],
+    ids=["label-past-the-classes", "negative-label", "row-sum-0.5", "negative-entry", "nan-row"],
+)
+def test_softmax_with_loss_turns_bad_labels_into_nan(backend, t_host):
+    # Labels are not read back (that would wait for a GPU): the loss and the whole gradient
+    # become NaN instead of a plausible number. The book's layer would count the bad row as 0.
+    layer = SoftmaxWithLoss()
+    x = backend.asarray(np.arange(9.0).reshape(3, 3) / 9, "float32")
+    t = backend.asarray(t_host, "float32") if t_host.ndim == 2 else backend.asarray(t_host)
+    assert np.isnan(float(layer.forward(x, t)))
+    assert not bool(to_numpy(layer.labels_valid))
+    assert np.all(np.isnan(to_numpy(layer.backward())))
+    good = layer.forward(x, backend.asarray(np.array([0, 2, 1])))
+    assert np.isfinite(float(good))
+    assert bool(to_numpy(layer.labels_valid))
+    assert np.all(np.isfinite(to_numpy(layer.backward())))
+
+
 def test_affine_rejects_wrong_input_width(backend):
     A = backend.asarray
     layer = Affine(A(np.ones((6, 2)), "float32"), A(np.zeros(2), "float32"))

@@ -62,6 +62,8 @@ class Backend:
     #: Whether the library compiles each operation anew for each new shape and dtype (JAX
     #: does, eagerly): the test suite then runs its cases in one process, which compiles once.
     compiles_each_shape: ClassVar[bool] = False
+    #: Whether arrays are lazy graphs that run only when computed (Dask's).
+    is_lazy: ClassVar[bool] = False
 
     def __init__(self, xp: Namespace, device: Any) -> None:
         self.xp = xp
@@ -186,6 +188,19 @@ class Backend:
     def persist(self, a: Array) -> Array:
         """Keep a lazy array's chunks computed in memory; eager arrays pass through."""
         return a
+
+    @property
+    def reads_values_freely(self) -> bool:
+        """Whether reading array values to the host costs no device synchronization.
+
+        True where arrays live in host memory and are computed eagerly (NumPy,
+        array-api-strict, PyTorch on the CPU, and, to be safe, libraries bpcore has no class
+        for); false where a read would wait for a device's queue (CuPy, PyTorch on a GPU, JAX,
+        which dispatches asynchronously even on the CPU) or run a lazy graph (Dask). Where it
+        is false, a network's entry points do not read labels at every call (see
+        ``bpcore._checks``): a bad batch makes the loss and the gradients NaN instead.
+        """
+        return True
 
     @classmethod
     def writes_in_place(cls, a: Array) -> bool:

@@ -26,6 +26,11 @@ class CuPyBackend(Backend):
     namespace_module = "array_api_compat.cupy"
     install = _INSTALL
 
+    @property
+    def reads_values_freely(self) -> bool:
+        """False: a read waits for the GPU's queue."""
+        return False
+
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:
         return bool(array_api_compat.is_cupy_namespace(xp))

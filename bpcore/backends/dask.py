@@ -24,6 +24,12 @@ class DaskBackend(Backend):
     name = "dask"
     namespace_module = "array_api_compat.dask.array"
     install = 'pip install "bpcore[dask]"'
+    is_lazy = True
+
+    @property
+    def reads_values_freely(self) -> bool:
+        """False: a read runs the graph."""
+        return False
 
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:

@@ -36,6 +36,11 @@ class JAXBackend(Backend):
     install = 'pip install "bpcore[jax]"'
     compiles_each_shape = True
 
+    @property
+    def reads_values_freely(self) -> bool:
+        """False: a read waits for the asynchronous dispatch."""
+        return False
+
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:
         return bool(array_api_compat.is_jax_namespace(xp))

@@ -19,6 +19,11 @@ class TorchBackend(Backend):
     namespace_module = "array_api_compat.torch"
     install = 'pip install "bpcore[torch]"'
 
+    @property
+    def reads_values_freely(self) -> bool:
+        """True on the CPU; false on a GPU, where a read waits for the device's queue."""
+        return bool(self.device.type == "cpu")
+
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:
         return bool(array_api_compat.is_torch_namespace(xp))
