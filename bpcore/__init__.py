@@ -19,6 +19,7 @@ from .convnets import DeepConvNet, SimpleConvNet
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .im2col import col2im, im2col
 from .networks import MultiLayerNet, MultiLayerNetExtend, Network, TwoLayerNet
+from .steps import TrainingStep, compile_step
 from .training import Trainer, TrainingDivergedError
 from .version import __version__
 
@@ -32,10 +33,12 @@ __all__ = [
     "SimpleConvNet",
     "Trainer",
     "TrainingDivergedError",
+    "TrainingStep",
     "TwoLayerNet",
     "__version__",
     "available_backends",
     "col2im",
+    "compile_step",
     "directional_gradient_check",
     "gradient_check",
     "im2col",

@@ -20,12 +20,12 @@ import numbers
 from typing import Any
 
 import array_api_compat
-from array_api_compat import array_namespace
 
 from .backends import Array, Backend, backend_class_of, namespace
 
 __all__ = [
     "check_array",
+    "check_label_values",
     "check_labels",
     "check_positive_int",
     "check_same_library",
@@ -189,17 +189,28 @@ def check_labels(
     return t
 
 
+def check_label_values(t: Array, n_classes: int, name: str = "t") -> None:
+    """Raise the ValueError of `check_labels` if labels of a good shape hold bad values.
+
+    For labels still on the host (a NumPy array), checked there before they are moved to a
+    device, where reading them would wait for it.
+    """
+    xp = namespace(t)
+    if t.ndim == 2 and t.shape[1] == 1 and n_classes > 1:
+        t = xp.reshape(t, (t.shape[0],))
+    if t.ndim == 2:
+        _check_one_hot(t, xp, n_classes, name)
+    else:
+        _check_class_labels(t, xp, n_classes, name, True)
+
+
 def raise_for_label_values(t: Array, n_classes: int, name: str = "t") -> None:
     """Raise the ValueError of `check_labels` for labels the loss layer found invalid.
 
     For labels checked without reading their values, then computed (Dask's, which compute
     with the gradients): a float label that was not a whole number in range reads as -1.
     """
-    xp = array_namespace(t)
-    if t.ndim == 2:
-        _check_one_hot(t, xp, n_classes, name)
-    else:
-        _check_class_labels(t, xp, n_classes, name, True)
+    check_label_values(t, n_classes, name)
     raise ValueError(f"{name} holds labels the loss found invalid")  # pragma: no cover
 
 

@@ -335,7 +335,7 @@ class Network:
         host = self._checked_host(shapes, params) if params else {}
         with backend.activate():
             self.params.update({k: backend.param_asarray(a.astype(dtype)) for k, a in host.items()})
-            self._set_buffers(
+            self.set_buffers(
                 {k: backend.param_asarray(a.astype(dtype)) for k, a in buffers.items()}
             )
 
@@ -353,7 +353,8 @@ class Network:
             for attribute in getattr(layer, "buffer_names", ())
         }
 
-    def _set_buffers(self, values: Mapping[str, Array]) -> None:
+    def set_buffers(self, values: Mapping[str, Array]) -> None:
+        """Set buffers by the keys of `buffers` (arrays of the right shape, dtype and device)."""
         for key, value in values.items():
             name, attribute = key.rsplit("/", 1)
             setattr(self.layers[name], attribute, value)
@@ -405,13 +406,13 @@ class Network:
         try:
             for key, value in params.items():
                 self.params.bind(key, xp.astype(value, dtype))
-            self._set_buffers({k: xp.astype(v, dtype) for k, v in buffers.items()})
+            self.set_buffers({k: xp.astype(v, dtype) for k, v in buffers.items()})
             self._dtype_name = dtype_name
             yield self
         finally:
             for key, value in params.items():
                 self.params.bind(key, value)
-            self._set_buffers(buffers)
+            self.set_buffers(buffers)
             self._dtype_name = name
 
     # -- what the network is ------------------------------------------------------------------
@@ -674,7 +675,7 @@ class Network:
         try:
             yield
         finally:
-            self._set_buffers(buffers)
+            self.set_buffers(buffers)
 
     def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
         """A checked batch in the network's current dtype, labels as one-hot rows, computed.
@@ -763,9 +764,9 @@ class Network:
             grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
         )
         if not bool(valid):  # computed with the rest, so reading it costs nothing more
-            self._set_buffers(before)
+            self.set_buffers(before)
             _checks.raise_for_label_values(last.t, self.output_size)
-        self._set_buffers(buffers)
+        self.set_buffers(buffers)
         return grads
 
     def unchecked_numerical_gradient(
@@ -793,7 +794,7 @@ class Network:
                     self.params.bind(key, value)
             # Every loss from the same state: a layer that updates its buffers in forward
             # (running statistics) must not carry one evaluation's update into the next.
-            self._set_buffers(buffers)
+            self.set_buffers(buffers)
             return self.unchecked_loss(x, t, True)
 
         try:
@@ -801,7 +802,7 @@ class Network:
         finally:
             for key, value in zip(keys, originals, strict=True):
                 self.params.bind(key, value)
-            self._set_buffers(buffers)
+            self.set_buffers(buffers)
         return dict(zip(keys, grads, strict=True))
 
 

@@ -213,9 +213,9 @@ class Adam(Optimizer):
     def update(self, params: Params, grads: Grads) -> None:
         """Apply one Adam step to every parameter."""
         self.iter += 1
-        self._lr_t = (
-            self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        )
+        # ** 0.5 rather than math.sqrt: a compiled step (bpcore.compile_step) traces this line
+        # with the step count as an array.
+        self._lr_t = self.lr * (1.0 - self.beta2**self.iter) ** 0.5 / (1.0 - self.beta1**self.iter)
         super().update(params, grads)
 
     def _step(self, params: Params, key: str, grad: Array) -> None:

@@ -26,6 +26,7 @@ from .backends import Array, backend_class_of, namespace, to_numpy
 from .checkpoints import holds, read_checkpoint, restore, save
 from .networks import Network, correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
+from .steps import TrainingStep, compile_hits
 
 __all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
 
@@ -71,6 +72,9 @@ class Trainer:
 
     Attributes
     ----------
+    step : TrainingStep
+        The gradient and the update of one mini-batch (`bpcore.compile_step`): one compiled
+        program on JAX.
     train_loss_list : list of float
         The loss of every step, as in the book.
     train_acc_list, test_acc_list : list of float
@@ -118,6 +122,9 @@ class Trainer:
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
+        # Gradient and update as one call: one compiled program per step on JAX.
+        self.step = TrainingStep(network, self.optimizer, checked=False)
+        self._hits = compile_hits(network)
 
         self.x_train, self.t_train = self._to_device(x_train, t_train, "train")
         self.x_test, self.t_test = self._to_device(x_test, t_test, "test")
@@ -144,13 +151,18 @@ class Trainer:
         """Move one split to the network's device, validated and cast once."""
         net = self.network
         backend = net.backend_info
+        # Labels that arrive on the host are read there; on the device they are read once,
+        # here: either way the steps need no check that waits for the device.
+        t_host = t if isinstance(t, np.ndarray) and isinstance(net, Network) else None
         with backend.activate():
             if isinstance(x, np.ndarray):
                 x = backend.asarray(x)
             if isinstance(t, np.ndarray):
                 t = backend.asarray(t)
-            # Read once, here, on every backend: the steps then need no check that waits.
-            x, t = net.check_batch(x, t, names=(f"x_{split}", f"t_{split}"), values=True)
+            names = (f"x_{split}", f"t_{split}")
+            x, t = net.check_batch(x, t, names=names, values=t_host is None)
+            if t_host is not None:
+                _checks.check_label_values(t_host, net.output_size, names[1])
             if t.ndim == 2 and t.dtype != net.dtype:
                 t = net.xp.astype(t, net.dtype)
         # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
@@ -213,7 +225,6 @@ class Trainer:
         return stack
 
     def _step(self) -> None:
-        net = self.network
         started = time.perf_counter()
         if self._progress is None:
             self._start_epoch()
@@ -222,11 +233,8 @@ class Trainer:
         assert self._order is not None
         n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
         idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
-        x = net.xp.take(self.x_train, idx, axis=0)
-        t = net.xp.take(self.t_train, idx, axis=0)
-        grads = net.unchecked_gradient(x, t)
-        self.optimizer.update(net.params, grads)
-        progress.step(net.last_loss, net.last_layer, samples=int(idx.shape[0]))
+        loss = self.step(self.x_train, self.t_train, idx)
+        progress.step(loss, self.step.hits, samples=int(idx.shape[0]))
         if progress.steps_done < progress.steps:
             self.seconds += time.perf_counter() - started
             return
@@ -283,12 +291,11 @@ class Trainer:
             history.append(self._accuracy(x, t))
 
     def _accuracy(self, x: Array, t: Array) -> float:
-        net, xp = self.network, self.network.xp
         hits = []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
             chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            hits.append(net.unchecked_hits(x[chunk, ...], t[chunk, ...]))
-        return float(xp.sum(xp.stack(hits))) / int(x.shape[0])
+            hits.append(self._hits(x[chunk, ...], t[chunk, ...]))
+        return _total(hits) / int(x.shape[0])
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -380,6 +387,7 @@ class _Progress:
         self._diverged = diverged
         self._losses: list[Array] = []
         self._hits: list[Array] = []
+        self._hit_total = 0.0
         self._read: list[float] = []
         self._started = time.perf_counter()
         self._bar = None
@@ -388,8 +396,8 @@ class _Progress:
 
             self._bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
 
-    def step(self, loss: Array, last_layer: Any, samples: int) -> None:
-        """Record a step's loss (and, with the bar, its hits), reading back when it is time."""
+    def step(self, loss: Array, hits: Any, samples: int) -> None:
+        """Record a step's loss (and, with the bar, its ``hits()``), reading back when due."""
         self._losses.append(loss)
         self.steps_done += 1
         self.samples += samples
@@ -397,11 +405,13 @@ class _Progress:
             return
         # Running accuracy of the batches seen, from the scores the step computed anyway (on
         # Dask, computed with the gradients, like the labels the loss layer kept).
-        self._hits.append(correct_predictions(last_layer.y, last_layer.t))
+        self._hits.append(hits())
         if self.steps_done % _SHOW_EVERY == 0 or self.steps_done == self.steps:
             shown = len(self._read)
             self._read_back()
-            acc = float(self.xp.sum(self.xp.stack(self._hits))) / self.samples
+            self._hit_total += _total(self._hits)  # the batches since the last read
+            self._hits.clear()
+            acc = self._hit_total / self.samples
             rate = self.samples / max(time.perf_counter() - self._started, 1e-9)
             self._bar.set_postfix(
                 loss=f"{self._read[-1]:.4f}",
@@ -417,7 +427,8 @@ class _Progress:
         pending = self._losses[len(self._read) :]
         if not pending:
             return
-        values = to_numpy(self.xp.stack(pending)).astype(float)
+        # One 0-d array at a time: stacking them would be one more program per count on JAX.
+        values = np.array([float(to_numpy(loss)) for loss in pending])
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             index = int(bad[0])
@@ -433,6 +444,11 @@ class _Progress:
         """Close the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+def _total(counts: list[Array]) -> float:
+    """The sum of 0-d arrays, read back to the host (where they wait for the device)."""
+    return float(sum(float(to_numpy(c)) for c in counts))
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:

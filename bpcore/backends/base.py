@@ -207,6 +207,19 @@ class Backend:
         """Whether ``a`` may be written to (an optimizer's update, a perturbed element)."""
         return bool(array_api_compat.is_writeable_array(a))
 
+    # -- compiling -----------------------------------------------------------------------------
+
+    def compile(
+        self, fn: Callable[..., Any], *, donate_argnums: tuple[int, ...] = ()
+    ) -> Callable[..., Any] | None:
+        """``fn`` compiled into one program for this device, or None to run it eagerly.
+
+        ``fn`` must be a pure function of arrays (and of nested dicts and lists of them).
+        Arguments in ``donate_argnums`` may have their memory reused for the results. Only JAX
+        compiles here; the other libraries run bpcore's layers eagerly, as the book does.
+        """
+        return None
+
     # -- random numbers ------------------------------------------------------------------------
 
     def random_generator(self, seed: Any = None) -> Any:

@@ -168,18 +168,31 @@ class JAXBackend(Backend):
             for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
         ]
 
+    def compile(
+        self, fn: Callable[..., Any], *, donate_argnums: tuple[int, ...] = ()
+    ) -> Callable[..., Any] | None:
+        """``jax.jit(fn)``: traced once per shape of the arguments, then one program per call."""
+        import jax
+
+        compiled: Callable[..., Any] = jax.jit(fn, donate_argnums=donate_argnums)
+        return compiled
+
     def random_generator(self, seed: Any = None) -> Any:
         """A JAX PRNG key on the device, split at each draw: no host round trip."""
         return _JAXRandom(int_seed(seed), self.device)
 
 
 class _JAXRandom:
-    """``jax.random.uniform`` from a key that is split at each draw, kept on one device."""
+    """``jax.random.uniform`` from a key that is split at each draw, kept on one device.
+
+    ``key`` is the key of the next draw: a compiled training step carries it in and out as
+    part of the network's state.
+    """
 
     def __init__(self, seed: int, device: Any) -> None:
         import jax
 
-        self._key = jax.device_put(jax.random.key(seed), device)
+        self.key = jax.device_put(jax.random.key(seed), device)
         self._device = device
 
     def __repr__(self) -> str:
@@ -187,7 +200,7 @@ class _JAXRandom:
 
     def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
         """Uniform numbers in [0, 1), drawn on the device: one compiled call, no transfer."""
-        self._key, numbers = _split_and_draw()(self._key, tuple(shape), dtype_name)
+        self.key, numbers = _split_and_draw()(self.key, tuple(shape), dtype_name)
         return numbers
 
 

@@ -1,0 +1,280 @@
+"""One training step of the book's loop, as one call: compiled into one program on JAX.
+
+The book trains with::
+
+    grads = net.gradient(x_batch, t_batch)
+    optimizer.update(net.params, grads)
+
+`compile_step` gives the same step as a function, ``loss = step(x_batch, t_batch)``. On most
+backends it runs exactly those two lines. On JAX, whose operations are slow one at a time
+(each is dispatched, and compiled for each new shape), it traces them once, through the same
+layer and optimizer objects, and compiles the whole step (forward, backward, update) with
+``jax.jit``. The network's state (parameters, buffers, dropout keys) and the optimizer's state
+(arrays, and its scalars such as Adam's step count) go in and come out as arrays on the
+device; nothing is read back to the host, and no tracer is left in a layer or the optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .backends import Array, namespace
+from .networks import Network, correct_predictions
+from .optimizers import Optimizer
+
+__all__ = ["TrainingStep", "compile_hits", "compile_step"]
+
+
+def compile_step(network: Any, optimizer: Optimizer, *, donate: bool = True) -> TrainingStep:
+    """Return the book's training step for ``network`` and ``optimizer`` as one function.
+
+    ``step = compile_step(net, optimizer)``, then ``loss = step(x_batch, t_batch)`` for every
+    mini-batch: the gradient of the batch, then ``optimizer.update(net.params, grads)``. The
+    batch is checked as `Network.gradient` checks it (no read of its values). Compiled with
+    ``jax.jit`` on JAX; the same two calls, eagerly, on every other backend.
+
+    Parameters
+    ----------
+    network : Network
+    optimizer : Optimizer
+        Updates ``network.params``; its state (``optimizer.state()``) is kept up to date.
+    donate : bool, default True
+        On JAX, let the step reuse the memory of the parameters and optimizer state it
+        replaces. Arrays taken from ``net.params`` before a step are then invalid after it;
+        read them again from ``net.params``.
+    """
+    return TrainingStep(network, optimizer, donate=donate)
+
+
+class TrainingStep:
+    """The book's training step as one call; see `compile_step`.
+
+    Parameters
+    ----------
+    network, optimizer, donate
+        As for `compile_step`.
+    checked : bool, default True
+        Check each batch as `Network.gradient` does; a `Trainer`, which checks its datasets
+        once, passes False.
+
+    Attributes
+    ----------
+    compiled : bool
+        Whether the step runs as one compiled program (JAX).
+    last_hits : array or None
+        How many samples of the last batch the network's scores got right, a 0-d array on the
+        device (the scores of the forward pass before the update).
+    """
+
+    def __init__(
+        self, network: Any, optimizer: Optimizer, *, donate: bool = True, checked: bool = True
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a bpcore optimizer, got {optimizer!r}")
+        self.network = network
+        self.optimizer = optimizer
+        self.checked = checked
+        self.last_hits: Array | None = None
+        self._program: Callable[..., Any] | None = None
+        if isinstance(network, Network):
+            self._program = network.backend_info.compile(
+                self._pure, donate_argnums=(0,) if donate else ()
+            )
+        self.compiled = self._program is not None
+        self._host_scalars: dict[str, Any] | None = None
+        self._device_scalars: dict[str, Array] = {}
+
+    def __repr__(self) -> str:
+        return f"TrainingStep({self.network!r}, {self.optimizer!r}, compiled={self.compiled})"
+
+    def __call__(self, x: Array, t: Array, indices: Array | None = None) -> Array:
+        """Train on one batch; return its loss (0-d, on the device, before the update).
+
+        With ``indices``, ``x`` and ``t`` are a whole (checked) dataset on the device and the
+        batch is ``take(x, indices)``: gathered inside the compiled program on JAX.
+        """
+        net = self.network
+        with net.backend_info.activate():
+            if self.checked:
+                x, t = net.check_batch(x, t)
+                net.check_layers()
+            if self._program is None:
+                if indices is not None:
+                    x, t = _gather(x, t, indices)
+                grads = net.unchecked_gradient(x, t)
+                self.optimizer.update(net.params, grads)
+                self.last_hits = None
+                return net.last_loss
+            return self._compiled_call(x, t, indices)
+
+    def hits(self) -> Array:
+        """How many samples of the last batch were classified right (0-d, on the device)."""
+        if self.last_hits is not None:
+            return self.last_hits
+        last = self.network.last_layer
+        return correct_predictions(last.y, last.t)
+
+    # -- the compiled step ----------------------------------------------------------------------
+
+    def _generators(self) -> list[Any]:
+        """The random generators of the layers whose state is a key to carry (JAX's)."""
+        return [
+            layer.generator
+            for layer in self.network.layers.values()
+            if hasattr(getattr(layer, "generator", None), "key")
+        ]
+
+    def _scalars(self) -> dict[str, Array]:
+        """The optimizer's scalars (learning rate, step count, ...) as arrays on the device.
+
+        Kept from the last step while their Python values are those the host expects, so that
+        a step sends nothing to the device; a value the user changed (a new learning rate, a
+        loaded state) is sent once.
+        """
+        _, scalars = self.optimizer.state()
+        numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float))}
+        if numbers != self._host_scalars:
+            backend, dtype = self.network.backend_info, self.network.dtype_name
+            for key, value in numbers.items():
+                if self._host_scalars is None or self._host_scalars.get(key) != value:
+                    host = np.asarray(value, dtype=dtype if isinstance(value, float) else None)
+                    self._device_scalars[key] = backend.param_asarray(host)
+            self._host_scalars = numbers
+        return dict(self._device_scalars)
+
+    def _compiled_call(self, x: Array, t: Array, indices: Array | None) -> Array:
+        net, optimizer = self.network, self.optimizer
+        arrays = self._optimizer_arrays()
+        state = {
+            "params": dict(net.params),
+            "buffers": net.buffers,
+            "keys": [g.key for g in self._generators()],
+            "optimizer": arrays,
+            "scalars": self._scalars(),
+        }
+        assert self._program is not None
+        new, loss, hits = self._program(state, x, t, indices)
+        for key, value in new["params"].items():
+            net.params.bind(key, value)  # the same shapes, dtypes and device, checked when traced
+        net.set_buffers(new["buffers"])
+        for generator, key in zip(self._generators(), new["keys"], strict=True):
+            generator.key = key
+        # The host's copy of the scalars moves as the device's did: the optimizer's own update,
+        # of no parameters, does the bookkeeping (Adam's step count) in Python.
+        optimizer.update({}, {})
+        optimizer.load_state(new["optimizer"], optimizer.state()[1])
+        self._host_scalars = {k: getattr(optimizer, k) for k in new["scalars"]}
+        self._device_scalars = dict(new["scalars"])
+        net.last_loss = loss
+        self.last_hits = hits
+        return loss
+
+    def _optimizer_arrays(self) -> dict[str, Array]:
+        """The optimizer's state arrays, started as zeros before its first update.
+
+        The book's optimizers keep one array per parameter, of its shape, in each dict
+        attribute (``v``, ``h``, ``m``), and their first update gives the same values from
+        zeros as from nothing. Starting from zeros keeps the compiled program's inputs the
+        same from the first step on: one compilation instead of two.
+        """
+        arrays, _ = self.optimizer.state()
+        params = self.network.params
+        xp = self.network.backend_info.param_xp
+        for name, value in vars(self.optimizer).items():
+            if isinstance(value, dict) and not value:
+                arrays.update({f"{name}/{key}": xp.zeros_like(p) for key, p in params.items()})
+        return arrays
+
+    def _pure(
+        self, state: dict[str, Any], x: Array, t: Array, indices: Array | None
+    ) -> tuple[Any, Array, Array]:
+        """The step as a function of the state: traced (by ``jax.jit``), not run per step.
+
+        Binds the traced state into the network and the optimizer, runs the book's two lines
+        and collects the new state; `_bound` then puts every object back as it was, so that no
+        tracer stays in a layer, a generator or the optimizer.
+        """
+        net, optimizer = self.network, self.optimizer
+        generators = self._generators()
+        with _bound(net, state, [*generators, optimizer]):
+            for generator, key in zip(generators, state["keys"], strict=True):
+                generator.key = key
+            optimizer.load_state(state["optimizer"], state["scalars"])
+            if indices is not None:
+                x, t = _gather(x, t, indices)
+            grads = net.unchecked_gradient(x, t)
+            last = net.last_layer
+            loss, hits = net.last_loss, correct_predictions(last.y, last.t)
+            params = dict(net.params)
+            optimizer.update(params, grads)
+            arrays, scalars = optimizer.state()
+            new = {
+                "params": params,
+                "buffers": net.buffers,
+                "keys": [g.key for g in generators],
+                "optimizer": arrays,
+                "scalars": {k: scalars[k] for k in state["scalars"]},
+            }
+        return new, loss, hits
+
+
+def _gather(x: Array, t: Array, indices: Array) -> tuple[Array, Array]:
+    xp = namespace(x)
+    return xp.take(x, indices, axis=0), namespace(t).take(t, indices, axis=0)
+
+
+def compile_hits(network: Any) -> Callable[[Array, Array], Array]:
+    """``network.unchecked_hits`` as one compiled program on JAX (inference mode); else as is.
+
+    For evaluation loops: on JAX each operation run eagerly is compiled for each new shape,
+    which costs more than the evaluation itself on small data.
+    """
+    if not isinstance(network, Network):
+        return network.unchecked_hits  # type: ignore[no-any-return]
+
+    def pure(state: dict[str, Any], x: Array, t: Array) -> Array:
+        with _bound(network, state, []):
+            return network.unchecked_hits(x, t)
+
+    program = network.backend_info.compile(pure)
+    if program is None:
+        return network.unchecked_hits
+
+    def hits(x: Array, t: Array) -> Array:
+        assert program is not None
+        return program({"params": dict(network.params), "buffers": network.buffers}, x, t)
+
+    return hits
+
+
+@contextlib.contextmanager
+def _bound(net: Network, state: dict[str, Any], others: list[Any]) -> Iterator[None]:
+    """A context in which ``net`` computes with ``state``'s params and buffers (tracers).
+
+    On leaving, the network, its layers and the ``others`` (generators, an optimizer) are as
+    they were before, attribute for attribute.
+    """
+    objects = [*net.layers.values(), net.last_layer, *others]
+    saved = [(obj, _copy_vars(obj)) for obj in objects]
+    saved_params, saved_loss = dict(net.params), net.last_loss
+    try:
+        for key, value in state["params"].items():
+            net.params.bind(key, value)
+        net.set_buffers(state["buffers"])
+        yield
+    finally:
+        for obj, attributes in saved:
+            vars(obj).clear()
+            vars(obj).update(attributes)
+        for key, value in saved_params.items():
+            net.params.bind(key, value)
+        net.last_loss = saved_loss
+
+
+def _copy_vars(obj: Any) -> dict[str, Any]:
+    """An object's attributes, with dict attributes copied (an optimizer's state dicts)."""
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(obj).items()}
