@@ -33,7 +33,7 @@ def _rows(path: Path) -> tuple[dict, list[dict]]:
 
 
 def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
-    name = PEER_FLOOR.get(row) or re.sub(r"^bpcore\[(.*)\]$", r"floor[\1]", row)
+    name = PEER_FLOOR.get(row) or re.sub(r"^bpcore[^\[]*\[(.*)\]$", r"floor[\1]", row)
     for r in rows:
         if r["size"] == size and r["dtype"] == dtype and r["row"] == name:
             return float(r["median"])

@@ -2,8 +2,12 @@
 
 Rows in each group ``step <size> <dtype>``:
 
-* ``bpcore[<backend>]``: ``net.unchecked_gradient`` then ``SGD.update``, as the Trainer runs
-  them (inputs validated once, outside the step);
+* ``bpcore[<backend>]``: the book's loop through the public API, ``grads =
+  net.gradient(x, t)`` then ``optimizer.update(net.params, grads)``, checks included;
+* ``bpcore compiled[<backend>]``: the same step from ``bpcore.compile_step`` (one ``jax.jit``
+  program on JAX; JAX only, elsewhere it is the row above);
+* ``bpcore trainer[<backend>]``: ``Trainer.train_step()`` over ten batches of that size
+  (shuffled gathers, the read-back and an evaluation of one sample at each epoch's end);
 * ``book_numpy``: the book's layer code in plain NumPy (``book_reference.py``), bugs fixed;
 * ``pytorch_eager``: ``Linear``-``ReLU``-...-``Linear``, ``cross_entropy``, ``torch.optim.SGD``;
 * ``floor[<backend>]``: only the matrix products a step cannot avoid (the forward ones, and in
@@ -21,7 +25,7 @@ import itertools
 import numpy as np
 import pytest
 
-from bpcore import MultiLayerNet, to_numpy
+from bpcore import MultiLayerNet, Trainer, compile_step, to_numpy
 from bpcore.optimizers import SGD
 from bpcore.testing import synchronize
 
@@ -52,24 +56,79 @@ def _group(benchmark, size, dtype):
     benchmark.extra_info.update({"size": size, "dtype": dtype})
 
 
-def test_bpcore(benchmark, backend, dtype, size):
-    _group(benchmark, size, dtype)
-    benchmark.extra_info["row"] = f"bpcore[{backend.id}]"
+def _net(backend, dtype, size):
     sizes, x_host, t_host = _host_data(size, dtype)
     net = MultiLayerNet(
         sizes[0], sizes[1:-1], sizes[-1], seed=0, dtype=dtype, **backend.net_kwargs()
     )
-    x, t = net.check_batch(backend.asarray(x_host), backend.asarray(t_host))
+    return net, backend.asarray(x_host), backend.asarray(t_host)
+
+
+def test_bpcore(benchmark, backend, dtype, size):
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = f"bpcore[{backend.id}]"
+    net, x, t = _net(backend, dtype, size)
     optimizer = SGD(lr=LR)
     first = float(net.loss(x, t))
 
     def step():
-        optimizer.update(net.params, net.unchecked_gradient(x, t))
+        grads = net.gradient(x, t)
+        optimizer.update(net.params, grads)
         synchronize(net.params["W1"])
 
     step()  # warm-up outside the timed rounds
     benchmark(step)
     assert float(net.loss(x, t)) < first
+
+
+def test_bpcore_compiled(benchmark, backend, dtype, size):
+    if backend.name != "jax":
+        pytest.skip("compile_step runs the public step eagerly here: the bpcore row")
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = f"bpcore compiled[{backend.id}]"
+    net, x, t = _net(backend, dtype, size)
+    first = float(net.loss(x, t))
+    step = compile_step(net, SGD(lr=LR))
+    assert step.compiled
+
+    def run():
+        synchronize(step(x, t))
+
+    run()  # compiles outside the timed rounds
+    benchmark(run)
+    assert float(net.loss(x, t)) < first
+
+
+def test_bpcore_trainer(benchmark, backend, dtype, size):
+    _group(benchmark, size, dtype)
+    benchmark.extra_info["row"] = f"bpcore trainer[{backend.id}]"
+    sizes, x_host, t_host = _host_data(size, dtype)
+    net = MultiLayerNet(
+        sizes[0], sizes[1:-1], sizes[-1], seed=0, dtype=dtype, **backend.net_kwargs()
+    )
+    x_train, t_train = np.concatenate([x_host] * 10), np.concatenate([t_host] * 10)
+    trainer = Trainer(
+        net,
+        x_train,
+        t_train,
+        x_host,
+        t_host,
+        epochs=10**6,
+        mini_batch_size=x_host.shape[0],
+        optimizer="SGD",
+        optimizer_param={"lr": LR},
+        evaluate_sample_num_per_epoch=1,
+        verbose=False,
+        seed=0,
+    )
+
+    def step():
+        trainer.train_step()
+        synchronize(net.params["W1"])
+
+    step()
+    benchmark(step)
+    assert trainer.train_loss_list[-1] < trainer.train_loss_list[0]
 
 
 def test_book_numpy(benchmark, dtype, size):

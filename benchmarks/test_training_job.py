@@ -6,11 +6,15 @@ over 60,000 images, float32. The data are on the device before the clock starts,
     python -m pytest benchmarks/test_training_job.py --benchmark-enable
 
 and compare the medians of the group: the peer row is ``test_epoch_pytorch_eager``.
+``test_epochs_alternated`` runs a bpcore epoch and a PyTorch epoch in turn, so that the
+machine's drift over minutes hits both, and keeps the ratio of their medians in its
+``extra_info`` (``ratio_to_pytorch``): the target is at most 1.0.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,70 @@ def fashion_train():
         return x, t.astype(np.int64)
     rng = np.random.default_rng(0)
     return rng.random(SHAPE, dtype=np.float32), rng.integers(0, 10, SHAPE[0])
+
+
+def _bpcore_trainer(backend, x, t):
+    small = slice(0, 100)
+    net = TwoLayerNet(784, 256, 10, weight_init_std="he", seed=0, **backend.net_kwargs())
+    return Trainer(
+        net,
+        x,
+        t,
+        x[small],
+        t[small],
+        epochs=1,
+        mini_batch_size=100,
+        optimizer="Adam",
+        optimizer_param={"lr": 1e-3},
+        verbose=False,
+        seed=0,
+        evaluate_sample_num_per_epoch=1,  # the epoch's steps, not an evaluation pass
+    )
+
+
+def _torch_epoch(torch, x, t):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    perm = torch.from_numpy(np.random.default_rng([0, 0]).permutation(SHAPE[0]))
+    for step in range(600):
+        idx = perm[step * 100 : (step + 1) * 100]
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), t[idx])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).numpy()
+
+
+def test_epochs_alternated(benchmark, backend, fashion_train):
+    torch = pytest.importorskip("torch")
+    benchmark.group = GROUP + " alternated"
+    benchmark.extra_info["row"] = f"bpcore[{backend.id}] alternated with pytorch_eager"
+    x, t = fashion_train
+    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+    torch_seconds = []
+
+    def setup():  # the PyTorch epoch, timed here, right before each bpcore epoch
+        started = time.perf_counter()
+        losses = _torch_epoch(torch, tx, tt)
+        torch_seconds.append(time.perf_counter() - started)
+        assert losses[-50:].mean() < losses[:50].mean()
+        return (_bpcore_trainer(backend, x, t),), {}
+
+    def epoch(trainer):
+        trainer.train()
+        synchronize(trainer.network.params["W1"])
+        return trainer
+
+    trainer = benchmark.pedantic(epoch, setup=setup, rounds=5, iterations=1)
+    assert len(trainer.train_loss_list) == 600
+    torch_median = float(np.median(torch_seconds))
+    benchmark.extra_info["pytorch_eager_median_s"] = torch_median
+    benchmark.extra_info["ratio_to_pytorch"] = benchmark.stats.stats.median / torch_median
 
 
 def test_epoch_bpcore(benchmark, backend, fashion_train):
