@@ -31,6 +31,7 @@ __all__ = [
     "check_same_library",
     "check_x",
     "index_dtype",
+    "is_kind",
     "raise_for_label_values",
 ]
 
@@ -77,19 +78,23 @@ def check_same_library(x: Any, t: Any) -> None:
         )
 
 
-_REAL: dict[tuple[int, Any], bool] = {}
+_KINDS: dict[tuple[int, Any, Any], bool] = {}
+
+
+def is_kind(xp: Any, dtype: Any, kind: str | tuple[str, ...]) -> bool:
+    """``xp.isdtype(dtype, kind)``, cached: NumPy's takes microseconds, and the entry points and
+    the loss layer ask at every call."""
+    key = (id(xp), dtype, kind)
+    try:
+        return _KINDS[key]
+    except KeyError:
+        result = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+        return result
 
 
 def _is_real(xp: Any, dtype: Any) -> bool:
-    """Whether ``dtype`` is an integer or real floating dtype (not bool), cached per dtype."""
-    key = (id(xp), dtype)
-    try:
-        return _REAL[key]
-    except KeyError:
-        pass
-    real = bool(xp.isdtype(dtype, ("integral", "real floating"))) and dtype != xp.bool
-    _REAL[key] = real
-    return real
+    """Whether ``dtype`` is an integer or real floating dtype (not bool)."""
+    return is_kind(xp, dtype, ("integral", "real floating")) and dtype != xp.bool
 
 
 def _library(a: Any) -> str:
@@ -223,7 +228,7 @@ def index_dtype(xp: Any) -> Any:
 
 
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str, values: bool) -> Array:
-    floating = xp.isdtype(t.dtype, "real floating")
+    floating = is_kind(xp, t.dtype, "real floating")
     index = index_dtype(xp)
     if floating:
         in_range = (t >= 0) & (t < n_classes) & (t == xp.round(t))  # NaN fails them all

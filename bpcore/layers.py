@@ -21,7 +21,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._checks import index_dtype
+from ._checks import index_dtype, is_kind
 from .backends import Array, backend_class_of, namespace
 from .im2col import add_window_slices, transposed_windows, window_slices
 
@@ -258,17 +258,18 @@ class SoftmaxWithLoss:
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
         n, c = x.shape
-        if tuple(t.shape) == (n, 1) and c > 1 and xp.isdtype(t.dtype, "integral"):
+        integral = is_kind(xp, t.dtype, "integral")
+        if tuple(t.shape) == (n, 1) and c > 1 and integral:
             t = xp.reshape(t, (n,))  # a column of labels, as the book's ch07 gradient check has
-        if t.ndim == 1 and t.shape[0] == n and xp.isdtype(t.dtype, "integral"):
+        if t.ndim == 1 and t.shape[0] == n and integral:
             # Compare in the default integer dtype: an arange in t's own dtype would wrap
             # around past 255 classes for uint8 labels.
             classes = xp.arange(c, device=device(x))
             labels = t if t.dtype == classes.dtype else xp.astype(t, classes.dtype)
-            target = xp.astype(xp.expand_dims(labels, axis=1) == classes, x.dtype)
+            target = xp.astype(xp.reshape(labels, (n, 1)) == classes, x.dtype)
             # A row matches at most one class: n matches in all iff every label is a class.
             valid = xp.sum(target) == n
-        elif tuple(t.shape) == (n, c) and xp.isdtype(t.dtype, ("integral", "real floating")):
+        elif tuple(t.shape) == (n, c) and (integral or is_kind(xp, t.dtype, "real floating")):
             target = t if t.dtype == x.dtype else xp.astype(t, x.dtype)
             # Probability rows: non-negative, summing to 1 (a float32 tolerance for computed
             # rows). NaN fails both.

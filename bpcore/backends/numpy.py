@@ -40,3 +40,9 @@ class NumPyBackend(Backend):
     @classmethod
     def to_numpy(cls, a: Array) -> np.ndarray:
         return np.asarray(a)
+
+    @classmethod
+    def writes_in_place(cls, a: Array) -> bool:
+        """Whether ``a`` is an ndarray with its writeable flag (asked once per parameter per
+        step: the flag is cheaper to read than the generic check)."""
+        return isinstance(a, np.ndarray) and bool(a.flags.writeable)
