@@ -9,6 +9,7 @@ a skip.
 from __future__ import annotations
 
 import os
+import tempfile
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One thread per pytest-xdist worker (there is a worker per core): the libraries' own pools
@@ -17,6 +18,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # library loads, so set before any of them is imported; CLI subprocesses inherit them.
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+
+# JAX compiles every operation for each new shape (eagerly too): its compiled programs go to a
+# cache on disk that every pytest-xdist worker reads, so that the workers, which share JAX's
+# cases between them, compile a shape once between them rather than once each. Set before JAX
+# is imported, which reads them then.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"bpcore-tests-jax-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import numpy as np
 import pytest

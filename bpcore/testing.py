@@ -206,19 +206,9 @@ def parametrize_backends(metafunc: Any, names: list[str]) -> None:
         cases = integration_cases(cases)
     import pytest  # only test runs get here
 
-    # A library that compiles each operation for each new shape (JAX) runs all its cases in one
-    # pytest-xdist worker (with --dist loadgroup), so that a shape is compiled once, not once
-    # per worker.
-    params = [
-        pytest.param(
-            case,
-            id=case.id,
-            marks=[pytest.mark.xdist_group(case.name)]
-            if BACKEND_CLASSES[case.name].compiles_each_shape
-            else [],
-        )
-        for case in cases
-    ]
+    # Every case may go to any pytest-xdist worker, JAX's too: the test configuration shares
+    # JAX's compiled programs between workers through its persistent cache (conftest.py).
+    params = [pytest.param(case, id=case.id) for case in cases]
     metafunc.parametrize("backend", params)
 
 

@@ -59,9 +59,6 @@ class Backend:
     namespace_module: ClassVar[str] = ""
     #: What to run when the library is missing.
     install: ClassVar[str] = ""
-    #: Whether the library compiles each operation anew for each new shape and dtype (JAX
-    #: does, eagerly): the test suite then runs its cases in one process, which compiles once.
-    compiles_each_shape: ClassVar[bool] = False
     #: Whether arrays are lazy graphs that run only when computed (Dask's).
     is_lazy: ClassVar[bool] = False
 

@@ -34,7 +34,6 @@ class JAXBackend(Backend):
     name = "jax"
     namespace_module = "jax.numpy"  # an Array API namespace itself
     install = 'pip install "bpcore[jax]"'
-    compiles_each_shape = True
 
     @property
     def reads_values_freely(self) -> bool:
