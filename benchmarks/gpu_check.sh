@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine that has numpy, cupy, torch, pytest and pytest-benchmark but no
 # package index (see ../shared/device/README.md), run the test suite on cupy and torch-cuda, the
-# gradient checks (the conv nets' too) and the benchmarks (the conv nets' steps too), train on
+# gradient checks (the conv nets' too) and the benchmarks (the book's loop through the public API,
+# the Trainer's step, the compiled JAX step where JAX sees the GPU, the conv nets' steps), train on
 # Fashion-MNIST (SimpleConvNet for one epoch), and write the JSON and a summary to the folder given
 # as the only argument. Meant to finish in under 5 minutes.
 set -uo pipefail
@@ -40,6 +41,13 @@ done
 run bench python3 -m pytest -q benchmarks/test_step.py benchmarks/test_layers.py \
   --benchmark-enable --benchmark-min-rounds=3 --benchmark-max-time=0.2 \
   --benchmark-json="$out/gpu.json"
+if python3 -c "import jax; assert jax.devices('gpu')" 2>/dev/null; then
+  # JAX on the GPU: the book's loop eagerly and compile_step's one program, beside the floor.
+  run bench-jax env BPCORE_BACKENDS=jax python3 -m pytest -q benchmarks/test_step.py \
+    -k "bpcore or floor" --benchmark-enable --benchmark-min-rounds=3 \
+    --benchmark-max-time=0.2 --benchmark-json="$out/gpu-jax.json"
+  run train-digits-jax python3 -m bpcore train --backend jax --device cuda --json --quiet
+fi
 run bench-conv python3 -m pytest -q benchmarks/test_conv_step.py \
   --benchmark-enable --benchmark-json="$out/gpu-conv.json"
 # Fashion-MNIST when its files were brought along (BPCORE_DATA or --data-dir), else the digits.
