@@ -192,7 +192,8 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
+    from .backends import resolve_backend
+    from .datasets import cache_home, load_dataset
     from .optimizers import OPTIMIZERS
     from .training import Trainer
 
@@ -220,6 +221,8 @@ def _train(args: argparse.Namespace) -> int:
     (x, t), (x_test, t_test) = load_dataset(
         args.dataset, data_dir=args.data_dir, flatten=not conv, progress=not args.quiet
     )
+    # A library that compiles the training step (JAX) keeps its programs for the next run.
+    resolve_backend(args.backend, args.device).cache_compilations(cache_home() / "compiled")
     net = _train_network(args, x.shape[1:])
     trainer = Trainer(
         net,

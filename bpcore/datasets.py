@@ -38,6 +38,7 @@ from .checkpoints import atomic_write
 __all__ = [
     "DATASETS",
     "DatasetNotFoundError",
+    "cache_home",
     "data_dirs",
     "load_dataset",
     "load_digits",
@@ -171,6 +172,11 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 # -- where the files are -----------------------------------------------------------------------
 
 
+def cache_home() -> Path:
+    """bpcore's folder in the user's cache (``$XDG_CACHE_HOME/bpcore``, else ``~/.cache/bpcore``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpcore"
+
+
 def data_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The folders looked in for dataset ``name``, in order."""
     dirs = []
@@ -178,8 +184,7 @@ def data_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list
         dirs.append(Path(data_dir))
     if os.environ.get("BPCORE_DATA"):
         dirs.append(Path(os.environ["BPCORE_DATA"]) / name)
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    dirs.append(Path(cache) / "bpcore" / name)
+    dirs.append(cache_home() / name)
     dirs += [folder / name for folder in SYSTEM_DIRS]
     return dirs
 

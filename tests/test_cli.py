@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -230,3 +231,24 @@ def test_train_the_new_models(backend, options, capsys):
 def test_conv_models_refuse_mlp_options(capsys):
     assert main(["train", "--model", "convnet", "--batchnorm"]) == 2
     assert "apply to --model mlp only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_keeps_compiled_programs_for_the_next_run(tmp_path):
+    # JAX compiles the training step (about a second on a small CPU): bpcore train keeps the
+    # programs in the user's cache, where the next run reads them instead of compiling again.
+    pytest.importorskip("jax")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}  # the tests' own
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    run = [sys.executable, "-m", "bpcore", "train", "--backend", "jax", "--epochs", "1"]
+    done = subprocess.run([*run, "--quiet"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    cached = list((tmp_path / "bpcore" / "compiled").iterdir())
+    assert cached, "no compiled program was kept"
+    # A cache JAX is told to use wins over bpcore's.
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "theirs")
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    done = subprocess.run([*run, "--quiet", "--seed", "1"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "theirs").iterdir())
+    assert sorted((tmp_path / "bpcore" / "compiled").iterdir()) == sorted(cached)

@@ -206,6 +206,13 @@ class Backend:
 
     # -- compiling -----------------------------------------------------------------------------
 
+    def cache_compilations(self, folder: Any) -> None:
+        """Keep compiled programs in ``folder``, for later processes; nothing to keep here.
+
+        For applications (``bpcore train`` calls it), before anything is compiled: it changes
+        the library's settings for the whole process.
+        """
+
     def compile(
         self, fn: Callable[..., Any], *, donate_argnums: tuple[int, ...] = ()
     ) -> Callable[..., Any] | None:

@@ -167,6 +167,21 @@ class JAXBackend(Backend):
             for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
         ]
 
+    def cache_compilations(self, folder: Any) -> None:
+        """Turn on JAX's persistent compilation cache in ``folder``, unless one is set already.
+
+        A compiled training step takes about a second to compile on a small CPU, longer than
+        a short training run; with the cache a later run reads it back instead.
+        """
+        import jax
+
+        if jax.config.jax_compilation_cache_dir:  # the user's (JAX_COMPILATION_CACHE_DIR) wins
+            return
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        # JAX keeps only programs that took a second or more to compile by default; the
+        # small ones add up too (one per operation and shape run eagerly).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
     def compile(
         self, fn: Callable[..., Any], *, donate_argnums: tuple[int, ...] = ()
     ) -> Callable[..., Any] | None:
