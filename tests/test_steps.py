@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bpcore
-from bpcore import MultiLayerNetExtend, TwoLayerNet, compile_step, to_numpy
+from bpcore import MultiLayerNetExtend, SimpleConvNet, TwoLayerNet, compile_step, to_numpy
 from bpcore.optimizers import OPTIMIZERS
 
 N_STEPS = 4
@@ -36,6 +36,7 @@ def _extend(backend):
         ("adagrad", "two-layer"),
         ("rmsprop", "two-layer"),
         ("adam", "two-layer"),
+        ("adam", "convnet"),
     ],
 )
 def test_step_equals_the_books_two_lines(backend, name, network):
@@ -46,6 +47,16 @@ def test_step_equals_the_books_two_lines(backend, name, network):
     x, t = _data(backend)
     if network == "extend":
         books, ours = _extend(backend), _extend(backend)
+    elif network == "convnet":
+        books, ours = (
+            SimpleConvNet(
+                (1, 6, 6), conv_param={"filter_num": 2, "filter_size": 3, "pad": 1, "stride": 1},
+                hidden_size=5, output_size=3, seed=0, **backend.net_kwargs(),
+            )
+            for _ in range(2)
+        )  # fmt: skip
+        x = backend.asarray(np.reshape(to_numpy(x), (2, 1, 6, 6)), "float32")
+        t = backend.asarray(np.array([0, 2]))
     else:
         books, ours = (TwoLayerNet(6, 5, 3, seed=0, **backend.net_kwargs()) for _ in range(2))
     book_opt, our_opt = OPTIMIZERS[name](lr=0.05), OPTIMIZERS[name](lr=0.05)
