@@ -141,14 +141,21 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient, in the book's form (Sutskever et al.)."""
+    """Nesterov's accelerated gradient, as the book's ``common/optimizer.py`` writes it.
+
+    ``W += momentum**2 * v - (1 + momentum) * lr * dW``, with the velocity ``v`` of the steps
+    before this one; then ``v = momentum * v - lr * dW``. (Sutskever et al.'s form: the first
+    step moves ``W`` by ``-(1 + momentum) * lr * dW``.)
+    """
 
     def _step(self, params: Params, key: str, grad: Array) -> None:
         m, lr = self.momentum, self.lr
-        v = self._velocity(key, grad)
-        delta = (m * m) * v
-        delta -= ((1 + m) * lr) * grad
+        delta = grad * (-(1 + m) * lr)
+        v = self.v.get(key)
+        if v is not None:  # no velocity before the first step
+            delta += (m * m) * v
         _add(params, key, delta)
+        self._velocity(key, grad)
 
 
 def _scaled_by_root(grad: Array, h: Array, scale: float) -> Array:
