@@ -504,6 +504,53 @@ class Network:
             f"dtype={self._dtype_name!r})"
         )
 
+    def summary(self) -> str:
+        """A table of the layers, their output shapes and parameter counts, as Keras prints.
+
+        The output shapes are those of one sample run through the layers in inference mode (a
+        batch of one zero input, on the network's device; the layers are left as they were);
+        ``N`` stands for the batch. Ends with the number of parameters, the dtype, the backend
+        and the device. Returned as a string whose ``repr`` is the table itself, so that a
+        notebook cell shows it as ``print`` would.
+        """
+        saved = [(layer, dict(vars(layer))) for layer in self.layers.values()]
+        rows = []
+        try:
+            with self.backend_info.activate():
+                x = self.backend_info.asarray(
+                    np.zeros((1, *self.input_shape), dtype=self._dtype_name)
+                )
+                for name, layer in self.layers.items():
+                    if getattr(layer, "takes_train_flg", False):
+                        x = layer.forward(x, False)
+                    else:
+                        x = layer.forward(x)
+                    count = sum(
+                        _size(getattr(layer, a).shape) for a in getattr(layer, "param_names", ())
+                    )
+                    rows.append((f"{name} ({type(layer).__name__})", _shape(x.shape), count))
+        finally:
+            for layer, attributes in saved:
+                vars(layer).clear()
+                vars(layer).update(attributes)
+        rows.append((f"last_layer ({type(self.last_layer).__name__})", "()", 0))
+        total = sum(_size(p.shape) for p in self.params.values())
+        size = total * np.dtype(self._dtype_name).itemsize
+        name_width = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
+        shape_width = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
+        rule = "-" * (name_width + shape_width + 12)
+        lines = [
+            type(self).__name__,
+            rule,
+            f"{'Layer (type)':<{name_width}}{'Output shape':<{shape_width}}{'Params':>12}",
+            rule,
+            *(f"{a:<{name_width}}{b:<{shape_width}}{c:>12,}" for a, b, c in rows),
+            rule,
+            f"Total params: {total:,} ({size / 1024:,.1f} KiB)",
+            f"dtype: {self._dtype_name}, backend: {self.backend}, device: {self.device}",
+        ]
+        return _Text("\n".join(lines))
+
     # -- the book's API -----------------------------------------------------------------------
 
     @_on_device
@@ -804,6 +851,24 @@ class Network:
                 self.params.bind(key, value)
             self.set_buffers(buffers)
         return dict(zip(keys, grads, strict=True))
+
+
+class _Text(str):
+    """A string that shows as itself (a table) where a notebook shows a value's ``repr``."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _size(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(["N", *(str(int(d)) for d in shape[1:])]) + ")"
 
 
 def _layer_seeds(seed: Any, count: int) -> list[Any]:

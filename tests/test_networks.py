@@ -216,3 +216,28 @@ def test_entry_points_do_not_change_params_or_inputs(backend, rng):
         np.testing.assert_array_equal(to_numpy(net.params[key]), values[key])
     np.testing.assert_array_equal(to_numpy(x), x_host)
     np.testing.assert_array_equal(to_numpy(t), t_host)
+
+
+def test_summary_lists_layers_shapes_and_parameters(backend):
+    from bpcore import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(
+        12, [7, 5], 3, use_dropout=True, use_batchnorm=True, seed=0, **backend.net_kwargs()
+    )
+    before = {name: dict(vars(layer)) for name, layer in net.layers.items()}
+    text = net.summary()
+    assert repr(text) == str(text)  # a notebook shows the table, not an escaped string
+    lines = text.splitlines()
+    assert lines[0] == "MultiLayerNetExtend"
+    rows = {line.split()[0]: line for line in lines if line.split()[0] in net.layers}
+    assert list(rows) == list(net.layers)
+    assert "(N, 7)" in rows["Affine1"] and rows["Affine1"].endswith(f"{12 * 7 + 7:,}")
+    assert "(N, 5)" in rows["BatchNorm2"] and rows["BatchNorm2"].endswith(f"{2 * 5:,}")
+    assert "(N, 3)" in rows["Affine3"] and rows["Affine3"].endswith(f"{5 * 3 + 3:,}")
+    total = sum(int(np.prod(p.shape)) for p in net.params.values())
+    assert f"Total params: {total:,}" in text
+    assert f"backend: {net.backend}" in text and "dtype: float32" in text
+    for name, layer in net.layers.items():  # nothing of the sample pass is left behind
+        assert set(vars(layer)) == set(before[name])
+        for key, value in vars(layer).items():
+            assert value is before[name][key], (name, key)
