@@ -124,6 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sgd, momentum, nesterov, adagrad, rmsprop or adam (default)",
     )
     train.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="L2 penalty 0.5*LAMBDA*sum(W**2) on the mlp's weights (default 0)",
+    )
+    train.add_argument(
         "--lr", type=float, help="learning rate (default: the optimizer's; 0.01, or 0.001 for adam)"
     )
     train.add_argument(
@@ -216,8 +223,8 @@ def _train(args: argparse.Namespace) -> int:
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
 
     conv = args.model != "mlp"
-    if conv and (args.dropout is not None or args.batchnorm):
-        raise ValueError("--dropout and --batchnorm apply to --model mlp only")
+    if conv and (args.dropout is not None or args.batchnorm or args.weight_decay):
+        raise ValueError("--dropout, --batchnorm and --weight-decay apply to --model mlp only")
     (x, t), (x_test, t_test) = load_dataset(
         args.dataset, data_dir=args.data_dir, flatten=not conv, progress=not args.quiet
     )
@@ -292,6 +299,7 @@ def _train_network(args: argparse.Namespace, sample_shape: tuple[int, ...]) -> A
     kwargs: dict[str, Any] = {
         "activation": activation,
         "weight_init_std": "relu" if activation == "relu" else "sigmoid",
+        "weight_decay_lambda": args.weight_decay,
         "seed": args.seed,
         **where,
     }

@@ -252,3 +252,15 @@ def test_train_keeps_compiled_programs_for_the_next_run(tmp_path):
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "theirs").iterdir())
     assert sorted((tmp_path / "bpcore" / "compiled").iterdir()) == sorted(cached)
+
+
+def test_train_with_weight_decay(tmp_path, capsys):
+    import bpcore
+
+    path = tmp_path / "ck.npz"
+    argv = ["train", "--epochs", "1", "--quiet", "--checkpoint", str(path)]
+    assert main([*argv, "--weight-decay", "0.1"]) == 0
+    assert bpcore.load(path).weight_decay_lambda == 0.1
+    assert main(["train", "--epochs", "1", "--quiet", "--weight-decay", "-1"]) == 2
+    assert "weight_decay_lambda" in capsys.readouterr().err
+    assert main(["train", "--model", "convnet", "--weight-decay", "0.1", "--quiet"]) == 2
