@@ -16,8 +16,10 @@ import numpy as np
 
 __all__ = ["INIT_NAMES", "init_scale", "initial_weights", "normal_weights"]
 
-#: Names ``weight_init_std`` accepts, as in the book: He for ReLU, Xavier for sigmoid.
-INIT_NAMES = ("relu", "he", "sigmoid", "xavier")
+#: Names ``weight_init_std`` accepts, as in the book: He for ReLU, "Xavier" for sigmoid. The
+#: book's "Xavier" is ``sqrt(1 / fan_in)``, which Keras and PyTorch call LeCun (their Xavier or
+#: Glorot uses ``fan_in + fan_out``): ``"lecun"`` names the same scale.
+INIT_NAMES = ("relu", "he", "sigmoid", "xavier", "lecun")
 
 
 def init_scale(weight_init_std: float | str, fan_in: int) -> float:
@@ -27,7 +29,9 @@ def init_scale(weight_init_std: float | str, fan_in: int) -> float:
     ----------
     weight_init_std : float or str
         A positive standard deviation, or ``"relu"``/``"he"`` for ``sqrt(2 / fan_in)`` (He) or
-        ``"sigmoid"``/``"xavier"`` for ``sqrt(1 / fan_in)`` (Xavier), as in the book.
+        ``"sigmoid"``/``"xavier"``/``"lecun"`` for ``sqrt(1 / fan_in)``: the book calls it Xavier;
+        Keras and PyTorch call it LeCun (their Xavier, or Glorot, is ``sqrt(2 / (fan_in +
+        fan_out))``, which bpcore does not offer).
     fan_in : int
         Number of inputs of the layer.
 
@@ -44,7 +48,7 @@ def init_scale(weight_init_std: float | str, fan_in: int) -> float:
         name = weight_init_std.lower()
         if name in ("relu", "he"):
             return math.sqrt(2.0 / fan_in)
-        if name in ("sigmoid", "xavier"):
+        if name in ("sigmoid", "xavier", "lecun"):
             return math.sqrt(1.0 / fan_in)
         valid = ", ".join(repr(n) for n in INIT_NAMES)
         raise ValueError(

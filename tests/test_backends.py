@@ -134,7 +134,8 @@ def test_seeds_matter():
 
 
 @pytest.mark.parametrize(
-    ("name", "factor"), [("relu", 2.0), ("he", 2.0), ("sigmoid", 1.0), ("xavier", 1.0)]
+    ("name", "factor"),
+    [("relu", 2.0), ("he", 2.0), ("sigmoid", 1.0), ("xavier", 1.0), ("lecun", 1.0)],
 )
 def test_named_initializations_have_the_books_scale(name, factor):
     net = MultiLayerNet(400, [300], 10, weight_init_std=name, seed=0, dtype="float64")
