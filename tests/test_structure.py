@@ -128,3 +128,13 @@ def test_no_import_cycles():
 
     for start in graph:
         visit(start, [start])
+
+
+def test_citation_and_changelog_name_this_version():
+    from bpcore import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    citation = (root / "CITATION.cff").read_text(encoding="utf-8")
+    assert f'\nversion: "{__version__}"\n' in citation
+    assert "Saito" in citation  # the book it follows is credited
+    assert f"({__version__})" in (root / "CHANGELOG.md").read_text(encoding="utf-8")
