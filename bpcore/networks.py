@@ -767,7 +767,20 @@ class Network:
 
     def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """`loss` on a batch `check_batch` has validated."""
-        loss = self.last_layer.forward(self.unchecked_predict(x, train_flg), t)
+        return self._penalized(self.last_layer.forward(self.unchecked_predict(x, train_flg), t))
+
+    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """How many samples of a checked batch are right, and its `loss`, in inference mode.
+
+        Both from one forward pass, as 0-d arrays on the device (for evaluation loops).
+        """
+        if self.computes_batches:
+            x, t = self.backend_info.compute(x, t)
+        scores = self.unchecked_predict(x)
+        return correct_predictions(scores, t), self._penalized(self.last_layer.forward(scores, t))
+
+    def _penalized(self, loss: Array) -> Array:
+        """``loss`` plus the weight decay ``0.5 * lambda * sum(W**2)`` over the weights."""
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend_info.param_xp

@@ -26,7 +26,7 @@ from .backends import Array, namespace
 from .networks import Network, correct_predictions
 from .optimizers import Optimizer
 
-__all__ = ["TrainingStep", "compile_hits", "compile_step"]
+__all__ = ["TrainingStep", "compile_evaluation", "compile_step"]
 
 
 def compile_step(network: Any, optimizer: Optimizer, *, donate: bool = True) -> TrainingStep:
@@ -227,28 +227,28 @@ def _gather(x: Array, t: Array, indices: Array) -> tuple[Array, Array]:
     return xp.take(x, indices, axis=0), namespace(t).take(t, indices, axis=0)
 
 
-def compile_hits(network: Any) -> Callable[[Array, Array], Array]:
-    """``network.unchecked_hits`` as one compiled program on JAX (inference mode); else as is.
+def compile_evaluation(network: Any) -> Callable[[Array, Array], tuple[Array, Array]]:
+    """``network.unchecked_evaluation`` (hits and loss, inference mode), compiled on JAX.
 
     For evaluation loops: on JAX each operation run eagerly is compiled for each new shape,
-    which costs more than the evaluation itself on small data.
+    which costs more than the evaluation itself on small data. Elsewhere, as it is.
     """
     if not isinstance(network, Network):
-        return network.unchecked_hits  # type: ignore[no-any-return]
+        return network.unchecked_evaluation  # type: ignore[no-any-return]
 
-    def pure(state: dict[str, Any], x: Array, t: Array) -> Array:
+    def pure(state: dict[str, Any], x: Array, t: Array) -> tuple[Array, Array]:
         with _bound(network, state, []):
-            return network.unchecked_hits(x, t)
+            return network.unchecked_evaluation(x, t)
 
     program = network.backend_info.compile(pure)
     if program is None:
-        return network.unchecked_hits
+        return network.unchecked_evaluation
 
-    def hits(x: Array, t: Array) -> Array:
+    def evaluation(x: Array, t: Array) -> tuple[Array, Array]:
         assert program is not None
-        return program({"params": dict(network.params), "buffers": network.buffers}, x, t)
+        return program({"params": dict(network.params), "buffers": network.buffers}, x, t)  # type: ignore[no-any-return]
 
-    return hits
+    return evaluation
 
 
 @contextlib.contextmanager

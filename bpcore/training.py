@@ -11,10 +11,11 @@ waited for at every step.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ import numpy as np
 
 from . import _checks
 from .backends import Array, backend_class_of, namespace, to_numpy
-from .checkpoints import holds, read_checkpoint, restore, save
+from .callbacks import Callback
+from .checkpoints import atomic_write, holds, read_checkpoint, restore, save
 from .networks import Network, correct_predictions
 from .optimizers import OPTIMIZERS, Optimizer
-from .steps import TrainingStep, compile_hits
+from .steps import TrainingStep, compile_evaluation
 
 __all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
 
@@ -69,6 +71,9 @@ class Trainer:
         Continue from such a checkpoint: parameters, optimizer state and hyperparameters (its
         learning rate wins over ``optimizer_param``), history, epoch count. The network's class
         and sizes, the optimizer's kind and the mini-batch size must match the checkpoint's.
+    callbacks : sequence of Callback, optional
+        Called at the start and end of training and of every epoch (`bpcore.callbacks`:
+        early stopping, a learning-rate schedule, the best checkpoint, a history file).
 
     Attributes
     ----------
@@ -79,9 +84,16 @@ class Trainer:
         The loss of every step, as in the book.
     train_acc_list, test_acc_list : list of float
         The accuracies at the end of every epoch.
+    epoch_history : list of dict
+        One row per epoch: ``epoch``, ``train_loss`` (the mean of its steps), ``test_loss``,
+        ``train_acc``, ``test_acc``, ``seconds`` (steps and evaluation). `save_history`
+        writes it as CSV or JSON.
+    stop_training : bool
+        Set it (a callback does) to end `train` after the current epoch.
     epochs_done : int
     seconds : float
-        Time spent in `train`, over all calls.
+        Time spent in training steps, over all calls (the end-of-epoch evaluation is not
+        counted here; it is in `epoch_history`'s ``seconds``).
     """
 
     def __init__(
@@ -101,6 +113,7 @@ class Trainer:
         seed: int | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: str | os.PathLike[str] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         if not isinstance(network, Network):
             if checkpoint is not None or resume is not None:
@@ -124,14 +137,18 @@ class Trainer:
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
         # Gradient and update as one call: one compiled program per step on JAX.
         self.step = TrainingStep(network, self.optimizer, checked=False)
-        self._hits = compile_hits(network)
+        self._evaluation = compile_evaluation(network)
 
         self.x_train, self.t_train = self._to_device(x_train, t_train, "train")
         self.x_test, self.t_test = self._to_device(x_test, t_test, "test")
 
+        self.callbacks = list(callbacks)
+        self.stop_training = False
         self.train_loss_list: list[float] = []
         self.train_acc_list: list[float] = []
         self.test_acc_list: list[float] = []
+        self.epoch_history: list[dict[str, float]] = []
+        self._epoch_seconds = 0.0
         self.epochs_done = 0
         self.seconds = 0.0
         self._progress: _Progress | None = None
@@ -197,12 +214,17 @@ class Trainer:
             checkpoint, if any, is intact.
         """
         self.network.check_layers()  # once per run: the steps use the unchecked gradient
+        self.stop_training = False
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
         with self._stepping():
             try:
-                while self.epochs_done < self.epochs:
+                while self.epochs_done < self.epochs and not self.stop_training:
                     self._step()
             finally:
                 self._close_progress()
+                for callback in self.callbacks:
+                    callback.on_train_end(self)
         return self.history
 
     def train_step(self) -> None:
@@ -236,13 +258,22 @@ class Trainer:
         loss = self.step(self.x_train, self.t_train, idx)
         progress.step(loss, self.step.hits, samples=int(idx.shape[0]))
         if progress.steps_done < progress.steps:
-            self.seconds += time.perf_counter() - started
+            self._count(started)
             return
         losses = progress.finish()  # the epoch's read-back: waits for the device
-        self.seconds += time.perf_counter() - started
+        self._count(started)
         self._end_epoch(losses)
 
+    def _count(self, started: float) -> None:
+        """Add the time since ``started`` to `seconds` and to the epoch's."""
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        self._epoch_seconds += elapsed
+
     def _start_epoch(self) -> None:
+        self._epoch_seconds = 0.0
+        for callback in self.callbacks:
+            callback.on_epoch_begin(self, self.epochs_done + 1)
         n = self.x_train.shape[0]
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
         self._order = self.network.backend_info.indices(order)
@@ -257,8 +288,19 @@ class Trainer:
     def _end_epoch(self, losses: np.ndarray) -> None:
         self._close_progress()
         self.train_loss_list.extend(losses.tolist())
-        self._evaluate()
+        started = time.perf_counter()
+        test_loss = self._evaluate()
+        self._epoch_seconds += time.perf_counter() - started  # `seconds` counts the steps only
         self.epochs_done += 1
+        row = {
+            "epoch": self.epochs_done,
+            "train_loss": float(np.mean(losses)),
+            "test_loss": test_loss,
+            "train_acc": self.train_acc_list[-1],
+            "test_acc": self.test_acc_list[-1],
+            "seconds": self._epoch_seconds,
+        }
+        self.epoch_history.append(row)
         if self.verbose:
             print(
                 f"epoch {self.epochs_done}/{self.epochs}: loss {np.mean(losses):.4f}, "
@@ -268,6 +310,8 @@ class Trainer:
             )
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, dict(row))
 
     def _close_progress(self) -> None:
         if self._progress is not None:
@@ -280,22 +324,51 @@ class Trainer:
             f"stopped; try a smaller learning rate (optimizer {self.optimizer!r})"
         )
 
-    def _evaluate(self) -> None:
+    def _evaluate(self) -> float:
+        """Append the epoch's accuracies; return the mean loss on the test samples."""
         limit = self.evaluate_sample_num_per_epoch
+        test_loss = float("nan")
         for x, t, history in (
             (self.x_train, self.t_train, self.train_acc_list),
             (self.x_test, self.t_test, self.test_acc_list),
         ):
             if limit is not None:
                 x, t = x[: min(limit, x.shape[0]), ...], t[: min(limit, t.shape[0]), ...]
-            history.append(self._accuracy(x, t))
+            accuracy, test_loss = self._accuracy_and_loss(x, t)
+            history.append(accuracy)
+        return test_loss
 
-    def _accuracy(self, x: Array, t: Array) -> float:
-        hits = []
+    def _accuracy_and_loss(self, x: Array, t: Array) -> tuple[float, float]:
+        """Accuracy and mean loss over ``x`` (inference mode, weight decay included), in chunks
+        whose counts and losses stay on the device until they are all computed."""
+        hits, losses = [], []
         for start in range(0, x.shape[0], _EVAL_CHUNK):
-            chunk = slice(start, min(start + _EVAL_CHUNK, x.shape[0]))
-            hits.append(self._hits(x[chunk, ...], t[chunk, ...]))
-        return _total(hits) / int(x.shape[0])
+            stop = min(start + _EVAL_CHUNK, x.shape[0])
+            chunk_hits, chunk_loss = self._evaluation(x[start:stop, ...], t[start:stop, ...])
+            hits.append(chunk_hits)
+            losses.append((chunk_loss, stop - start))
+        n = int(x.shape[0])
+        return _total(hits) / n, sum(float(to_numpy(v)) * k for v, k in losses) / n
+
+    def save_history(self, path: str | os.PathLike[str]) -> Path:
+        """Write `epoch_history` to ``path``: CSV for a ``.csv`` name, else JSON (atomically).
+
+        The CSV has a header and one row per epoch. The JSON holds ``epochs`` (the rows) and
+        ``train_loss`` (the loss of every step, `train_loss_list`).
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".csv":
+            columns = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "seconds"]
+            lines = [",".join(columns)]
+            lines += [",".join(repr(row[c]) for c in columns) for row in self.epoch_history]
+            text = "\n".join(lines) + "\n"
+        else:
+            text = json.dumps(
+                {"epochs": self.epoch_history, "train_loss": self.train_loss_list}, indent=1
+            )
+        with atomic_write(path) as f:
+            f.write(text.encode())
+        return path
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -311,6 +384,7 @@ class Trainer:
                 "optimizer": type(self.optimizer).__name__,
                 "optimizer_state": scalars,
                 "history": self.history,
+                "epoch_history": self.epoch_history,
             }
         }
         extra = {f"optimizer/{k}": v for k, v in arrays.items()}
@@ -339,6 +413,7 @@ class Trainer:
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))
         self.test_acc_list = list(history.get("test_acc", []))
+        self.epoch_history = [dict(row) for row in state.get("epoch_history", [])]
 
     def _resumable_state(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint's trainer state, if this trainer can continue its run; else ValueError."""
@@ -522,6 +597,12 @@ class BookNetwork:
         self.last_loss = self.net.last_layer.loss
         return grads
 
-    def unchecked_hits(self, x: Array, t: Array) -> Array:
-        """How many samples the network's own ``predict`` gets right."""
-        return correct_predictions(self.net.predict(x), t)
+    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """How many samples the network's own ``predict`` gets right, and its ``loss`` (its
+        loss layer's on those scores when it has no ``loss`` method)."""
+        scores = self.net.predict(x)
+        if hasattr(self.net, "loss"):
+            loss = self.net.loss(x, t)
+        else:
+            loss = self.net.last_layer.forward(scores, t)
+        return correct_predictions(scores, t), loss

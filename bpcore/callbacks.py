@@ -1,0 +1,199 @@
+"""Callbacks for the `Trainer`: the hooks users of Keras' ``fit`` reach for first.
+
+A callback is an object with any of the methods of `Callback`; the `Trainer` calls them at the
+start of ``train()``, at the start and end of every epoch, and at the end of ``train()``. At an
+epoch's end it passes that epoch's row of ``trainer.epoch_history``: ``epoch``, ``train_loss``
+(the mean of the epoch's steps), ``test_loss``, ``train_acc``, ``test_acc``, ``seconds``. A
+callback stops training by setting ``trainer.stop_training = True``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BestCheckpoint",
+    "Callback",
+    "EarlyStopping",
+    "HistoryLogger",
+    "LearningRateSchedule",
+]
+
+#: The values an epoch's row holds, which callbacks may monitor.
+MONITORED = ("train_loss", "test_loss", "train_acc", "test_acc")
+
+
+class Callback:
+    """Base class: every hook does nothing; override the ones you need."""
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Called when ``trainer.train()`` starts."""
+
+    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+        """Called before the first step of epoch ``epoch`` (counted from 1)."""
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        """Called after an epoch's evaluation and checkpoint, with its history row."""
+
+    def on_train_end(self, trainer: Any) -> None:
+        """Called when ``trainer.train()`` returns (or raises)."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def _monitor(monitor: str) -> tuple[str, bool]:
+    """The monitored key, and whether larger is better (accuracies) or smaller (losses)."""
+    if monitor not in MONITORED:
+        raise ValueError(f"monitor must be one of {', '.join(MONITORED)}, got {monitor!r}")
+    return monitor, monitor.endswith("_acc")
+
+
+class EarlyStopping(Callback):
+    """Stop training when ``monitor`` has not improved for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str, default "test_loss"
+        One of ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``; losses should fall,
+        accuracies rise.
+    patience : int, default 0
+        Epochs without improvement to allow before stopping.
+    min_delta : float, default 0.0
+        The least change that counts as an improvement.
+
+    Attributes
+    ----------
+    best : float or None
+        The best value seen.
+    stopped_epoch : int or None
+        The epoch after which training stopped.
+    """
+
+    def __init__(self, monitor: str = "test_loss", patience: int = 0, min_delta: float = 0.0):
+        self.monitor, self._larger = _monitor(monitor)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        if not (math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"min_delta must be a non-negative number, got {min_delta!r}")
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.best: float | None = None
+        self.stopped_epoch: int | None = None
+        self._waited = 0
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Forget the last run's best value."""
+        self.best, self.stopped_epoch, self._waited = None, None, 0
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        """Keep an improvement, or count an epoch without one and stop after ``patience``."""
+        value = logs[self.monitor]
+        if self.best is None or _improves(value, self.best, self._larger, self.min_delta):
+            self.best, self._waited = value, 0
+            return
+        self._waited += 1
+        if self._waited > self.patience:
+            trainer.stop_training = True
+            self.stopped_epoch = int(logs["epoch"])
+
+
+def _improves(value: float, best: float, larger: bool, min_delta: float) -> bool:
+    return value > best + min_delta if larger else value < best - min_delta
+
+
+class LearningRateSchedule(Callback):
+    """Set the optimizer's learning rate at the start of every epoch.
+
+    Parameters
+    ----------
+    kind : {"step", "cosine"}
+        ``step``: ``lr0 * gamma ** ((epoch - 1) // step_size)``. ``cosine``: from ``lr0`` at the
+        first epoch down to ``min_lr`` after the last, ``min_lr + (lr0 - min_lr) * (1 +
+        cos(pi * (epoch - 1) / epochs)) / 2``.
+    step_size : int, default 10
+        Epochs between two steps (``step``).
+    gamma : float, default 0.1
+        The factor of each step (``step``).
+    min_lr : float, default 0.0
+        The rate the cosine ends at.
+
+    ``lr0`` is the optimizer's learning rate when training starts. Attributes: ``lrs``, the rate
+    of every epoch so far.
+    """
+
+    def __init__(
+        self, kind: str, *, step_size: int = 10, gamma: float = 0.1, min_lr: float = 0.0
+    ) -> None:
+        if kind not in ("step", "cosine"):
+            raise ValueError(f"kind must be 'step' or 'cosine', got {kind!r}")
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
+        if not (0 < gamma <= 1) or not (min_lr >= 0):
+            raise ValueError(f"need 0 < gamma <= 1 and min_lr >= 0, got {gamma!r}, {min_lr!r}")
+        self.kind, self.step_size, self.gamma, self.min_lr = kind, step_size, gamma, min_lr
+        self.lrs: list[float] = []
+        self._lr0: float | None = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Take ``lr0`` from the optimizer, the first time."""
+        if self._lr0 is None:
+            self._lr0 = float(trainer.optimizer.lr)
+
+    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+        """Set the optimizer's learning rate to this epoch's `rate`."""
+        if self._lr0 is None:  # trained with train_step(), not train()
+            self._lr0 = float(trainer.optimizer.lr)
+        lr = self.rate(epoch, trainer.epochs)
+        trainer.optimizer.lr = lr
+        self.lrs.append(lr)
+
+    def rate(self, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch ``epoch`` (from 1) of ``epochs``."""
+        lr0 = self._lr0 if self._lr0 is not None else 0.0
+        if self.kind == "step":
+            return lr0 * self.gamma ** ((epoch - 1) // self.step_size)
+        cosine = (1 + math.cos(math.pi * (epoch - 1) / epochs)) / 2
+        return self.min_lr + (lr0 - self.min_lr) * cosine
+
+
+class BestCheckpoint(Callback):
+    """Save a checkpoint whenever ``monitor`` improves: the best network of the run.
+
+    Parameters
+    ----------
+    path : path
+        Where to write it (atomically, as `Trainer.save_checkpoint` does).
+    monitor : str, default "test_acc"
+    """
+
+    def __init__(self, path: str | os.PathLike[str], monitor: str = "test_acc") -> None:
+        self.path = Path(path)
+        self.monitor, self._larger = _monitor(monitor)
+        self.best: float | None = None
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        """Save the checkpoint if this epoch's value is the best so far."""
+        value = logs[self.monitor]
+        if self.best is None or _improves(value, self.best, self._larger, 0.0):
+            self.best = value
+            trainer.save_checkpoint(self.path)
+
+
+class HistoryLogger(Callback):
+    """Write ``trainer.epoch_history`` to a CSV or JSON file after every epoch.
+
+    The format follows the suffix (``.csv``, else JSON); see `Trainer.save_history`. The file is
+    complete after each epoch, so a run that is killed keeps the epochs it finished.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        """Write the history so far."""
+        trainer.save_history(self.path)
