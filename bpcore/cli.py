@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (matplotlib)")
     train.add_argument(
+        "--history",
+        metavar="PATH",
+        help="write the per-epoch history (loss, accuracies, seconds) after each epoch: CSV for "
+        "a .csv name, else JSON",
+    )
+    train.add_argument(
         "--json", action="store_true", help="end stdout with one JSON line of the results"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
@@ -200,6 +206,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .backends import resolve_backend
+    from .callbacks import HistoryLogger
     from .datasets import cache_home, load_dataset
     from .optimizers import OPTIMIZERS
     from .training import Trainer
@@ -245,6 +252,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint=args.checkpoint,
         resume=args.resume,
+        callbacks=[HistoryLogger(args.history)] if args.history else [],
     )
     trainer.train()
     steps = -(-x.shape[0] // batch_size)

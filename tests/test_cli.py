@@ -264,3 +264,15 @@ def test_train_with_weight_decay(tmp_path, capsys):
     assert main(["train", "--epochs", "1", "--quiet", "--weight-decay", "-1"]) == 2
     assert "weight_decay_lambda" in capsys.readouterr().err
     assert main(["train", "--model", "convnet", "--weight-decay", "0.1", "--quiet"]) == 2
+
+
+def test_train_writes_the_history(tmp_path):
+    path = tmp_path / "history.json"
+    assert main(["train", "--epochs", "2", "--quiet", "--history", str(path)]) == 0
+    saved = json.loads(path.read_text())
+    assert [row["epoch"] for row in saved["epochs"]] == [1, 2]
+    assert set(saved["epochs"][0]) == {
+        "epoch", "train_loss", "test_loss", "train_acc", "test_acc", "seconds",
+    }  # fmt: skip
+    assert main(["train", "--epochs", "1", "--quiet", "--history", str(tmp_path / "h.csv")]) == 0
+    assert (tmp_path / "h.csv").read_text().startswith("epoch,train_loss,test_loss,")
