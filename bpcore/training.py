@@ -61,8 +61,11 @@ class Trainer:
     evaluate_sample_num_per_epoch : int, optional
         Measure the accuracies on only this many samples at each epoch's end (the book's
         option); all samples by default.
-    verbose : bool, default True
-        Show a progress bar (loss, accuracy, samples/s) on stderr and a line per epoch.
+    verbose : {0, 1, 2} or bool, default True
+        As Keras' ``fit``: 0 (or False) prints nothing; 1 (or True) shows a progress bar
+        (``tqdm.auto``: a widget in Jupyter, a bar in a terminal, with loss, accuracy and
+        samples/s) and a line per epoch on stderr, and only the line per epoch when stderr is
+        neither a terminal nor a notebook's (a CI log); 2 prints the line per epoch only.
     seed : int, optional
         Seeds the shuffling of each epoch.
     checkpoint : path, optional
@@ -131,7 +134,7 @@ class Trainer:
                 evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch"
             )
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
-        self.verbose = verbose
+        self.verbose = _verbosity(verbose)
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
@@ -282,7 +285,7 @@ class Trainer:
             self.iter_per_epoch,
             f"epoch {self.epochs_done + 1}/{self.epochs}",
             self._diverged,
-            bar=self.verbose,
+            bar=self.verbose == 1 and _interactive(),
         )
 
     def _end_epoch(self, losses: np.ndarray) -> None:
@@ -302,9 +305,12 @@ class Trainer:
         }
         self.epoch_history.append(row)
         if self.verbose:
-            print(
+            from tqdm.auto import tqdm
+
+            # Through tqdm, which keeps the line clear of a bar that is still drawn.
+            tqdm.write(
                 f"epoch {self.epochs_done}/{self.epochs}: loss {np.mean(losses):.4f}, "
-                f"train acc {self.train_acc_list[-1]:.4f}, "
+                f"test loss {test_loss:.4f}, train acc {self.train_acc_list[-1]:.4f}, "
                 f"test acc {self.test_acc_list[-1]:.4f}",
                 file=sys.stderr,
             )
@@ -467,7 +473,7 @@ class _Progress:
         self._started = time.perf_counter()
         self._bar = None
         if bar:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             self._bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
 
@@ -519,6 +525,19 @@ class _Progress:
         """Close the bar."""
         if self._bar is not None:
             self._bar.close()
+
+
+def _verbosity(verbose: Any) -> int:
+    """``verbose`` as Keras' levels 0, 1, 2 (False and True are 0 and 1)."""
+    if verbose in (0, 1, 2) and isinstance(verbose, (bool, int)):
+        return int(verbose)
+    raise ValueError(f"verbose must be 0, 1, 2, True or False, got {verbose!r}")
+
+
+def _interactive() -> bool:
+    """Whether a progress bar can be seen: stderr is a terminal, or a notebook's kernel runs."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def _total(counts: list[Array]) -> float:

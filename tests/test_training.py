@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -206,14 +207,41 @@ def test_a_parameter_layer_taken_out_of_the_network_stops_training():
 
 
 @pytest.mark.parametrize("batch", [32, 8])  # 45 steps (fewer than a display period), 180
-def test_verbose_progress(capsys, batch):
+def test_verbose_progress_in_a_terminal(capsys, monkeypatch, batch):
     (x, t), (xt, tt) = DIGITS
     net = TwoLayerNet(64, 8, 10, seed=0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     Trainer(net, x, t, xt, tt, epochs=1, mini_batch_size=batch, seed=0).train()
     err = capsys.readouterr().err
     assert "epoch 1/1: loss " in err
     assert "test acc" in err
     assert re.search(r"acc=0\.\d{4}, loss=\d\.\d{4}, samples_s=[\d,]+", err), err
+
+
+@pytest.mark.parametrize("verbose", [True, 1, 2])
+def test_one_line_per_epoch_when_stderr_is_not_a_terminal(capsys, verbose):
+    # As in a CI log: no bar drawn with carriage returns, one line per epoch (Keras' verbose=2
+    # always prints just that).
+    (x, t), (xt, tt) = DIGITS
+    net = TwoLayerNet(64, 8, 10, seed=0)
+    Trainer(net, x, t, xt, tt, epochs=3, seed=0, verbose=verbose).train()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    for epoch, line in enumerate(lines, start=1):
+        assert re.fullmatch(
+            rf"epoch {epoch}/3: loss \d\.\d{{4}}, test loss \d\.\d{{4}}, "
+            rf"train acc \d\.\d{{4}}, test acc \d\.\d{{4}}",
+            line,
+        ), line
+
+
+def test_verbose_zero_prints_nothing_and_bad_levels_are_refused(capsys):
+    (x, t), (xt, tt) = DIGITS
+    Trainer(TwoLayerNet(64, 8, 10, seed=0), x, t, xt, tt, epochs=1, verbose=0).train()
+    assert capsys.readouterr().err == ""
+    for bad in (3, -1, "yes", 1.0):
+        with pytest.raises(ValueError, match="verbose must be 0, 1, 2"):
+            Trainer(TwoLayerNet(64, 8, 10, seed=0), x, t, xt, tt, verbose=bad)
 
 
 @pytest.mark.parametrize("model", ["convnet", "extend"])
