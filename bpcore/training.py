@@ -281,7 +281,6 @@ class Trainer:
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
         self._order = self.network.backend_info.indices(order)
         self._progress = _Progress(
-            self.network.xp,
             self.iter_per_epoch,
             f"epoch {self.epochs_done + 1}/{self.epochs}",
             self._diverged,
@@ -452,16 +451,7 @@ class _Progress:
     epoch's end the losses not read yet are read back in one go and checked for divergence.
     """
 
-    def __init__(
-        self,
-        xp: Any,
-        steps: int,
-        desc: str,
-        diverged: Any,
-        *,
-        bar: bool,
-    ) -> None:
-        self.xp = xp
+    def __init__(self, steps: int, desc: str, diverged: Any, *, bar: bool) -> None:
         self.steps = steps
         self.steps_done = 0
         self.samples = 0
