@@ -513,26 +513,18 @@ class Network:
         and the device. Returned as a string whose ``repr`` is the table itself, so that a
         notebook cell shows it as ``print`` would.
         """
-        saved = [(layer, dict(vars(layer))) for layer in self.layers.values()]
         rows = []
-        try:
-            with self.backend_info.activate():
-                x = self.backend_info.asarray(
-                    np.zeros((1, *self.input_shape), dtype=self._dtype_name)
+        with self.keeping_layers(), self.backend_info.activate():
+            x = self.backend_info.asarray(np.zeros((1, *self.input_shape), dtype=self._dtype_name))
+            for name, layer in self.layers.items():
+                if getattr(layer, "takes_train_flg", False):
+                    x = layer.forward(x, False)
+                else:
+                    x = layer.forward(x)
+                count = sum(
+                    _size(getattr(layer, a).shape) for a in getattr(layer, "param_names", ())
                 )
-                for name, layer in self.layers.items():
-                    if getattr(layer, "takes_train_flg", False):
-                        x = layer.forward(x, False)
-                    else:
-                        x = layer.forward(x)
-                    count = sum(
-                        _size(getattr(layer, a).shape) for a in getattr(layer, "param_names", ())
-                    )
-                    rows.append((f"{name} ({type(layer).__name__})", _shape(x.shape), count))
-        finally:
-            for layer, attributes in saved:
-                vars(layer).clear()
-                vars(layer).update(attributes)
+                rows.append((f"{name} ({type(layer).__name__})", _shape(x.shape), count))
         rows.append((f"last_layer ({type(self.last_layer).__name__})", "()", 0))
         total = sum(_size(p.shape) for p in self.params.values())
         size = total * np.dtype(self._dtype_name).itemsize
@@ -723,6 +715,26 @@ class Network:
             yield
         finally:
             self.set_buffers(buffers)
+
+    @contextlib.contextmanager
+    def keeping_layers(self, *others: Any) -> Iterator[None]:
+        """A context after which the layers, the loss layer and ``others`` are as before.
+
+        Attribute for attribute (dict attributes, such as an optimizer's state, copied): what a
+        pass through the layers leaves in them (inputs, masks, gradients) is undone, for
+        passes that are not the user's (a summary's sample, a traced compiled step).
+        """
+        objects = [*self.layers.values(), self.last_layer, *others]
+        saved = [
+            (obj, {k: dict(v) if isinstance(v, dict) else v for k, v in vars(obj).items()})
+            for obj in objects
+        ]
+        try:
+            yield
+        finally:
+            for obj, attributes in saved:
+                vars(obj).clear()
+                vars(obj).update(attributes)
 
     def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
         """A checked batch in the network's current dtype, labels as one-hot rows, computed.

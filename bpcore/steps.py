@@ -99,16 +99,16 @@ class TrainingStep:
         """
         net = self.network
         with net.backend_info.activate():
-            if self.checked:
-                x, t = net.check_batch(x, t)
-                net.check_layers()
-            if self._program is None:
+            if self._program is None:  # the book's two lines
                 if indices is not None:
                     x, t = _gather(x, t, indices)
-                grads = net.unchecked_gradient(x, t)
+                grads = net.gradient(x, t) if self.checked else net.unchecked_gradient(x, t)
                 self.optimizer.update(net.params, grads)
                 self.last_hits = None
                 return net.last_loss
+            if self.checked:  # as gradient() checks, before the program runs
+                x, t = net.check_batch(x, t)
+                net.check_layers()
             return self._compiled_call(x, t, indices)
 
     def hits(self) -> Array:
@@ -258,23 +258,14 @@ def _bound(net: Network, state: dict[str, Any], others: list[Any]) -> Iterator[N
     On leaving, the network, its layers and the ``others`` (generators, an optimizer) are as
     they were before, attribute for attribute.
     """
-    objects = [*net.layers.values(), net.last_layer, *others]
-    saved = [(obj, _copy_vars(obj)) for obj in objects]
     saved_params, saved_loss = dict(net.params), net.last_loss
     try:
-        for key, value in state["params"].items():
-            net.params.bind(key, value)
-        net.set_buffers(state["buffers"])
-        yield
+        with net.keeping_layers(*others):
+            for key, value in state["params"].items():
+                net.params.bind(key, value)
+            net.set_buffers(state["buffers"])
+            yield
     finally:
-        for obj, attributes in saved:
-            vars(obj).clear()
-            vars(obj).update(attributes)
         for key, value in saved_params.items():
             net.params.bind(key, value)
         net.last_loss = saved_loss
-
-
-def _copy_vars(obj: Any) -> dict[str, Any]:
-    """An object's attributes, with dict attributes copied (an optimizer's state dicts)."""
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in vars(obj).items()}
