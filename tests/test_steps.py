@@ -80,8 +80,7 @@ def test_step_equals_the_books_two_lines(backend, name, network):
 
 def test_a_changed_learning_rate_reaches_the_compiled_step(backend):
     x, t = _data(backend)
-    books, ours = TwoLayerNet(6, 5, 3, seed=0, **backend.net_kwargs()), None
-    ours = TwoLayerNet(6, 5, 3, seed=0, **backend.net_kwargs())
+    books, ours = (TwoLayerNet(6, 5, 3, seed=0, **backend.net_kwargs()) for _ in range(2))
     book_opt, our_opt = OPTIMIZERS["adam"](lr=0.01), OPTIMIZERS["adam"](lr=0.01)
     step = compile_step(ours, our_opt)
     for lr in (0.01, 0.1, 0.001):
