@@ -16,6 +16,7 @@ from . import layers, optimizers
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .convnets import DeepConvNet, SimpleConvNet
+from .environment import environment_info
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .im2col import col2im, im2col
 from .networks import MultiLayerNet, MultiLayerNetExtend, Network, TwoLayerNet
@@ -40,6 +41,7 @@ __all__ = [
     "col2im",
     "compile_step",
     "directional_gradient_check",
+    "environment_info",
     "gradient_check",
     "im2col",
     "layers",

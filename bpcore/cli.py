@@ -1,31 +1,64 @@
-"""The ``bpcore`` command: ``bpcore gradcheck`` and ``bpcore info``.
+"""The ``bpcore`` command: ``bpcore train``, ``bpcore gradcheck`` and ``bpcore info``.
 
-Bad options and failures print one line on stderr and exit with a non-zero status, without a
-traceback.
+Its exit status is a contract scripts can rely on (`EXIT_STATUS`): 0 on success, 1 on a failure
+(a failed gradient check, missing or corrupt data or checkpoint, a diverging run), 2 only for a
+usage error (an unknown option, or an option value that cannot work: a negative rate, an unknown
+backend, one that is not installed, a device this machine does not have). Errors print one line
+on stderr, without a traceback. With ``--json``, stdout holds one JSON document and nothing
+else; the human-readable lines go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import platform
+import math
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 import numpy as np
 
-from .backends import BACKENDS, available_backends
-from .datasets import raw_images
+from .backends import BACKENDS, resolve_backend
+from .datasets import DATASETS, raw_images
 from .gradcheck import directional_gradient_check, gradient_check
-from .networks import TwoLayerNet
+from .networks import ACTIVATIONS, TwoLayerNet
+from .optimizers import OPTIMIZERS
 from .version import __version__
 
-__all__ = ["MODELS", "main"]
+__all__ = ["EXIT_STATUS", "MODELS", "main"]
 
 #: What ``--model`` takes, on ``train`` and ``gradcheck``.
 MODELS = ("mlp", "convnet", "deepconvnet")
+
+#: The exit statuses of ``bpcore``, by meaning.
+EXIT_STATUS = {"success": 0, "failure": 1, "usage error": 2, "interrupted": 130}
+
+_EPILOG = (
+    "exit status: 0 success; 1 failure (a failed gradient check, missing or corrupt data or "
+    "checkpoint, a diverging run); 2 usage error (a bad option or option value, a backend or "
+    "device this machine lacks); 130 interrupted. With --json, stdout holds one JSON document "
+    "and nothing else; other output goes to stderr."
+)
+
+
+class _UsageError(Exception):
+    """The options cannot work as given: exit status 2."""
+
+
+@contextlib.contextmanager
+def _options() -> Iterator[None]:
+    """Turn what building the options' objects raises into a usage error (exit status 2).
+
+    Inside: resolving ``--backend``/``--device`` and building the network. What fails later
+    (reading data, a checkpoint, training) is a failure, exit status 1.
+    """
+    try:
+        yield
+    except (ValueError, TypeError, ImportError) as exc:
+        raise _UsageError(str(exc)) from exc
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,15 +68,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _number(low: float, low_allowed: bool, high: float | None = None) -> Any:
+    """An argparse type: a finite float above ``low`` (or equal, if allowed), below ``high``."""
+    interval = f"{'[' if low_allowed else '('}{low:g}, {'inf' if high is None else f'{high:g}'})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = value >= low if low_allowed else value > low
+        if not (math.isfinite(value) and inside and (high is None or value < high)):
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _name(text: str) -> str:
+    """A name as bpcore accepts it: case-insensitive, ``-`` for ``_`` (``array-api-strict``)."""
+    return text.strip().lower().replace("-", "_")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="bpcore", description="Backpropagation you can read, on any Array API backend."
+        prog="bpcore",
+        description="Backpropagation you can read, on any Array API backend.",
+        epilog=_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"bpcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser(
         "gradcheck",
+        epilog=_EPILOG,
         help="the chapter's gradient check: backprop against central differences",
         description=(
             "Build the book's TwoLayerNet(784, 50, 10) (or a convolutional net: --model), feed "
@@ -52,11 +120,7 @@ def _parser() -> argparse.ArgumentParser:
             "normalization runs in training mode during the check."
         ),
     )
-    check.add_argument(
-        "--backend", help=f"one of {', '.join(BACKENDS)} (default: $BPCORE_BACKEND, else numpy)"
-    )
-    check.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
-    check.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    _where(check)
     check.add_argument(
         "--model",
         choices=MODELS,
@@ -69,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument(
-        "--hidden", type=int, default=50, help="hidden layer size of the mlp (default 50)"
+        "--hidden",
+        type=_positive_int,
+        default=50,
+        help="hidden layer size of the mlp (default 50)",
     )
     check.add_argument("--seed", type=int, default=0, help="seed of weights and images")
     check.add_argument(
@@ -77,22 +144,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one random direction per parameter instead of every element",
     )
+    check.add_argument(
+        "--json", action="store_true", help="print the check as one JSON document on stdout"
+    )
 
     train = sub.add_parser(
         "train",
+        epilog=_EPILOG,
         help="train a network (the book's train_neuralnet.py) on any backend",
         description=(
             "Train a MultiLayerNet on a dataset and report its accuracy. With no options: the "
             "embedded UCI digits on numpy, offline."
         ),
     )
-    train.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits")
-    train.add_argument("--data-dir", help="folder looked in first for MNIST/Fashion-MNIST files")
     train.add_argument(
-        "--backend", help=f"one of {', '.join(BACKENDS)} (default: $BPCORE_BACKEND, else numpy)"
+        "--dataset",
+        type=str.lower,
+        choices=["digits", *DATASETS],
+        default="digits",
+        help="digits (default: embedded, offline), mnist or fashion-mnist (downloaded once)",
     )
-    train.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
-    train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    train.add_argument("--data-dir", help="folder looked in first for MNIST/Fashion-MNIST files")
+    _where(train)
     train.add_argument(
         "--model",
         choices=MODELS,
@@ -105,38 +178,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--hidden",
-        type=int,
+        type=_positive_int,
         nargs="+",
         default=None,
         metavar="SIZE",
         help="hidden layer sizes (default: 100; the conv nets' own default otherwise)",
     )
     train.add_argument(
-        "--dropout", type=float, metavar="RATIO", help="mlp: dropout after each hidden layer"
+        "--dropout",
+        type=_number(0.0, True, 1.0),
+        metavar="RATIO",
+        help="mlp: dropout after each hidden layer, RATIO in [0, 1)",
     )
     train.add_argument(
         "--batchnorm", action="store_true", help="mlp: batch normalization in each hidden layer"
     )
-    train.add_argument("--activation", default="relu", help="relu (default), sigmoid or tanh")
+    train.add_argument(
+        "--activation",
+        type=str.lower,
+        choices=list(ACTIVATIONS),
+        default="relu",
+        help="the hidden layers' activation (default relu)",
+    )
     train.add_argument(
         "--optimizer",
+        type=str.lower,
+        choices=list(OPTIMIZERS),
         default="adam",
-        help="sgd, momentum, nesterov, adagrad, rmsprop or adam (default)",
+        help="the book's optimizers (default adam)",
     )
     train.add_argument(
         "--weight-decay",
-        type=float,
+        type=_number(0.0, True),
         default=0.0,
         metavar="LAMBDA",
         help="L2 penalty 0.5*LAMBDA*sum(W**2) on the mlp's weights (default 0)",
     )
     train.add_argument(
-        "--lr", type=float, help="learning rate (default: the optimizer's; 0.01, or 0.001 for adam)"
+        "--lr",
+        type=_number(0.0, False),
+        help="learning rate (default: the optimizer's; 0.01, or 0.001 for adam)",
     )
     train.add_argument(
-        "--batch-size", type=int, help="mini-batch size (default: 32 on digits, 100 otherwise)"
+        "--batch-size",
+        type=_positive_int,
+        help="mini-batch size (default: 32 on digits, 100 otherwise)",
     )
-    train.add_argument("--epochs", type=int, help="epochs (default: 20 on digits, 10 otherwise)")
+    train.add_argument(
+        "--epochs", type=_positive_int, help="epochs (default: 20 on digits, 10 otherwise)"
+    )
     train.add_argument("--seed", type=int, default=0, help="seed of weights and shuffles")
     train.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint after each epoch")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
@@ -148,12 +238,44 @@ def _parser() -> argparse.ArgumentParser:
         "a .csv name, else JSON",
     )
     train.add_argument(
-        "--json", action="store_true", help="end stdout with one JSON line of the results"
+        "--json",
+        action="store_true",
+        help="print the results as one JSON document on stdout (the rest goes to stderr)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
-    sub.add_parser("info", help="versions, available backends and their devices")
+    info = sub.add_parser(
+        "info",
+        epilog=_EPILOG,
+        help="the environment for a bug report: versions, backends, GPUs, threads",
+        description=(
+            "Report Python, the platform, bpcore's and every backend's version, the devices "
+            "each backend sees (GPU names and memory, CUDA driver and runtime), the BLAS and "
+            "OpenMP thread pools (threadpoolctl) and the BPCORE_* environment variables."
+        ),
+    )
+    info.add_argument(
+        "--json", action="store_true", help="print the report as one JSON document on stdout"
+    )
     return parser
+
+
+def _where(sub: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--device``, ``--dtype``: where and in what a command computes."""
+    sub.add_argument(
+        "--backend",
+        type=_name,
+        choices=BACKENDS,
+        help="the array library (default: $BPCORE_BACKEND, else numpy)",
+    )
+    sub.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the backend's)")
+    sub.add_argument(
+        "--dtype",
+        type=str.lower,
+        choices=["float32", "float64"],
+        default="float32",
+        help="the parameters' dtype (default float32)",
+    )
 
 
 def _check_network(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
@@ -184,60 +306,87 @@ def _check_network(args: argparse.Namespace) -> tuple[Any, np.ndarray]:
     return net, crops
 
 
+def _human(args: argparse.Namespace) -> IO[str]:
+    """Where the human-readable lines go: stdout, or stderr when stdout is for ``--json``."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
+def _finite(value: float) -> float | None:
+    """A float JSON can hold (its standard has no NaN or infinity): None for those."""
+    return value if math.isfinite(value) else None
+
+
 def _gradcheck(args: argparse.Namespace) -> int:
-    net, images = _check_network(args)
+    out = _human(args)
+    with _options():
+        resolve_backend(args.backend, args.device)
+        net, images = _check_network(args)
     x = net.backend_info.asarray(images)
     t = net.backend_info.asarray(np.array([5, 0, 4]))
-    print(f"{net!r}")
+    print(f"{net!r}", file=out)
     start = time.perf_counter()
     if args.directional:
         check = directional_gradient_check(net, x, t, seed=args.seed)
     else:
         check = gradient_check(net, x, t)
     seconds = time.perf_counter() - start
-    print(f"{check.method} check in {check.dtype}, h={check.h:g}, {seconds:.1f} s")
+    print(f"{check.method} check in {check.dtype}, h={check.h:g}, {seconds:.1f} s", file=out)
     for key, error in check.items():
         note = " (agrees to within rounding noise)" if error == 0 else ""
-        print(f"  {key}: max relative error {error:.3g}{note}")
+        print(f"  {key}: max relative error {error:.3g}{note}", file=out)
     verdict = "passed" if check.passed else "FAILED"
-    print(f"{verdict} (tolerance {check.tolerance:g})")
+    print(f"{verdict} (tolerance {check.tolerance:g})", file=out)
+    if args.json:
+        document = {
+            "network": repr(net),
+            "model": args.model,
+            "backend": net.backend,
+            "device": str(net.device),
+            "method": check.method,
+            "dtype": check.dtype,
+            "h": check.h,
+            "tolerance": check.tolerance,
+            "errors": {key: _finite(float(error)) for key, error in check.items()},
+            "passed": bool(check.passed),
+            "seconds": round(seconds, 3),
+        }
+        print(json.dumps(document, allow_nan=False))
     return 0 if check.passed else 1
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .backends import resolve_backend
     from .callbacks import HistoryLogger
     from .datasets import cache_home, load_dataset
-    from .optimizers import OPTIMIZERS
     from .training import Trainer
 
+    out = _human(args)
+    conv = args.model != "mlp"
+    if conv and (args.dropout is not None or args.batchnorm or args.weight_decay):
+        raise _UsageError("--dropout, --batchnorm and --weight-decay apply to --model mlp only")
+    if conv and args.hidden is not None and len(args.hidden) != 1:
+        raise _UsageError(f"--hidden takes one size for the conv nets, got {len(args.hidden)}")
     if args.plot:
         try:
             import matplotlib
         except ImportError:
-            raise ImportError(
+            raise _UsageError(
                 '--plot needs matplotlib: pip install "bpcore[plot]" (or pip install matplotlib)'
             ) from None
         matplotlib.use("Agg")
-    optimizer = args.optimizer.lower()
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"unknown optimizer {args.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}"
-        )
+    with _options():  # before any data is read: a bad backend or device fails at once
+        backend = resolve_backend(args.backend, args.device)
     digits = args.dataset == "digits"
     batch_size = args.batch_size if args.batch_size is not None else (32 if digits else 100)
     epochs = args.epochs if args.epochs is not None else (20 if digits else 10)
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
 
-    conv = args.model != "mlp"
-    if conv and (args.dropout is not None or args.batchnorm or args.weight_decay):
-        raise ValueError("--dropout, --batchnorm and --weight-decay apply to --model mlp only")
     (x, t), (x_test, t_test) = load_dataset(
         args.dataset, data_dir=args.data_dir, flatten=not conv, progress=not args.quiet
     )
     # A library that compiles the training step (JAX) keeps its programs for the next run.
-    resolve_backend(args.backend, args.device).cache_compilations(cache_home() / "compiled")
-    net = _train_network(args, x.shape[1:])
+    backend.cache_compilations(cache_home() / "compiled")
+    with _options():
+        net = _train_network(args, x.shape[1:])
     trainer = Trainer(
         net,
         x,
@@ -246,7 +395,7 @@ def _train(args: argparse.Namespace) -> int:
         t_test,
         epochs=epochs,
         mini_batch_size=batch_size,
-        optimizer=optimizer,
+        optimizer=args.optimizer,
         optimizer_param=optimizer_param,
         verbose=not args.quiet,
         seed=args.seed,
@@ -257,6 +406,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer.train()
     steps = -(-x.shape[0] // batch_size)
     results = {
+        "network": repr(net),
         "dataset": args.dataset,
         "backend": net.backend,
         "device": str(net.device),
@@ -275,18 +425,19 @@ def _train(args: argparse.Namespace) -> int:
             x.shape[0] * trainer.epochs_done / max(trainer.seconds, 1e-9), 1
         ),
     }
-    print(f"{net!r}")
+    print(f"{net!r}", file=out)
     print(
         f"{args.dataset}: test accuracy {results['test_acc']:.4f}, train accuracy "
         f"{results['train_acc']:.4f}, loss {results['train_loss']:.4f}, "
         f"{trainer.epochs_done} epochs in {trainer.seconds:.1f} s "
-        f"({results['samples_per_second']:,.0f} samples/s)"
+        f"({results['samples_per_second']:,.0f} samples/s)",
+        file=out,
     )
     if args.plot:
         _plot(trainer, args.plot, steps)
-        print(f"curves saved to {args.plot}")
+        print(f"curves saved to {args.plot}", file=out)
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(results, allow_nan=False))
     return 0
 
 
@@ -298,12 +449,12 @@ def _train_network(args: argparse.Namespace, sample_shape: tuple[int, ...]) -> A
     where: dict[str, Any] = {"backend": args.backend, "device": args.device, "dtype": args.dtype}
     conv: dict[str, Any] = {"seed": args.seed, **where}
     if args.hidden is not None and args.model != "mlp":
-        conv["hidden_size"] = _one_hidden(args.hidden)
+        conv["hidden_size"] = args.hidden[0]
     if args.model == "convnet":
         return SimpleConvNet(tuple(sample_shape), **conv)
     if args.model == "deepconvnet":
         return DeepConvNet(tuple(sample_shape), **conv)
-    activation = str(args.activation).lower()
+    activation = args.activation
     kwargs: dict[str, Any] = {
         "activation": activation,
         "weight_init_std": "relu" if activation == "relu" else "sigmoid",
@@ -323,12 +474,6 @@ def _train_network(args: argparse.Namespace, sample_shape: tuple[int, ...]) -> A
         use_batchnorm=args.batchnorm,
         **kwargs,
     )
-
-
-def _one_hidden(sizes: list[int]) -> int:
-    if len(sizes) != 1:
-        raise ValueError(f"--hidden takes one size for the conv nets, got {len(sizes)}")
-    return sizes[0]
 
 
 def _plot(trainer: Any, path: str, steps: int) -> None:
@@ -354,47 +499,48 @@ def _plot(trainer: Any, path: str, steps: int) -> None:
     plt.close(fig)
 
 
-def _info() -> int:
-    import array_api_compat
+def _info(args: argparse.Namespace) -> int:
+    from .environment import environment_info, format_environment
 
-    print(f"bpcore {__version__}")
-    print(f"python {platform.python_version()} on {platform.platform()}")
-    print(f"numpy {np.__version__}, array-api-compat {array_api_compat.__version__}")
-    found = available_backends()
-    for name, devices in found.items():
-        version = getattr(sys.modules.get(name), "__version__", "?")
-        shown = ", ".join(devices) if devices else "no device"
-        print(f"  {name} {version}: {shown}")
-    missing = [n for n in BACKENDS if n not in found]
-    if missing:
-        print(f"  not installed: {', '.join(missing)}")
+    info = environment_info()
+    print(json.dumps(info) if args.json else format_environment(info))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``bpcore`` command; return its exit status."""
-    args = _parser().parse_args(argv)
+    """Run the ``bpcore`` command; return its exit status (see `EXIT_STATUS`)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0); a bad option, after its one line (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_STATUS["usage error"]
     try:
         if args.command == "gradcheck":
             return _gradcheck(args)
         if args.command == "train":
             return _train(args)
-        return _info()
-    except (ValueError, TypeError, ImportError, OSError, RuntimeError, KeyError) as exc:
-        # One line, no traceback: the messages name the problem (RuntimeError: CUDA errors;
-        # OSError: missing or unreadable files; FloatingPointError: a diverging run).
-        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"bpcore {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:
-        print(f"bpcore {args.command}: error: {exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:  # anything unforeseen: still one line, with its type
-        print(f"bpcore {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _info(args)
+    except _UsageError as exc:
+        _error(args.command, f"{_one_line(exc)} (see bpcore {args.command} --help)")
+        return EXIT_STATUS["usage error"]
     except KeyboardInterrupt:
         print(f"bpcore {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_STATUS["interrupted"]
+    except (ValueError, TypeError, ImportError, OSError, RuntimeError, KeyError) as exc:
+        # The messages name the problem (OSError: missing or unreadable files; ValueError:
+        # corrupt data or checkpoints; RuntimeError: CUDA errors).
+        _error(args.command, _one_line(exc))
+        return EXIT_STATUS["failure"]
+    except Exception as exc:  # a diverging run, or anything unforeseen: one line, with its type
+        _error(args.command, f"{type(exc).__name__}: {_one_line(exc)}")
+        return EXIT_STATUS["failure"]
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _error(command: str, message: str) -> None:
+    print(f"bpcore {command}: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

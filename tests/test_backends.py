@@ -231,3 +231,18 @@ def test_jax_trains_and_checkpoints_without_x64(tmp_path):
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_each_backend_reports_its_version_and_devices(backend):
+    # What `bpcore info` shows per backend: JSON-ready, with the device the tests run on.
+    import json
+
+    from bpcore.backends import available_backends, resolve_backend
+
+    resolved = resolve_backend(backend.name, backend.device)
+    found = type(resolved).report(resolved.xp)
+    assert json.loads(json.dumps(found)) == found
+    assert found["version"] not in ("", "unknown")
+    assert found["devices"] and found["devices"] == available_backends()[backend.name]
+    for gpu in found.get("gpus", []):
+        assert gpu["name"] and (gpu["memory_gib"] is None or gpu["memory_gib"] > 0)

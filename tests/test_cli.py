@@ -41,9 +41,10 @@ def test_gradcheck_reports_a_failure(monkeypatch, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["gradcheck", "--backend", "mxnet"], "unknown backend 'mxnet'"),
-        (["gradcheck", "--dtype", "float16"], "unsupported dtype 'float16'"),
-        (["gradcheck", "--hidden", "0"], "hidden_size must be a positive integer, got 0"),
+        (["gradcheck", "--backend", "mxnet"], "argument --backend: invalid choice: 'mxnet'"),
+        (["gradcheck", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["gradcheck", "--hidden", "0"], "argument --hidden: expected a positive integer, got '0'"),
+        (["gradcheck", "--device", "tpu:9"], "backend 'numpy' has only the 'cpu' device"),
     ],
 )
 def test_bad_options_give_one_line_and_status_2(argv, message, capsys):
@@ -53,6 +54,7 @@ def test_bad_options_give_one_line_and_status_2(argv, message, capsys):
     assert captured.err.startswith("bpcore gradcheck: error: ")
     assert message in captured.err
     assert "Traceback" not in captured.err
+    assert captured.out == ""
 
 
 def test_info_lists_backends(capsys):
@@ -60,6 +62,55 @@ def test_info_lists_backends(capsys):
     out = capsys.readouterr().out
     assert out.startswith("bpcore ")
     assert "  numpy " in out
+    assert "threads (threadpoolctl):" in out
+
+
+def test_info_json_is_the_environment_report(capsys, monkeypatch):
+    import numpy as np
+
+    import bpcore
+
+    for name in [n for n in os.environ if n.startswith("BPCORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BPCORE_BACKEND", "numpy")
+    monkeypatch.setenv("BPCORE_DATA", "/srv/data")
+    assert main(["info", "--json"]) == 0
+    captured = capsys.readouterr()
+    info = json.loads(captured.out)  # the whole of stdout is one document
+    assert info["bpcore"] == bpcore.__version__
+    assert info["backends"]["numpy"] == {"version": np.__version__, "devices": ["cpu"]}
+    assert info["environment"] == {"BPCORE_BACKEND": "numpy", "BPCORE_DATA": "/srv/data"}
+    assert info["packages"]["numpy"] == np.__version__
+    # NumPy's own BLAS is loaded in every process that imports it: threadpoolctl must see it.
+    assert any(
+        pool["user_api"] == "blas" and pool["num_threads"] >= 1 for pool in info["threadpools"]
+    )
+    for name in bpcore.BACKENDS:
+        assert (name in info["backends"]) != (name in info["not_installed"])
+
+
+def test_info_shows_gpus_and_cuda_versions():
+    # What `bpcore info` prints for a GPU machine, from a report as CuPy and PyTorch give it there.
+    from bpcore.backends.base import cuda_version, gpu
+    from bpcore.environment import environment_info, format_environment
+
+    info = environment_info()
+    info["backends"] = {
+        "cupy": {
+            "version": "14.0.1",
+            "devices": ["cuda:0"],
+            "gpus": [gpu("NVIDIA H200", 150_117_613_568)],
+            "cuda_runtime": cuda_version(12080),
+            "cuda_driver": cuda_version(13000),
+        },
+        "torch": {"version": "2.13.0", "devices": ["cpu"], "threads": 8, "cuda_runtime": None},
+        "jax": {"error": "RuntimeError: no driver"},
+    }
+    text = format_environment(info)
+    assert "  cupy 14.0.1: cuda:0; cuda runtime 12.8; cuda driver 13.0" in text
+    assert "    GPU: NVIDIA H200, 139.8 GiB" in text
+    assert "  torch 2.13.0: cpu; threads 8\n" in text  # a CPU build has no CUDA runtime to show
+    assert "  jax: RuntimeError: no driver" in text
 
 
 def _bpcore(*args):
@@ -70,18 +121,62 @@ def _bpcore(*args):
 def test_module_entry_point():
     out = _bpcore("gradcheck", "--backend", "nope")
     assert out.returncode == 2
+    assert out.stdout == ""
     assert out.stderr.strip() == (
-        "bpcore gradcheck: error: unknown backend 'nope'; expected one "
-        "of 'numpy', 'cupy', 'torch', 'array_api_strict', 'jax', 'dask' or "
-        "a namespace module"
+        "bpcore gradcheck: error: argument --backend: invalid choice: 'nope' (choose from "
+        "'numpy', 'cupy', 'torch', 'array_api_strict', 'jax', 'dask') "
+        "(see bpcore gradcheck --help)"
     )
+
+
+def test_help_lists_choices_and_exit_statuses(capsys):
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "{sgd,momentum,nesterov,adagrad,rmsprop,adam}" in text
+    assert "{relu,sigmoid,tanh}" in text
+    assert "{numpy,cupy,torch,array_api_strict,jax,dask}" in text
+    assert "exit status: 0 success; 1 failure" in text and "2 usage error" in text
+
+
+def test_json_stdout_holds_one_document_and_nothing_else():
+    # A user's pipe: `bpcore train --json | jq .`; the human lines go to stderr.
+    done = _bpcore("train", "--epochs", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert results["epochs"] == 2 and 0 <= results["test_acc"] <= 1
+    assert "MultiLayerNet(" in done.stderr and "test accuracy" in done.stderr
+    assert "epoch 2/2" in done.stderr  # the Trainer's epoch lines (stderr is not a terminal)
+
+
+def test_gradcheck_json(capsys, monkeypatch):
+    assert main(["gradcheck", "--hidden", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    check = json.loads(captured.out)
+    assert check["passed"] is True and check["method"] == "elementwise"
+    assert set(check["errors"]) == {"W1", "b1", "W2", "b2"}
+    assert all(0 <= e < check["tolerance"] for e in check["errors"].values())
+    assert "passed (tolerance 1e-05)" in captured.err
+    # A failing check is exit status 1, and still one document.
+    import bpcore.layers
+
+    monkeypatch.setattr(bpcore.layers.Relu, "backward", lambda self, dout: dout)
+    assert main(["gradcheck", "--hidden", "3", "--json"]) == 1
+    check = json.loads(capsys.readouterr().out)
+    assert check["passed"] is False
+    assert max(e for e in check["errors"].values() if e is not None) > check["tolerance"]
+
+
+def test_a_diverging_run_is_a_failure(capsys):
+    assert main(["train", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "TrainingDivergedError: the loss became nan" in err
 
 
 def test_train_default_is_digits_offline_and_accurate(capsys):
     # The main job with no options: embedded digits, numpy, no network needed.
     assert main(["train", "--json", "--quiet"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    results = json.loads(out[-1])
+    results = json.loads(capsys.readouterr().out)
     assert results["dataset"] == "digits"
     assert results["backend"] == "numpy"
     assert results["test_acc"] >= 0.95
@@ -123,7 +218,7 @@ def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
         "--quiet",
     ]
     assert main(argv) == 0
-    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads(capsys.readouterr().out)
     assert results["backend"] == backend.name
     assert results["optimizer"] == "Momentum" and results["lr"] == 0.05
     assert results["test_acc"] > 0.8
@@ -131,24 +226,29 @@ def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
     # Resume for two more epochs from the checkpoint.
     argv[argv.index("3")] = "5"
     assert main([*argv, "--resume", str(tmp_path / "ck.npz")]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 5
+    assert json.loads(capsys.readouterr().out)["epochs"] == 5
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "status", "message"),
     [
-        (["train", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
-        (["train", "--hidden", "0"], r"hidden_size_list\[0\] must be a positive integer"),
-        (["train", "--lr", "-1"], "lr must be a positive finite number"),
-        (["train", "--activation", "gelu"], "unknown activation 'gelu'"),
-        (["train", "--resume", "/nonexistent/ck.npz"], "no checkpoint at /nonexistent/ck.npz"),
+        (["train", "--optimizer", "lbfgs"], 2, "argument --optimizer: invalid choice: 'lbfgs'"),
+        (["train", "--hidden", "0"], 2, "argument --hidden: expected a positive integer, got '0'"),
+        (["train", "--lr", "-1"], 2, r"argument --lr: expected a number in \(0, inf\), got '-1'"),
+        (["train", "--lr", "nan"], 2, "argument --lr: expected a number"),
+        (["train", "--epochs", "1.5"], 2, "argument --epochs: expected a positive integer"),
+        (["train", "--dropout", "1"], 2, r"argument --dropout: expected a number in \[0, 1\)"),
+        (["train", "--activation", "gelu"], 2, "argument --activation: invalid choice: 'gelu'"),
+        (["train", "--device", "cuda:3"], 2, "backend 'numpy' has only the 'cpu' device"),
+        (["train", "--resume", "/nonexistent/ck.npz"], 1, "no checkpoint at /nonexistent/ck.npz"),
         (
             ["train", "--dataset", "mnist", "--data-dir", "MNIST_DIR"],
+            1,
             "mnist could not be downloaded from http://127.0.0.1:9/",
         ),
     ],
 )
-def test_train_errors_are_one_line(argv, message, capsys, monkeypatch, tmp_path):
+def test_train_errors_are_one_line(argv, status, message, capsys, monkeypatch, tmp_path):
     from bpcore import datasets
 
     monkeypatch.setenv("BPCORE_MNIST_MIRROR", "http://127.0.0.1:9/")  # nothing listens there
@@ -156,10 +256,11 @@ def test_train_errors_are_one_line(argv, message, capsys, monkeypatch, tmp_path)
     monkeypatch.delenv("BPCORE_DATA", raising=False)
     monkeypatch.setattr(datasets, "SYSTEM_DIRS", [])
     argv = [str(tmp_path / "mnist") if a == "MNIST_DIR" else a for a in argv]
-    assert main(argv) == 2
+    assert main(argv) == status
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert re.search(message, err), err
+    assert ("(see bpcore train --help)" in err) == (status == 2)
 
 
 def test_train_with_a_corrupt_data_file_names_it(tmp_path, capsys):
@@ -170,7 +271,7 @@ def test_train_with_a_corrupt_data_file_names_it(tmp_path, capsys):
         "t10k-labels-idx1-ubyte",
     ):
         (tmp_path / f"{stem}.gz").write_bytes(b"\x1f\x8bnot really gzip")
-    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]) == 2
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "corrupt or truncated gzip" in err and str(tmp_path) in err
 
@@ -193,7 +294,7 @@ def test_train_with_a_broken_checkpoint_is_one_line(tmp_path, capsys):
 
     path = tmp_path / "ck.npz"
     np.savez(path, __bpcore__=np.frombuffer(b"[1, 2]", dtype=np.uint8))
-    assert main(["train", "--resume", str(path), "--quiet"]) == 2
+    assert main(["train", "--resume", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not a bpcore checkpoint" in err
 
@@ -220,8 +321,8 @@ def test_train_the_new_models(backend, options, capsys):
     argv = ["train", "--backend", backend.name, "--device", backend.device, *options]
     argv += ["--epochs", "2", "--json", "--quiet"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    results = json.loads(out.strip().splitlines()[-1])
+    results = json.loads(capsys.readouterr().out)
+    out = results["network"]
     name = {"convnet": "SimpleConvNet(", "deepconvnet": "DeepConvNet("}.get(options[1], "")
     assert (name or "MultiLayerNetExtend(") in out
     assert "input_dim=[1, 8, 8]" in out or name == ""  # the digits, unflattened for conv nets
@@ -262,7 +363,7 @@ def test_train_with_weight_decay(tmp_path, capsys):
     assert main([*argv, "--weight-decay", "0.1"]) == 0
     assert bpcore.load(path).weight_decay_lambda == 0.1
     assert main(["train", "--epochs", "1", "--quiet", "--weight-decay", "-1"]) == 2
-    assert "weight_decay_lambda" in capsys.readouterr().err
+    assert "argument --weight-decay: expected a number in [0, inf)" in capsys.readouterr().err
     assert main(["train", "--model", "convnet", "--weight-decay", "0.1", "--quiet"]) == 2
 
 

@@ -17,7 +17,10 @@ from typing import Any, ClassVar
 import array_api_compat
 import numpy as np
 
-__all__ = ["DTYPES", "Array", "Backend", "HostRandom", "Namespace", "int_seed", "replaced"]
+__all__ = [
+    "DTYPES", "Array", "Backend", "HostRandom", "Namespace", "cuda_version", "gpu", "int_seed",
+    "replaced",
+]  # fmt: skip
 
 #: An array of any supported backend (the Array API has no common static type).
 Array = Any
@@ -122,6 +125,19 @@ class Backend:
     def device_names(cls, xp: Namespace) -> list[str]:
         """The names of the devices the library sees here (``"cpu"``, ``"cuda:0"``, ...)."""
         return [str(array_api_compat.device(xp.asarray(0.0)))]
+
+    @classmethod
+    def report(cls, xp: Namespace) -> dict[str, Any]:
+        """What a bug report needs about the library here: its version, devices, GPUs, CUDA.
+
+        The base class gives ``version`` and ``devices``; a library that can see GPUs adds
+        ``gpus`` (name and memory of each) and the CUDA versions it knows.
+        """
+        library = importlib.import_module(cls.name) if cls.name else xp
+        return {
+            "version": str(getattr(library, "__version__", "unknown")),
+            "devices": cls.device_names(xp),
+        }
 
     @classmethod
     def test_devices(cls, devices: list[str]) -> list[str]:
@@ -363,6 +379,17 @@ class HostRandom:
     def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
         """Uniform numbers in [0, 1) of ``shape`` and dtype ``dtype_name``, on the backend."""
         return self._asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
+
+
+def gpu(name: str, memory_bytes: int | None) -> dict[str, Any]:
+    """One GPU in a backend's `Backend.report`: its name and memory in GiB."""
+    memory = None if memory_bytes is None else round(memory_bytes / 2**30, 1)
+    return {"name": name, "memory_gib": memory}
+
+
+def cuda_version(code: int) -> str:
+    """CUDA's integer version (12040) as people write it (``12.4``)."""
+    return f"{code // 1000}.{code % 1000 // 10}"
 
 
 def int_seed(seed: Any) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, int_seed
+from .base import Array, Backend, Namespace, cuda_version, gpu, int_seed
 
 __all__ = ["CUDA_DEVICE", "CuPyBackend"]
 
@@ -61,6 +61,25 @@ class CuPyBackend(Backend):
     @classmethod
     def device_names(cls, xp: Namespace) -> list[str]:
         return [f"cuda:{i}" for i in range(cls.device_count())]
+
+    @classmethod
+    def report(cls, xp: Namespace) -> dict[str, Any]:
+        """Version and devices, each GPU's name and memory, and the CUDA driver and runtime."""
+        import cupy
+
+        found = super().report(xp)
+        runtime = cupy.cuda.runtime
+        gpus = []
+        for i in range(cls.device_count()):
+            props = runtime.getDeviceProperties(i)
+            gpus.append(gpu(props["name"].decode(), int(props["totalGlobalMem"])))
+        found["gpus"] = gpus
+        try:
+            found["cuda_runtime"] = cuda_version(runtime.runtimeGetVersion())
+            found["cuda_driver"] = cuda_version(runtime.driverGetVersion())
+        except Exception as exc:  # CUDARuntimeError: no driver; the report says so
+            found["cuda_error"] = str(exc)
+        return found
 
     @classmethod
     def parse_device(cls, xp: Namespace, device: Any) -> Any:

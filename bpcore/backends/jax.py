@@ -11,7 +11,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, int_seed, replaced
+from .base import Array, Backend, Namespace, gpu, int_seed, replaced
 
 __all__ = ["JAXBackend"]
 
@@ -53,6 +53,23 @@ class JAXBackend(Backend):
         import jax
 
         return [_device_name(d) for d in jax.devices()]
+
+    @classmethod
+    def report(cls, xp: Namespace) -> dict[str, Any]:
+        """Version, jaxlib's version, devices, and each GPU's kind and memory limit."""
+        import importlib.metadata
+
+        import jax
+
+        found = super().report(xp)
+        found["jaxlib"] = importlib.metadata.version("jaxlib")
+        gpus = []
+        for device in jax.devices():
+            if device.platform == "gpu":
+                stats = device.memory_stats() or {}
+                gpus.append(gpu(str(device.device_kind), stats.get("bytes_limit")))
+        found["gpus"] = gpus
+        return found
 
     @classmethod
     def parse_device(cls, xp: Namespace, device: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, int_seed
+from .base import Array, Backend, Namespace, gpu, int_seed
 
 __all__ = ["TorchBackend"]
 
@@ -42,6 +42,24 @@ class TorchBackend(Backend):
         if torch.backends.mps.is_available():
             names.append("mps")
         return names
+
+    @classmethod
+    def report(cls, xp: Namespace) -> dict[str, Any]:
+        """Version, devices and intra-op threads; GPUs and CUDA runtime where CUDA is present."""
+        import torch
+
+        found = super().report(xp)
+        found["threads"] = torch.get_num_threads()
+        found["cuda_runtime"] = torch.version.cuda  # None for a CPU build
+        found["gpus"] = (
+            [
+                gpu(props.name, int(props.total_memory))
+                for props in map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))
+            ]
+            if torch.cuda.is_available()
+            else []
+        )
+        return found
 
     @classmethod
     def test_devices(cls, devices: list[str]) -> list[str]:

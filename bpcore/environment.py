@@ -1,0 +1,136 @@
+"""What a bug report should carry: versions, backends, GPUs, BLAS threads, ``BPCORE_*`` settings.
+
+``bpcore info`` prints it (``--json`` for the dictionary itself), as ``sklearn.show_versions()``
+and ``python -m torch.utils.collect_env`` do for their projects. Collecting it imports every
+installed backend, which ``import bpcore`` never does.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import sys
+from typing import Any
+
+from .backends import BACKEND_CLASSES
+from .version import __version__
+
+__all__ = ["environment_info", "format_environment"]
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _dependencies() -> list[str]:
+    """The names of bpcore's own requirements (not its extras'), from its installed metadata."""
+    try:
+        requires = importlib.metadata.requires("bpcore") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return []
+    names = [
+        re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0] for req in requires if "extra" not in req
+    ]
+    return sorted(set(names))
+
+
+def _threadpools() -> list[dict[str, Any]]:
+    """The BLAS and OpenMP libraries loaded in this process and their thread counts."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # a dependency; missing only in a broken install
+        return []
+    keys = ("user_api", "internal_api", "version", "num_threads", "filepath")
+    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+
+
+def environment_info() -> dict[str, Any]:
+    """Collect the environment report as a dictionary that `json.dumps` can write.
+
+    Returns
+    -------
+    dict
+        ``bpcore``, ``python``, ``implementation``, ``executable``, ``platform``, ``machine``,
+        ``cpus``; ``packages``: the versions of bpcore's own dependencies (None when missing);
+        ``backends``: per installed backend, its version and devices, and where the library
+        sees them, GPUs with their memory and the CUDA versions; ``not_installed``;
+        ``threadpools``: threadpoolctl's report, taken after every backend is imported so that
+        their BLAS and OpenMP libraries are in it; ``environment``: the ``BPCORE_*`` variables
+        that are set.
+
+    Examples
+    --------
+    >>> import bpcore
+    >>> info = bpcore.environment_info()
+    >>> info["backends"]["numpy"]["devices"]
+    ['cpu']
+    """
+    backends: dict[str, Any] = {}
+    missing = []
+    for name, cls in BACKEND_CLASSES.items():
+        try:
+            xp = cls.import_namespace()
+        except ImportError:
+            missing.append(name)
+            continue
+        try:
+            backends[name] = cls.report(xp)
+        except Exception as exc:  # a report must not fail on a broken driver: say what broke
+            backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "bpcore": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "packages": {name: _version(name) for name in _dependencies()},
+        "backends": backends,
+        "not_installed": missing,
+        "threadpools": _threadpools(),
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("BPCORE_")},
+    }
+
+
+def format_environment(info: dict[str, Any]) -> str:
+    """The report of `environment_info` as the lines ``bpcore info`` prints."""
+    lines = [
+        f"bpcore {info['bpcore']}",
+        f"python {info['python']} ({info['implementation']}) on {info['platform']}, "
+        f"{info['cpus']} CPUs",
+        "packages: "
+        + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items()),
+        "backends:",
+    ]
+    for name, found in info["backends"].items():
+        if "error" in found:
+            lines.append(f"  {name}: {found['error']}")
+            continue
+        devices = ", ".join(found["devices"]) or "no device"
+        keys = ("jaxlib", "threads", "cuda_runtime", "cuda_driver")
+        extra = [f"{k.replace('_', ' ')} {found[k]}" for k in keys if found.get(k) is not None]
+        lines.append(f"  {name} {found['version']}: {devices}" + "".join(f"; {e}" for e in extra))
+        for g in found.get("gpus", []):
+            memory = "" if g["memory_gib"] is None else f", {g['memory_gib']} GiB"
+            lines.append(f"    GPU: {g['name']}{memory}")
+        if "cuda_error" in found:
+            lines.append(f"    CUDA: {found['cuda_error']}")
+    if info["not_installed"]:
+        lines.append(f"  not installed: {', '.join(info['not_installed'])}")
+    lines.append("threads (threadpoolctl):")
+    lines += [
+        f"  {p['user_api']} {p['internal_api']} {p['version']}: {p['num_threads']} threads "
+        f"({p['filepath']})"
+        for p in info["threadpools"]
+    ] or ["  none reported"]
+    lines.append("environment:")
+    lines += [f"  {k}={v}" for k, v in info["environment"].items()] or [
+        "  no BPCORE_* variable set"
+    ]
+    return "\n".join(lines)
