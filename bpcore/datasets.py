@@ -2,7 +2,8 @@
 
 * `load_mnist` and `load_fashion_mnist` read the IDX files (gzipped or raw) from the first folder
   that has them: the ``data_dir`` argument, ``$BPCORE_DATA/<name>``, the user cache
-  (``$XDG_CACHE_HOME/bpcore/<name>``, by default ``~/.cache/bpcore/<name>``), then system folders
+  (`cache_home`: ``~/.cache/bpcore/<name>`` or ``$XDG_CACHE_HOME`` on Linux, the platform's cache
+  folder on macOS and Windows), then system folders
   (``/usr/share/datasets/<name>``, where Debian's ``dataset-fashion-mnist`` puts Fashion-MNIST).
   When none has them they are downloaded from the dataset's public mirror (overridable with
   ``BPCORE_MNIST_MIRROR`` / ``BPCORE_FASHION_MNIST_MIRROR``) into the first of those folders
@@ -173,7 +174,20 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def cache_home() -> Path:
-    """bpcore's folder in the user's cache (``$XDG_CACHE_HOME/bpcore``, else ``~/.cache/bpcore``)."""
+    """bpcore's folder in the user's cache, where each platform keeps caches.
+
+    * Linux and other Unix: ``$XDG_CACHE_HOME/bpcore``, else ``~/.cache/bpcore`` (the XDG base
+      directory specification);
+    * macOS: ``~/Library/Caches/bpcore``;
+    * Windows: ``%LOCALAPPDATA%\\bpcore\\Cache``, else ``~\\AppData\\Local\\bpcore\\Cache``.
+
+    Downloads go to ``$BPCORE_DATA/<name>`` instead when that variable is set.
+    """
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+        return Path(local) / "bpcore" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "bpcore"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpcore"
 
 
@@ -339,6 +353,7 @@ def load_mnist(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    progress: bool = True,
 ) -> Split:
     """Load MNIST as the book does: ``((x_train, t_train), (x_test, t_test))``.
 
@@ -354,6 +369,9 @@ def load_mnist(
         Looked in first (and downloaded to, when the files are nowhere).
     download : bool, default True
         Download the files when no folder has them.
+    progress : bool, default True
+        Show a progress bar (tqdm, on stderr; a widget in Jupyter) while a file downloads. Files
+        found in a folder are read without one.
 
     Raises
     ------
@@ -363,7 +381,13 @@ def load_mnist(
         A corrupt or truncated file (named), or a download whose checksum does not match.
     """
     return load_dataset(
-        "mnist", normalize, flatten, one_hot_label, data_dir=data_dir, download=download
+        "mnist",
+        normalize,
+        flatten,
+        one_hot_label,
+        data_dir=data_dir,
+        download=download,
+        progress=progress,
     )
 
 
@@ -374,10 +398,17 @@ def load_fashion_mnist(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    progress: bool = True,
 ) -> Split:
     """Load Fashion-MNIST (Zalando; the IDX format of MNIST), as `load_mnist` does."""
     return load_dataset(
-        "fashion-mnist", normalize, flatten, one_hot_label, data_dir=data_dir, download=download
+        "fashion-mnist",
+        normalize,
+        flatten,
+        one_hot_label,
+        data_dir=data_dir,
+        download=download,
+        progress=progress,
     )
 
 

@@ -202,10 +202,46 @@ def test_good_download(mirror, isolated):
     assert len(mirror.requests) == 4
 
 
-def test_download_goes_to_the_user_cache_by_default(mirror, isolated):
-    load_fashion_mnist()
+def test_download_goes_to_the_user_cache_by_default(mirror, isolated, capsys):
+    load_fashion_mnist(progress=False)
     cache = isolated / "cache" / "bpcore" / "fashion-mnist"
     assert len(list(cache.glob("*.gz"))) == 4
+    assert capsys.readouterr().err == ""  # progress=False: no bar
+
+
+def test_download_progress_bar(mirror, isolated, capsys):
+    load_fashion_mnist(data_dir=isolated / "data")
+    err = capsys.readouterr().err
+    for stem in datasets.FILES.values():  # one bar per file, named after it, on stderr
+        assert f"fashion-mnist/{stem}.gz" in err
+    load_fashion_mnist(data_dir=isolated / "data")  # found: read without a bar
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/bpcore"),
+        ("linux", {}, "HOME/.cache/bpcore"),
+        ("freebsd14", {"XDG_CACHE_HOME": ""}, "HOME/.cache/bpcore"),  # empty: unset, as XDG says
+        ("darwin", {"XDG_CACHE_HOME": "/xdg"}, "HOME/Library/Caches/bpcore"),
+        ("win32", {"LOCALAPPDATA": "/appdata"}, "/appdata/bpcore/Cache"),
+        ("win32", {}, "HOME/AppData/Local/bpcore/Cache"),
+    ],
+)
+def test_cache_folder_follows_the_platform(platform, env, expected, monkeypatch, tmp_path):
+    monkeypatch.setattr(datasets.sys, "platform", platform)
+    monkeypatch.setattr(datasets.Path, "home", classmethod(lambda cls: tmp_path))
+    for name in ("XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert datasets.cache_home() == Path(expected.replace("HOME", str(tmp_path)))
+    monkeypatch.setenv("BPCORE_DATA", "/override")  # looked in before the cache
+    assert datasets.data_dirs("mnist")[:2] == [
+        Path("/override/mnist"),
+        Path(expected.replace("HOME", str(tmp_path))) / "mnist",
+    ]
 
 
 @pytest.mark.parametrize(
