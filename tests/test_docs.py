@@ -1,6 +1,6 @@
 """Every code block in docs/ runs.
 
-* ``python`` blocks run in order, one namespace per page: the docs write ``backend="cupy"`` and
+* ``python`` blocks run in order, one namespace per page: the docs write ``backend="numpy"`` and
   the test puts the backend under test in its place, as ``test_readme`` does for the README (a
   page that names no backend runs once). These are integration runs (``integration`` marker):
   once on the CPU and on each GPU, since every layer, network and bad input is tested on every
@@ -61,7 +61,7 @@ def _id(page: Path) -> str:
 
 
 def _on_backend(code: str, backend) -> str:
-    return code.replace('backend="cupy"', f'backend="{backend.name}", device="{backend.device}"')
+    return code.replace('backend="numpy"', f'backend="{backend.name}", device="{backend.device}"')
 
 
 def test_the_docs_have_pages_and_every_block_is_runnable():
@@ -92,8 +92,17 @@ def test_the_readme_links_the_pages():
         assert f"docs/{page}.md" in readme, page
 
 
+def test_python_examples_run_as_copied_without_a_gpu():
+    # A reader copies an example as written: it must not need a GPU. The examples write
+    # backend="numpy" and say what to change (the pages about JAX and Dask name theirs).
+    for page in [*PAGES, ROOT / "README.md"]:
+        for _, code, line in _blocks(page, "python"):
+            code = "\n".join(row.split("#")[0] for row in code.splitlines())  # comments say it
+            assert 'backend="cupy"' not in code and 'device="cuda' not in code, f"{page}:{line}"
+
+
 def _names_a_backend(page: Path) -> bool:
-    return any('backend="cupy"' in code for _, code, _ in _blocks(page, "python"))
+    return any('backend="numpy"' in code for _, code, _ in _blocks(page, "python"))
 
 
 def _run_python_blocks(page: Path, backend, tmp_path: Path, monkeypatch) -> None:
