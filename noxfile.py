@@ -137,7 +137,7 @@ def bench(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def bench_report(session: nox.Session) -> None:
-    """Turn the saved benchmark JSON into docs/bench/report.md and ratio_to_floor.png."""
+    """Turn the saved benchmark JSON into docs/bench/report.md and its two charts."""
     _install(session, "matplotlib>=3.8")
     files = session.posargs or sorted(str(p) for p in Path("benchmarks/results").glob("*.json"))
     if not files:

@@ -1,4 +1,4 @@
-"""Turn saved pytest-benchmark JSON into the Markdown table and PNG chart of the docs.
+"""Turn saved pytest-benchmark JSON into the Markdown table and PNG charts of the docs.
 
     python benchmarks/report.py benchmarks/results/*.json --out docs/bench
 
@@ -29,7 +29,16 @@ def _rows(path: Path) -> tuple[dict, list[dict]]:
         info = bench.get("extra_info", {})
         if "row" not in info:
             continue
-        rows.append({**info, "median": bench["stats"]["median"], "group": bench["group"]})
+        stats = bench["stats"]
+        rows.append(
+            {
+                **info,
+                "median": stats["median"],
+                "q1": stats["q1"],
+                "q3": stats["q3"],
+                "group": bench["group"],
+            }
+        )
     return data.get("machine_info", {}), rows
 
 
@@ -42,12 +51,19 @@ def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
 
 
 def report(paths: list[Path], out: Path) -> str:
-    """Write ``out/report.md`` and ``out/ratio_to_floor.png``; return the Markdown."""
+    """Write ``out/report.md``, ``out/ratio_to_floor.png`` and ``out/step_times.png``.
+
+    Returns the Markdown. The step-time chart shows the last file with step rows: absolute
+    medians, with the interquartile range as error bars.
+    """
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmark report", ""]
     chart: dict[str, dict[str, float]] = {}
+    timed: tuple[str, list[dict]] = ("", [])
     for path in paths:
         machine, rows = _rows(path)
+        if any(r["group"].startswith("step ") for r in rows):
+            timed = (f"{path.name}: {machine.get('cpu', {}).get('brand_raw', '?')}", rows)
         cpu = machine.get("cpu", {}).get("brand_raw", "?")
         lines += [
             f"## {path.name}",
@@ -126,6 +142,7 @@ def report(paths: list[Path], out: Path) -> str:
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     _chart(chart, out / "ratio_to_floor.png")
+    _times_chart(*timed, out / "step_times.png")
     return text
 
 
@@ -179,6 +196,37 @@ def _chart(chart: dict[str, dict[str, float]], path: Path) -> None:
     ax.set_ylabel("step time / matrix-product floor (float32)")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _times_chart(title: str, rows: list[dict], path: Path) -> None:
+    """Float32 step times per size, one panel each: median bars, interquartile error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in rows if r["group"].startswith("step ") and r["dtype"] == "float32"]
+    sizes = sorted(
+        {r["size"] for r in steps}, key=lambda s: list(TARGETS).index(s) if s in TARGETS else 9
+    )
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.6), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        here = sorted((r for r in steps if r["size"] == size), key=lambda r: r["median"])
+        ms = [r["median"] * 1e3 for r in here]
+        spread = [
+            [(r["median"] - r["q1"]) * 1e3 for r in here],
+            [(r["q3"] - r["median"]) * 1e3 for r in here],
+        ]
+        colors = ["#1f77b4" if r["row"].startswith("bpcore") else "#7f7f7f" for r in here]
+        ax.barh(range(len(here)), ms, xerr=spread, color=colors, capsize=3)
+        ax.set_yticks(range(len(here)), [r["row"] for r in here], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per step (median; bars: quartiles)")
+        ax.set_title(size, fontsize=10)
+    fig.suptitle(f"Training step, float32 ({title})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
