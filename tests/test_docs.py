@@ -316,3 +316,20 @@ def test_fashion_mnist_job(command, where, tmp_path, fashion_mnist_dir):
     one 10-epoch training, on NumPy."""
     result = _run_bpcore(f"{command} --json", None, tmp_path, where)
     assert json.loads(result.stdout.splitlines()[-1])["test_acc"] >= 0.875, where
+
+
+@pytest.mark.parametrize("script", sorted((DOCS / "figures").glob("*.py")), ids=lambda p: p.name)
+def test_figure_scripts_draw_the_committed_pictures(script, tmp_path, monkeypatch):
+    """Each docs/figures script still runs on today's bpcore, and its picture is in the docs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"figure_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = module.OUT
+    assert committed.is_file(), f"{script.name} draws {committed}, which is not committed"
+    referenced = "\n".join(p.read_text() for p in PAGES)
+    assert f"_static/{committed.name}" in referenced, f"no page shows {committed.name}"
+    monkeypatch.setattr(module, "OUT", tmp_path / committed.name)
+    module.main()
+    assert (tmp_path / committed.name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
