@@ -77,6 +77,7 @@ def test_the_docs_have_pages_and_every_block_is_runnable():
         "backends.md",
         "api.md",
         "benchmarks.md",
+        "contributing.md",
     }
     for page in PAGES:
         for lang, _, line in _blocks(page):
@@ -284,6 +285,8 @@ def test_console_commands_run(page, backend, tmp_path):
             _run_bpcore(command, backend, tmp_path, where)
         elif command == _readme_test_command():
             pass  # CI runs exactly this (tests/test_readme.py checks it)
+        elif command in (ROOT / ".ci" / "run").read_text().splitlines():
+            pass  # a check CI runs after the tests (ruff, mypy, Sphinx), verbatim
         elif words[:4] == ["python", "-m", "pip", "install"]:
             _check_install(command, where)
         elif "pytest" in words[:4] and "-m" in words[:4]:
