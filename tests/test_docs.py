@@ -250,6 +250,8 @@ def _collect(command: str, where: str) -> None:
     json_out = [w for w in words if w.startswith("--benchmark-json=")]
     for w in json_out:
         words.remove(w)
+    if "-n" in words:  # collecting needs no pytest-xdist workers (each would collect again)
+        words += ["-n", "0"]
     result = _python(
         [*words[1:], "--collect-only", "-q", "-p", "no:cacheprovider"], ROOT, where, env
     )
