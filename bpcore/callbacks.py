@@ -122,7 +122,9 @@ class LearningRateSchedule(Callback):
     min_lr : float, default 0.0
         The rate the cosine ends at.
 
-    ``lr0`` is the optimizer's learning rate when training starts. Attributes: ``lrs``, the rate
+    ``lr0`` is the learning rate the run started from (``trainer.base_lr``: the optimizer's rate
+    as the Trainer was given it, or, for a run resumed from a checkpoint, the rate that run
+    started from), so a resumed run continues the same schedule. Attributes: ``lrs``, the rate
     of every epoch so far.
     """
 
@@ -140,14 +142,13 @@ class LearningRateSchedule(Callback):
         self._lr0: float | None = None
 
     def on_train_begin(self, trainer: Any) -> None:
-        """Take ``lr0`` from the optimizer, the first time."""
+        """Take ``lr0`` from the trainer, the first time."""
         if self._lr0 is None:
-            self._lr0 = float(trainer.optimizer.lr)
+            self._lr0 = float(getattr(trainer, "base_lr", trainer.optimizer.lr))
 
     def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
         """Set the optimizer's learning rate to this epoch's `rate`."""
-        if self._lr0 is None:  # trained with train_step(), not train()
-            self._lr0 = float(trainer.optimizer.lr)
+        self.on_train_begin(trainer)  # trained with train_step(), not train()
         lr = self.rate(epoch, trainer.epochs)
         trainer.optimizer.lr = lr
         self.lrs.append(lr)

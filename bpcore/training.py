@@ -93,6 +93,9 @@ class Trainer:
         writes it as CSV or JSON.
     stop_training : bool
         Set it (a callback does) to end `train` after the current epoch.
+    base_lr : float
+        The learning rate the run started from, kept in checkpoints: a learning-rate schedule
+        counts from it, also after a resume.
     epochs_done : int
     seconds : float
         Time spent in training steps, over all calls (the end-of-epoch evaluation is not
@@ -138,6 +141,9 @@ class Trainer:
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
+        # A resumed run takes its checkpoint's: the optimizer's own rate may have been
+        # scheduled down since.
+        self.base_lr = float(self.optimizer.lr)
         # Gradient and update as one call: one compiled program per step on JAX.
         self.step = TrainingStep(network, self.optimizer, checked=False)
         self._evaluation = compile_evaluation(network)
@@ -388,6 +394,7 @@ class Trainer:
                 "seconds": self.seconds,
                 "optimizer": type(self.optimizer).__name__,
                 "optimizer_state": scalars,
+                "base_lr": self.base_lr,
                 "history": self.history,
                 "epoch_history": self.epoch_history,
             }
@@ -414,6 +421,7 @@ class Trainer:
         self.epochs_done = int(state["epochs_done"])
         self.seed = int(state["seed"])
         self.seconds = float(state.get("seconds", 0.0))
+        self.base_lr = float(state.get("base_lr", self.base_lr))  # older checkpoints lack it
         history = state.get("history", {})
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))

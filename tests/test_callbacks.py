@@ -102,6 +102,29 @@ def test_learning_rate_schedules():
     assert cosine.lrs[0] == pytest.approx(0.1)
 
 
+def test_a_resumed_run_continues_its_schedule(tmp_path):
+    # Stopped after 2 of 4 epochs and resumed by a new Trainer with a new schedule: the same
+    # rates and the same weights as the run that was never stopped (the optimizer's own rate,
+    # saved at 0.025, must not become the schedule's lr0).
+    def schedule():
+        return LearningRateSchedule("step", step_size=1, gamma=0.5)
+
+    whole = schedule()
+    uninterrupted = _trainer(epochs=4, callbacks=[whole], lr=0.1)
+    uninterrupted.train()
+    path = tmp_path / "ck.npz"
+    _trainer(epochs=2, callbacks=[schedule()], lr=0.1, checkpoint=path).train()
+    rest = schedule()
+    resumed = _trainer(epochs=4, callbacks=[rest], lr=0.1, resume=path)
+    resumed.train()
+    assert whole.lrs == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert rest.lrs == whole.lrs[2:]
+    for key, value in uninterrupted.network.params.items():
+        np.testing.assert_array_equal(to_numpy(resumed.network.params[key]), to_numpy(value))
+    # The base rate is the checkpoint's, whatever rate the resuming Trainer is given.
+    assert _trainer(epochs=4, lr=0.7, resume=path).base_lr == 0.1
+
+
 def test_best_checkpoint_keeps_the_best_epochs_network(tmp_path):
     snapshots = []
 
