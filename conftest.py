@@ -31,43 +31,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-def _fast_xla_compiles() -> dict[str, str]:
-    """Have XLA's CPU compiler compile the tests' programs in about half the time, if it can.
+import numpy as np
+import pytest
 
-    Compiling (every eager operation, for every new shape) is most of JAX's test time, and the
-    tests' arrays are too small for XLA's fusion emitters and LLVM optimizations to pay back
-    what they cost to compile (measured on 2 cores: 73 s -> 41 s for the JAX gradient checks of
-    the conv nets and the step tests). A jaxlib that no longer knows a flag aborts the process,
-    so the flags are tried once, in a subprocess, by the process that starts the run; its
-    pytest-xdist workers and CLI subprocesses inherit them. A user's XLA_FLAGS win. Returns
-    the variables to set.
-    """
-    import importlib.util
-    import subprocess
-    import sys
-
-    if "XLA_FLAGS" in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
-        return {}
-    if importlib.util.find_spec("jax") is None:
-        return {}
-    flags = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
-    probe = subprocess.run(
-        [sys.executable, "-c", "import jax.numpy as jnp; jnp.ones(2).sum().block_until_ready()"],
-        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        check=False,
-    )
-    return {"XLA_FLAGS": flags} if probe.returncode == 0 else {}
-
-
-os.environ.update(_fast_xla_compiles())
-
-# Imported only now (hence noqa: E402): the libraries read the variables above when they load.
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from bpcore.backends import DaskBackend  # noqa: E402
-from bpcore.testing import backend_cases, parametrize_backends, parse_backend_names  # noqa: E402
+from bpcore.backends import DaskBackend
+from bpcore.testing import backend_cases, parametrize_backends, parse_backend_names
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
