@@ -123,8 +123,8 @@ class LearningRateSchedule(Callback):
         The rate the cosine ends at.
 
     ``lr0`` is the learning rate the run started from (``trainer.base_lr``: the optimizer's rate
-    as the Trainer was given it, or, for a run resumed from a checkpoint, the rate that run
-    started from), so a resumed run continues the same schedule. Attributes: ``lrs``, the rate
+    when training began, or, for a run resumed from a checkpoint, the rate that run started
+    from), so a resumed run continues the same schedule. Attributes: ``lrs``, the rate
     of every epoch so far.
     """
 
@@ -144,7 +144,8 @@ class LearningRateSchedule(Callback):
     def on_train_begin(self, trainer: Any) -> None:
         """Take ``lr0`` from the trainer, the first time."""
         if self._lr0 is None:
-            self._lr0 = float(getattr(trainer, "base_lr", trainer.optimizer.lr))
+            base = getattr(trainer, "base_lr", None)
+            self._lr0 = float(trainer.optimizer.lr if base is None else base)
 
     def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
         """Set the optimizer's learning rate to this epoch's `rate`."""

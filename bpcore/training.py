@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -93,9 +94,10 @@ class Trainer:
         writes it as CSV or JSON.
     stop_training : bool
         Set it (a callback does) to end `train` after the current epoch.
-    base_lr : float
-        The learning rate the run started from, kept in checkpoints: a learning-rate schedule
-        counts from it, also after a resume.
+    base_lr : float or None
+        The learning rate the run started from (the optimizer's when `train` or the first
+        `train_step` began), kept in checkpoints: a learning-rate schedule counts from it, also
+        after a resume.
     epochs_done : int
     seconds : float
         Time spent in training steps, over all calls (the end-of-epoch evaluation is not
@@ -141,9 +143,9 @@ class Trainer:
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
-        # A resumed run takes its checkpoint's: the optimizer's own rate may have been
-        # scheduled down since.
-        self.base_lr = float(self.optimizer.lr)
+        # Set when the run starts (so a rate changed before then counts); a resumed run takes
+        # its checkpoint's, as the optimizer's own rate may have been scheduled down since.
+        self.base_lr: float | None = None
         # Gradient and update as one call: one compiled program per step on JAX.
         self.step = TrainingStep(network, self.optimizer, checked=False)
         self._evaluation = compile_evaluation(network)
@@ -224,6 +226,7 @@ class Trainer:
         """
         self.network.check_layers()  # once per run: the steps use the unchecked gradient
         self.stop_training = False
+        self._start_run()
         for callback in self.callbacks:
             callback.on_train_begin(self)
         with self._stepping():
@@ -279,7 +282,12 @@ class Trainer:
         self.seconds += elapsed
         self._epoch_seconds += elapsed
 
+    def _start_run(self) -> None:
+        if self.base_lr is None:
+            self.base_lr = float(self.optimizer.lr)
+
     def _start_epoch(self) -> None:
+        self._start_run()  # train_step() without train()
         self._epoch_seconds = 0.0
         for callback in self.callbacks:
             callback.on_epoch_begin(self, self.epochs_done + 1)
@@ -421,7 +429,8 @@ class Trainer:
         self.epochs_done = int(state["epochs_done"])
         self.seed = int(state["seed"])
         self.seconds = float(state.get("seconds", 0.0))
-        self.base_lr = float(state.get("base_lr", self.base_lr))  # older checkpoints lack it
+        if state.get("base_lr") is not None:  # older checkpoints lack it
+            self.base_lr = float(state["base_lr"])
         history = state.get("history", {})
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))
@@ -444,6 +453,11 @@ class Trainer:
                 f"{path} was trained with mini-batches of {state.get('batch_size')}, not "
                 f"{self.batch_size}: the resumed run would not continue the same one"
             )
+        base_lr = state.get("base_lr")
+        if base_lr is not None and not (
+            isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0
+        ):
+            raise ValueError(f"{path} holds a base learning rate of {base_lr!r}: corrupt")
         if state.get("optimizer") != type(self.optimizer).__name__:
             raise ValueError(
                 f"{path} was trained with {state.get('optimizer')}, not "

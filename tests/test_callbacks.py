@@ -125,6 +125,14 @@ def test_a_resumed_run_continues_its_schedule(tmp_path):
     assert _trainer(epochs=4, lr=0.7, resume=path).base_lr == 0.1
 
 
+def test_a_schedule_starts_from_the_rate_set_before_training():
+    step = LearningRateSchedule("step", step_size=1, gamma=0.5)
+    trainer = _trainer(epochs=2, callbacks=[step], lr=0.1)
+    trainer.optimizer.lr = 0.4  # after the Trainer is built, before it trains
+    trainer.train()
+    assert trainer.base_lr == 0.4 and step.lrs == pytest.approx([0.4, 0.2])
+
+
 def test_best_checkpoint_keeps_the_best_epochs_network(tmp_path):
     snapshots = []
 
