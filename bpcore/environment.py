@@ -78,9 +78,13 @@ def environment_info() -> dict[str, Any]:
         except ImportError:
             missing.append(name)
             continue
+        except Exception as exc:  # a broken install (a jaxlib that does not match jax, CUDA
+            # libraries missing under torch) is what a bug report is for: say what broke
+            backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
         try:
             backends[name] = cls.report(xp)
-        except Exception as exc:  # a report must not fail on a broken driver: say what broke
+        except Exception as exc:  # a broken driver, likewise
             backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return {
         "bpcore": __version__,
@@ -118,6 +122,8 @@ def format_environment(info: dict[str, Any]) -> str:
         lines.append(f"  {name} {found['version']}: {devices}" + "".join(f"; {e}" for e in extra))
         for g in found.get("gpus", []):
             memory = "" if g["memory_gib"] is None else f", {g['memory_gib']} GiB"
+            if g.get("jax_memory_limit_gib") is not None:
+                memory += f", JAX may allocate {g['jax_memory_limit_gib']} GiB"
             lines.append(f"    GPU: {g['name']}{memory}")
         if "cuda_error" in found:
             lines.append(f"    CUDA: {found['cuda_error']}")

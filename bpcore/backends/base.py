@@ -18,8 +18,8 @@ import array_api_compat
 import numpy as np
 
 __all__ = [
-    "DTYPES", "Array", "Backend", "HostRandom", "Namespace", "cuda_version", "gpu", "int_seed",
-    "replaced",
+    "DTYPES", "Array", "Backend", "HostRandom", "Namespace", "cuda_driver_version",
+    "cuda_version", "gpu", "int_seed", "replaced",
 ]  # fmt: skip
 
 #: An array of any supported backend (the Array API has no common static type).
@@ -381,15 +381,36 @@ class HostRandom:
         return self._asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
 
 
-def gpu(name: str, memory_bytes: int | None) -> dict[str, Any]:
-    """One GPU in a backend's `Backend.report`: its name and memory in GiB."""
+def gpu(name: str, memory_bytes: int | None, **more: Any) -> dict[str, Any]:
+    """One GPU in a backend's `Backend.report`: its name and total memory in GiB (None if the
+    library does not say), and whatever else the library reports about it."""
     memory = None if memory_bytes is None else round(memory_bytes / 2**30, 1)
-    return {"name": name, "memory_gib": memory}
+    return {"name": name, "memory_gib": memory, **more}
 
 
-def cuda_version(code: int) -> str:
-    """CUDA's integer version (12040) as people write it (``12.4``)."""
-    return f"{code // 1000}.{code % 1000 // 10}"
+def cuda_version(code: int) -> str | None:
+    """CUDA's integer version (12040) as people write it (``12.4``); None for 0 (no driver)."""
+    return f"{code // 1000}.{code % 1000 // 10}" if code > 0 else None
+
+
+def cuda_driver_version() -> str | None:
+    """The CUDA version the installed NVIDIA driver supports, asked of the driver itself.
+
+    Any library that sees a GPU can report it this way (``cuDriverGetVersion``, through
+    ctypes); None where there is no driver.
+    """
+    import ctypes
+    import sys
+
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        driver = ctypes.CDLL(name)
+        code = ctypes.c_int(0)
+        if driver.cuDriverGetVersion(ctypes.byref(code)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return cuda_version(code.value)
 
 
 def int_seed(seed: Any) -> int:

@@ -76,7 +76,7 @@ class CuPyBackend(Backend):
         found["gpus"] = gpus
         try:
             found["cuda_runtime"] = cuda_version(runtime.runtimeGetVersion())
-            found["cuda_driver"] = cuda_version(runtime.driverGetVersion())
+            found["cuda_driver"] = cuda_version(runtime.driverGetVersion())  # 0: no driver
         except Exception as exc:  # CUDARuntimeError: no driver; the report says so
             found["cuda_error"] = str(exc)
         return found

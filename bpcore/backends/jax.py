@@ -11,7 +11,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, gpu, int_seed, replaced
+from .base import Array, Backend, Namespace, cuda_driver_version, gpu, int_seed, replaced
 
 __all__ = ["JAXBackend"]
 
@@ -56,7 +56,11 @@ class JAXBackend(Backend):
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
-        """Version, jaxlib's version, devices, and each GPU's kind and memory limit."""
+        """Version, jaxlib's, devices; each GPU's kind, and what JAX may allocate of it; the driver.
+
+        JAX reports no GPU's total memory, only its allocator's limit (75% of it by default, or
+        ``XLA_PYTHON_CLIENT_MEM_FRACTION``), which is reported as ``jax_memory_limit_gib``.
+        """
         import importlib.metadata
 
         import jax
@@ -66,9 +70,17 @@ class JAXBackend(Backend):
         gpus = []
         for device in jax.devices():
             if device.platform == "gpu":
-                stats = device.memory_stats() or {}
-                gpus.append(gpu(str(device.device_kind), stats.get("bytes_limit")))
+                limit = (device.memory_stats() or {}).get("bytes_limit")
+                gpus.append(
+                    gpu(
+                        str(device.device_kind),
+                        None,
+                        jax_memory_limit_gib=None if limit is None else round(limit / 2**30, 1),
+                    )
+                )
         found["gpus"] = gpus
+        if gpus:
+            found["cuda_driver"] = cuda_driver_version()
         return found
 
     @classmethod

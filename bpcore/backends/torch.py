@@ -7,7 +7,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .base import Array, Backend, Namespace, gpu, int_seed
+from .base import Array, Backend, Namespace, cuda_driver_version, gpu, int_seed
 
 __all__ = ["TorchBackend"]
 
@@ -45,20 +45,23 @@ class TorchBackend(Backend):
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
-        """Version, devices and intra-op threads; GPUs and CUDA runtime where CUDA is present."""
+        """Version, devices and intra-op threads; GPUs, CUDA runtime and driver where CUDA is.
+
+        The runtime is the CUDA version PyTorch was built with and ships (None for a CPU
+        build); the driver is asked of the driver itself.
+        """
         import torch
 
         found = super().report(xp)
         found["threads"] = torch.get_num_threads()
-        found["cuda_runtime"] = torch.version.cuda  # None for a CPU build
-        found["gpus"] = (
-            [
+        found["cuda_runtime"] = torch.version.cuda
+        found["gpus"] = []
+        if torch.cuda.is_available():
+            found["gpus"] = [
                 gpu(props.name, int(props.total_memory))
                 for props in map(torch.cuda.get_device_properties, range(torch.cuda.device_count()))
             ]
-            if torch.cuda.is_available()
-            else []
-        )
+            found["cuda_driver"] = cuda_driver_version()
         return found
 
     @classmethod
