@@ -188,7 +188,9 @@ def cache_home() -> Path:
         return Path(local) / "bpcore" / "Cache"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "bpcore"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpcore"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # The XDG specification: a relative path is invalid and to be ignored.
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "bpcore"
 
 
 def data_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -252,7 +254,7 @@ class _Bar:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _Bar()
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in Jupyter, a bar in a terminal
 
     return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, file=sys.stderr)
 

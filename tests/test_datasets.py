@@ -39,7 +39,8 @@ def _tiny_dataset(folder: Path, n=5, value=7):
 def isolated(tmp_path, monkeypatch):
     """No system folders, an empty user cache, no BPCORE_DATA."""
     monkeypatch.setattr(datasets, "SYSTEM_DIRS", [])
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # cache_home itself, not only XDG_CACHE_HOME, which macOS and Windows do not read.
+    monkeypatch.setattr(datasets, "cache_home", lambda: tmp_path / "cache" / "bpcore")
     monkeypatch.delenv("BPCORE_DATA", raising=False)
     return tmp_path
 
@@ -224,6 +225,7 @@ def test_download_progress_bar(mirror, isolated, capsys):
         ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/bpcore"),
         ("linux", {}, "HOME/.cache/bpcore"),
         ("freebsd14", {"XDG_CACHE_HOME": ""}, "HOME/.cache/bpcore"),  # empty: unset, as XDG says
+        ("linux", {"XDG_CACHE_HOME": "relative/cache"}, "HOME/.cache/bpcore"),  # XDG: ignored
         ("darwin", {"XDG_CACHE_HOME": "/xdg"}, "HOME/Library/Caches/bpcore"),
         ("win32", {"LOCALAPPDATA": "/appdata"}, "/appdata/bpcore/Cache"),
         ("win32", {}, "HOME/AppData/Local/bpcore/Cache"),
