@@ -24,6 +24,7 @@ PEER_FLOOR = {"book_numpy": "floor[numpy]", "pytorch_eager": "floor[torch-cpu]"}
 
 def _rows(path: Path) -> tuple[dict, list[dict]]:
     data = json.loads(path.read_text())
+    machine = {**data.get("machine_info", {}), "datetime": data.get("datetime", "")}
     rows = []
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
@@ -39,7 +40,7 @@ def _rows(path: Path) -> tuple[dict, list[dict]]:
                 "group": bench["group"],
             }
         )
-    return data.get("machine_info", {}), rows
+    return machine, rows
 
 
 def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
@@ -53,17 +54,18 @@ def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
 def report(paths: list[Path], out: Path) -> str:
     """Write ``out/report.md``, ``out/ratio_to_floor.png`` and ``out/step_times.png``.
 
-    Returns the Markdown. The step-time chart shows the last file with step rows: absolute
-    medians, with the interquartile range as error bars.
+    Returns the Markdown. The step-time chart shows the latest run (by pytest-benchmark's
+    ``datetime``) with step rows: absolute medians, with the interquartile range as error bars.
     """
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Benchmark report", ""]
     chart: dict[str, dict[str, float]] = {}
-    timed: tuple[str, list[dict]] = ("", [])
+    timed: tuple[str, str, list[dict]] = ("", "", [])
     for path in paths:
         machine, rows = _rows(path)
-        if any(r["group"].startswith("step ") for r in rows):
-            timed = (f"{path.name}: {machine.get('cpu', {}).get('brand_raw', '?')}", rows)
+        if any(r["group"].startswith("step ") for r in rows) and machine["datetime"] >= timed[0]:
+            name = f"{path.name}: {machine.get('cpu', {}).get('brand_raw', '?')}"
+            timed = (machine["datetime"], name, rows)
         cpu = machine.get("cpu", {}).get("brand_raw", "?")
         lines += [
             f"## {path.name}",
@@ -142,7 +144,8 @@ def report(paths: list[Path], out: Path) -> str:
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     _chart(chart, out / "ratio_to_floor.png")
-    _times_chart(*timed, out / "step_times.png")
+    if timed[2]:
+        _times_chart(timed[1], timed[2], out / "step_times.png")
     return text
 
 

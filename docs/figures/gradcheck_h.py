@@ -27,7 +27,9 @@ STEPS = np.logspace(-12, 0, 49)
 
 def errors(dtype: str) -> np.ndarray:
     """The relative error of the directional derivative, for each step in `STEPS`."""
-    net = bpcore.MultiLayerNet(100, [20], 10, activation="tanh", dtype=dtype, seed=0)
+    net = bpcore.MultiLayerNet(
+        100, [20], 10, activation="tanh", dtype=dtype, backend="numpy", seed=0
+    )
     rng = np.random.default_rng(0)
     x = (rng.integers(0, 256, (3, 100)) / 255).astype(dtype)
     t = np.array([5, 0, 4])
