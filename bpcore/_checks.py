@@ -24,6 +24,7 @@ import array_api_compat
 from .backends import Array, Backend, backend_class_of, namespace
 
 __all__ = [
+    "are_distributions",
     "check_array",
     "check_label_values",
     "check_labels",
@@ -49,9 +50,9 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
     """Check that ``a`` is an array of ``backend``'s library on its device."""
     try:
         xp = namespace(a)  # cached by the array's type: this runs at every call
-    except TypeError:
+    except TypeError:  # not an array of any library array-api-compat knows
         xp = None
-    if xp is None or not array_api_compat.is_array_api_obj(a):
+    if xp is None:
         raise TypeError(
             f"{name} must be an array of backend {backend.name!r}, got {type(a).__name__}"
         )
@@ -253,14 +254,19 @@ def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str, values: bo
     )
 
 
-def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> None:
-    rows = t if xp.isdtype(t.dtype, "real floating") else xp.astype(t, xp.float32)
-    # One-hot rows, or probability rows (soft labels): non-negative, summing to 1. The tolerance
-    # allows float32 rows that were computed, not typed.
-    sums = xp.sum(rows, axis=1)
+def are_distributions(rows: Array, xp: Any) -> Array:
+    """Whether every row is non-negative and sums to 1, as a 0-d boolean array (no read-back).
+
+    One-hot rows, or probability rows (soft labels). The tolerance follows the rows' precision:
+    1e-3 in float32 (rows that were computed, not typed), 1e-6 otherwise. NaN fails both.
+    """
     tol = 1e-3 if rows.dtype == xp.float32 else 1e-6
-    ok = xp.all(rows >= 0) & xp.all(xp.abs(sums - 1) <= tol)
-    if not bool(ok):  # NaN fails the comparisons too
+    return xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=1) - 1) <= tol)
+
+
+def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> None:
+    rows = t if is_kind(xp, t.dtype, "real floating") else xp.astype(t, xp.float32)
+    if not bool(are_distributions(rows, xp)):
         raise ValueError(
             f"{name} has rows of width {n_classes} that are not one-hot: each row must be "
             f"non-negative and sum to 1"

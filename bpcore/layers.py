@@ -21,7 +21,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._checks import index_dtype, is_kind
+from ._checks import are_distributions, index_dtype, is_kind
 from .backends import Array, backend_class_of, namespace
 from .im2col import add_window_slices, transposed_windows, window_slices
 
@@ -271,11 +271,7 @@ class SoftmaxWithLoss:
             valid = xp.sum(target) == n
         elif tuple(t.shape) == (n, c) and (integral or is_kind(xp, t.dtype, "real floating")):
             target = t if t.dtype == x.dtype else xp.astype(t, x.dtype)
-            # Probability rows: non-negative, summing to 1 (a float32 tolerance for computed
-            # rows). NaN fails both.
-            tol = 1e-3 if x.dtype == xp.float32 else 1e-6
-            sums = xp.sum(target, axis=1)
-            valid = xp.all(target >= 0) & xp.all(xp.abs(sums - 1) <= tol)
+            valid = are_distributions(target, xp)  # in the scores' precision
         else:
             raise ValueError(
                 f"SoftmaxWithLoss expects labels as integers of shape ({n},) or one-hot rows of "
