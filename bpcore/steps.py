@@ -63,8 +63,6 @@ class TrainingStep:
 
     Attributes
     ----------
-    compiled : bool
-        Whether the step runs as one compiled program (JAX).
     last_hits : array or None
         How many samples of the last batch the network's scores got right, a 0-d array on the
         device (the scores of the forward pass before the update).
@@ -84,12 +82,16 @@ class TrainingStep:
             self._program = network.backend_info.compile(
                 self._pure, donate_argnums=(0,) if donate else ()
             )
-        self.compiled = self._program is not None
         self._host_scalars: dict[str, Any] | None = None
         self._device_scalars: dict[str, Array] = {}
 
     def __repr__(self) -> str:
         return f"TrainingStep({self.network!r}, {self.optimizer!r}, compiled={self.compiled})"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the step runs as one compiled program (JAX)."""
+        return self._program is not None
 
     def __call__(self, x: Array, t: Array, indices: Array | None = None) -> Array:
         """Train on one batch; return its loss (0-d, on the device, before the update).
@@ -149,10 +151,11 @@ class TrainingStep:
     def _compiled_call(self, x: Array, t: Array, indices: Array | None) -> Array:
         net, optimizer = self.network, self.optimizer
         arrays = self._optimizer_arrays()
+        generators = self._generators()
         state = {
             "params": dict(net.params),
             "buffers": net.buffers,
-            "keys": [g.key for g in self._generators()],
+            "keys": [g.key for g in generators],
             "optimizer": arrays,
             "scalars": self._scalars(),
         }
@@ -161,12 +164,12 @@ class TrainingStep:
         for key, value in new["params"].items():
             net.params.bind(key, value)  # the same shapes, dtypes and device, checked when traced
         net.set_buffers(new["buffers"])
-        for generator, key in zip(self._generators(), new["keys"], strict=True):
+        for generator, key in zip(generators, new["keys"], strict=True):
             generator.key = key
         # The host's copy of the scalars moves as the device's did: the optimizer's own update,
         # of no parameters, does the bookkeeping (Adam's step count) in Python.
         optimizer.update({}, {})
-        optimizer.load_state(new["optimizer"], optimizer.state()[1])
+        optimizer.load_state(new["optimizer"], {})  # the arrays; the scalars are up to date
         self._host_scalars = {k: getattr(optimizer, k) for k in new["scalars"]}
         self._device_scalars = dict(new["scalars"])
         net.last_loss = loss
