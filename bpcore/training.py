@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import array_api_compat
 import numpy as np
 
 from . import _checks
-from .backends import Array, backend_class_of, namespace, to_numpy
+from .backends import Array, backend_class_of, namespace
 from .callbacks import Callback
 from .checkpoints import atomic_write, holds, read_checkpoint, restore, save
 from .networks import Network, correct_predictions
@@ -298,6 +298,7 @@ class Trainer:
             self.iter_per_epoch,
             f"epoch {self.epochs_done + 1}/{self.epochs}",
             self._diverged,
+            self.network.backend_info.read_floats,
             bar=self.verbose == 1 and _interactive(),
         )
 
@@ -367,7 +368,10 @@ class Trainer:
             hits.append(chunk_hits)
             losses.append((chunk_loss, stop - start))
         n = int(x.shape[0])
-        return _total(hits) / n, sum(float(to_numpy(v)) * k for v, k in losses) / n
+        read = self.network.backend_info.read_floats  # all the chunks at once, not each
+        sizes = np.array([k for _, k in losses], dtype=np.float64)
+        mean_losses = read([v for v, _ in losses])
+        return float(read(hits).sum()) / n, float(mean_losses @ sizes) / n
 
     def save_history(self, path: str | os.PathLike[str]) -> Path:
         """Write `epoch_history` to ``path``: CSV for a ``.csv`` name, else JSON (atomically).
@@ -473,8 +477,17 @@ class _Progress:
     epoch's end the losses not read yet are read back in one go and checked for divergence.
     """
 
-    def __init__(self, steps: int, desc: str, diverged: Any, *, bar: bool) -> None:
+    def __init__(
+        self,
+        steps: int,
+        desc: str,
+        diverged: Any,
+        read: Callable[[list[Array]], np.ndarray],
+        *,
+        bar: bool,
+    ) -> None:
         self.steps = steps
+        self._read_floats = read  # the backend's: many 0-d arrays in one read-back
         self.steps_done = 0
         self.samples = 0
         self._diverged = diverged
@@ -502,7 +515,7 @@ class _Progress:
         if self.steps_done % _SHOW_EVERY == 0 or self.steps_done == self.steps:
             shown = len(self._read)
             self._read_back()
-            self._hit_total += _total(self._hits)  # the batches since the last read
+            self._hit_total += float(self._read_floats(self._hits).sum())  # since the last read
             self._hits.clear()
             acc = self._hit_total / self.samples
             rate = self.samples / max(time.perf_counter() - self._started, 1e-9)
@@ -520,8 +533,7 @@ class _Progress:
         pending = self._losses[len(self._read) :]
         if not pending:
             return
-        # One 0-d array at a time: stacking them would be one more program per count on JAX.
-        values = np.array([float(to_numpy(loss)) for loss in pending])
+        values = self._read_floats(pending)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             index = int(bad[0])
@@ -550,11 +562,6 @@ def _interactive() -> bool:
     """Whether a progress bar can be seen: stderr is a terminal, or a notebook's kernel runs."""
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty()) or "ipykernel" in sys.modules
-
-
-def _total(counts: list[Array]) -> float:
-    """The sum of 0-d arrays, read back to the host (where they wait for the device)."""
-    return float(sum(float(to_numpy(c)) for c in counts))
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:

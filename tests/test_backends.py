@@ -246,3 +246,16 @@ def test_each_backend_reports_its_version_and_devices(backend):
     assert found["devices"] and found["devices"] == available_backends()[backend.name]
     for gpu in found.get("gpus", []):
         assert gpu["name"] and (gpu["memory_gib"] is None or gpu["memory_gib"] > 0)
+
+
+def test_read_floats_reads_a_loops_scalars_back_together(backend):
+    # A training loop's losses (float) and hit counts (integer), 0-d on the device: read back
+    # as one float64 NumPy array, non-finite values kept (the Trainer looks for them).
+    resolved = backend.resolve()
+    losses = [backend.asarray(v, "float32") for v in (0.5, 2.25, np.inf)]
+    counts = [backend.asarray(v) for v in (3, 0, 7)]
+    for values, expected in ((losses, [0.5, 2.25, np.inf]), (counts, [3.0, 0.0, 7.0])):
+        got = type(resolved).read_floats(values)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, expected)
+    assert type(resolved).read_floats([]).shape == (0,)

@@ -164,6 +164,24 @@ class Backend:
             return np.asarray(a)
 
     @classmethod
+    def read_floats(cls, values: Sequence[Any]) -> np.ndarray:
+        """Many 0-d arrays (a training loop's losses and hit counts) as one float64 NumPy
+        array: stacked on the device and read back once, not once each (each read waits for
+        the device). Python and NumPy numbers pass through, and so do arrays already computed
+        into another library's (a Dask network's losses are NumPy's)."""
+
+        def host(a: Any) -> np.ndarray:
+            return cls.to_numpy(a) if cls.owns_array(a) else Backend.to_numpy(a)
+
+        arrays = [v for v in values if not isinstance(v, (int, float, np.generic))]
+        if not arrays:
+            return np.asarray(values, dtype=np.float64)
+        if len(arrays) < len(values):  # mixed: rare (a book-style network's own numbers)
+            return np.array([float(host(v)) for v in values], dtype=np.float64)
+        xp = array_api_compat.array_namespace(*arrays)
+        return np.asarray(host(xp.stack(arrays)), dtype=np.float64)
+
+    @classmethod
     def synchronize(cls, a: Array) -> None:
         """Wait until the device has finished computing ``a`` (nothing to wait for here)."""
 

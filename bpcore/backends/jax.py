@@ -115,6 +115,14 @@ class JAXBackend(Backend):
         return _device_name(self.device)
 
     @classmethod
+    def read_floats(cls, values: Sequence[Any]) -> np.ndarray:
+        """Many 0-d arrays read back together by ``jax.device_get``: stacking them first would
+        compile one more program for each count of values."""
+        import jax
+
+        return np.asarray(jax.device_get(list(values)), dtype=np.float64)
+
+    @classmethod
     def synchronize(cls, a: Array) -> None:
         a.block_until_ready()  # JAX dispatches asynchronously on every device, the CPU too
 
