@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -40,6 +41,13 @@ def _trainer(backend=None, epochs=4, callbacks=(), lr=0.05, **kwargs):
 
 def test_epoch_history_rows(backend):
     trainer = _trainer(backend, epochs=3)
+    evaluation = trainer._evaluation
+
+    def slow_evaluation(x, t):  # evaluation time a row must count, and trainer.seconds not
+        time.sleep(0.02)
+        return evaluation(x, t)
+
+    trainer._evaluation = slow_evaluation
     trainer.train()
     rows = trainer.epoch_history
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -51,8 +59,9 @@ def test_epoch_history_rows(backend):
             np.mean(trainer.train_loss_list[i * steps : (i + 1) * steps])
         )
         assert row["seconds"] > 0
-    # An epoch's seconds are its steps' (all that trainer.seconds counts) and its evaluation's.
-    assert sum(r["seconds"] for r in rows) >= trainer.seconds
+    # An epoch's seconds are its steps' (all that trainer.seconds counts) and its evaluation's
+    # (two evaluations an epoch, train and test, each slowed by 0.02 s).
+    assert sum(r["seconds"] for r in rows) - trainer.seconds >= 3 * 2 * 0.02
     _, _, x_test, t_test = _data()
     net = trainer.network
     expected = float(net.loss(net.xp.asarray(x_test), net.xp.asarray(t_test)))
