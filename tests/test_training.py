@@ -30,18 +30,18 @@ def _trainer(backend, epochs=3, **kwargs):
 
 @pytest.mark.slow
 def test_history_and_accuracy(backend):
-    trainer = _trainer(backend, epochs=5)
+    trainer = _trainer(backend, epochs=3)
     history = trainer.train()
     steps_per_epoch = -(-1437 // 64)
-    assert len(trainer.train_loss_list) == 5 * steps_per_epoch
-    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 5
+    assert len(trainer.train_loss_list) == 3 * steps_per_epoch
+    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 3
     assert history["test_acc"] is trainer.test_acc_list
     assert all(isinstance(v, float) for v in trainer.train_loss_list)
     assert np.mean(trainer.train_loss_list[-10:]) < 0.5 * np.mean(trainer.train_loss_list[:10])
     assert trainer.test_acc_list[-1] >= 0.9
     # The data moved to the network's device once, in its dtype.
     assert trainer.x_train.dtype == trainer.network.dtype
-    assert trainer.epochs_done == 5
+    assert trainer.epochs_done == 3
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +95,13 @@ def test_divergence_stops_with_a_clear_error(backend, verbose):
 @pytest.mark.slow
 def test_checkpoint_and_resume_continue_the_same_run(backend, tmp_path):
     path = tmp_path / "run.npz"
-    straight = _trainer(backend, epochs=4)
+    straight = _trainer(backend, epochs=2)
     straight.train()
 
-    first = _trainer(backend, epochs=2, checkpoint=path)
+    first = _trainer(backend, epochs=1, checkpoint=path)
     first.train()
-    resumed = _trainer(backend, epochs=4, resume=path)
-    assert resumed.epochs_done == 2
+    resumed = _trainer(backend, epochs=2, resume=path)
+    assert resumed.epochs_done == 1
     resumed.train()
     np.testing.assert_allclose(resumed.train_loss_list, straight.train_loss_list, rtol=1e-5)
     for key, value in straight.network.params.items():
@@ -287,12 +287,14 @@ def test_new_networks_train_and_resume_with_their_running_statistics(backend, tm
         )
 
     path = tmp_path / "run.npz"
-    straight = trainer(3)
+    # The MLP learns in two epochs; the small conv net needs three to beat chance clearly.
+    epochs = 2 if flat else 3
+    straight = trainer(epochs)
     straight.train()
     assert np.mean(straight.train_loss_list[-5:]) < np.mean(straight.train_loss_list[:5])
     assert straight.test_acc_list[-1] > 0.25  # chance is 0.1
-    trainer(2, checkpoint=path).train()
-    resumed = trainer(3, resume=path)
+    trainer(epochs - 1, checkpoint=path).train()
+    resumed = trainer(epochs, resume=path)
     net = resumed.network
     saved = bpcore.load(path)
     for key, value in saved.buffers.items():
