@@ -243,25 +243,47 @@ def _run_bpcore(command: str, backend, cwd: Path, where: str) -> subprocess.Comp
     return _python(["-m", "bpcore", *args], cwd, f"{where}: {command!r}", env)
 
 
-def _collect(command: str, where: str) -> None:
-    """A pytest command: its environment, paths and options must be valid (collection only)."""
-    words = shlex.split(command)
+# Collects each pytest command of a page in turn, in one process: the backends' imports, most
+# of a collection's time, are then paid once per page. Prints each exit status after a marker.
+_COLLECTOR = """
+import json, os, sys
+import pytest
+base = dict(os.environ)
+for env, args in json.loads(sys.argv[1]):
+    os.environ.clear()
+    os.environ.update(base, **env)
+    code = pytest.main(args)
+    print(f"<<exit {int(code)}>>", flush=True)
+"""
+
+
+def _collect(commands: list[tuple[str, str]]) -> None:
+    """Pytest commands: their environment, paths and options must be valid (collection only)."""
+    runs = []
+    for command, where in commands:
+        words = shlex.split(command)
+        env = {}
+        while "=" in words[0]:
+            name, _, value = words.pop(0).partition("=")
+            env[name] = value
+        assert words[:3] == ["python", "-m", "pytest"], where
+        args = [w for w in words[3:] if not w.startswith("--benchmark-json=")]
+        if "-n" in args:  # collecting needs no pytest-xdist workers (each would collect again)
+            args += ["-n", "0"]
+        # Without the hypothesis plugin, which only this suite's own tests use: importing it is
+        # two seconds of a collection.
+        args += ["--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+        runs.append((env, args))
     # A pytest of its own, not one of this run's pytest-xdist workers (whose variables would
     # make pytest-benchmark disable itself, with a warning that is an error here).
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
-    while "=" in words[0]:
-        name, _, value = words.pop(0).partition("=")
-        env[name] = value
-    assert words[:3] == ["python", "-m", "pytest"], where
-    json_out = [w for w in words if w.startswith("--benchmark-json=")]
-    for w in json_out:
-        words.remove(w)
-    if "-n" in words:  # collecting needs no pytest-xdist workers (each would collect again)
-        words += ["-n", "0"]
-    result = _python(
-        [*words[1:], "--collect-only", "-q", "-p", "no:cacheprovider"], ROOT, where, env
-    )
-    assert re.search(r"\d+ tests? collected", result.stdout), where
+    where = ", ".join(where for _, where in commands)
+    result = _python(["-c", _COLLECTOR, json.dumps(runs)], ROOT, where, env)
+    outputs = result.stdout.split("<<exit ")
+    assert len(outputs) == len(runs) + 1, f"{where}:\n{result.stdout[-2000:]}"
+    for (_, where), output, status in zip(commands, outputs, outputs[1:], strict=False):
+        assert status.startswith("0>>"), f"{where} failed:\n{output[-2000:]}"
+        assert re.search(r"\d+ tests? collected", output), f"{where}:\n{output[-2000:]}"
 
 
 def _run_report(args: list[str], tmp_path: Path, where: str) -> None:
@@ -281,6 +303,7 @@ def _run_report(args: list[str], tmp_path: Path, where: str) -> None:
 @pytest.mark.parametrize("page", _pages_with("console"), ids=_id)
 def test_console_commands_run(page, backend, tmp_path):
     nox_sessions = set(re.findall(r"^def (\w+)\(session", (ROOT / "noxfile.py").read_text(), re.M))
+    pytest_commands = []
     for command, line in _commands(page):
         where = f"{_id(page)}:{line}"
         words = shlex.split(command)
@@ -298,7 +321,7 @@ def test_console_commands_run(page, backend, tmp_path):
         elif words[:4] == ["python", "-m", "pip", "install"]:
             _check_install(command, where)
         elif "pytest" in words[:4] and "-m" in words[:4]:
-            _collect(command, where)  # running them is the benchmark itself: minutes
+            pytest_commands.append((command, where))  # collected: running them is the benchmark
         elif words[0] == "pytest-benchmark":
             assert words[1] == "compare" and (ROOT / "benchmarks" / "results").is_dir(), where
         elif words[:2] == ["python", "benchmarks/report.py"]:
@@ -308,6 +331,8 @@ def test_console_commands_run(page, backend, tmp_path):
                 assert name.split("(")[0] in nox_sessions, f"{where}: no nox session {name!r}"
         else:
             pytest.fail(f"{where}: the docs tests do not know how to run {command!r}")
+    if pytest_commands:
+        _collect(pytest_commands)
 
 
 def _fashion_mnist_commands() -> list[tuple[str, str]]:
