@@ -233,6 +233,24 @@ def test_jax_trains_and_checkpoints_without_x64(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
+def test_jax_moves_host_arrays_by_a_copy_that_compiles_nothing(caplog):
+    # jnp.asarray(host, device=...) compiles a cast and a placement for every new shape (tens of
+    # ms each), and jax.device_put alone may share an aligned NumPy buffer on the CPU, so that
+    # writing to it later would change an "immutable" JAX array.
+    jax = pytest.importorskip("jax")
+    backend = resolve_backend("jax")
+    hosts = [np.ones(shape, dtype) for shape in ((64, 64), (1000,), (3, 7, 5)) for dtype in "fB"]
+    with caplog.at_level("DEBUG"), jax.log_compiles(True):
+        moved = [backend.asarray(host) for host in hosts]
+        jax.block_until_ready(moved)
+    assert not [r.message for r in caplog.records if "Compiling" in r.message]
+    for host, array in zip(hosts, moved, strict=True):
+        assert isinstance(array, jax.Array) and array.dtype == host.dtype
+        assert array.devices() == {backend.device}
+        host[...] = 0  # the caller's array is theirs to write
+        np.testing.assert_array_equal(np.asarray(array), np.ones_like(host))
+
+
 def test_each_backend_reports_its_version_and_devices(backend):
     # What `bpcore info` shows per backend: JSON-ready, with the device the tests run on.
     import json

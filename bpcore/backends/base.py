@@ -200,7 +200,11 @@ class Backend:
         return contextlib.nullcontext()
 
     def asarray(self, host: np.ndarray) -> Array:
-        """Copy a NumPy array to this backend and device, keeping its dtype."""
+        """A NumPy array on this backend and device, with its dtype.
+
+        It may share ``host``'s memory where the backend computes in host memory (NumPy,
+        array-api-strict, PyTorch on the CPU); elsewhere it is a copy.
+        """
         return self.xp.asarray(host, device=self.device)
 
     @property
