@@ -181,7 +181,7 @@ class JAXBackend(Backend):
         xp = array_api_compat.array_namespace(*arrays)
         offsets = np.cumsum([0, *sizes[:-1]]).tolist()
 
-        def differences(indices: Array) -> Array:
+        def differences(indices: Array) -> list[Array]:
             # Element j of array k has index offsets[k] + j: one index moves one element.
             positions = [
                 xp.reshape(xp.arange(size) + offset, shape)
@@ -197,10 +197,16 @@ class JAXBackend(Backend):
                 minus = [a - m for a, m in zip(arrays, moved, strict=True)]
                 return f(plus) - f(minus)
 
-            return jax.lax.map(difference, indices, batch_size=min(total, _DIFFERENCE_BATCH))
+            diffs = jax.lax.map(difference, indices, batch_size=min(total, _DIFFERENCE_BATCH))
+            # Split and scaled in the program too: eagerly, each array's slice, reshape and
+            # division would compile three more programs for each new shape.
+            return [
+                xp.reshape(diffs[offset : offset + size], shape) / (2 * h)
+                for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
+            ]
 
         try:
-            diffs = jax.jit(differences)(xp.arange(total))
+            grads: list[Array] = jax.jit(differences)(self.asarray(np.arange(total)))
         except jax.errors.ConcretizationTypeError:  # f is not traceable: the eager loop
             grads = []
             for k, x in enumerate(arrays):
@@ -212,10 +218,7 @@ class JAXBackend(Backend):
             return grads
         finally:
             f(arrays)  # once more, eagerly: the layers keep concrete arrays, not tracers
-        return [
-            xp.reshape(diffs[offset : offset + size], shape) / (2 * h)
-            for size, offset, shape in zip(sizes, offsets, shapes, strict=True)
-        ]
+        return list(grads)
 
     def cache_compilations(self, folder: Any) -> None:
         """Turn on JAX's persistent compilation cache in ``folder``, unless one is set already.
