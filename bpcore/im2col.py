@@ -109,11 +109,15 @@ def window_slices(
     out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
     img = _pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    return [
-        img[:, y : y + span_h : stride, x : x + span_w : stride, :]
-        for y in range(filter_h)
-        for x in range(filter_w)
+    spans = [
+        img[:, y : y + span_h, x : x + span_w, :] for y in range(filter_h) for x in range(filter_w)
     ]
+    if stride == 1:
+        return spans
+    # The offset's span first, then every stride-th of it: the same views as one strided slice
+    # from (y, x), but JAX compiles a strided slice for each start it is given, and a plain
+    # slice and a stride from 0 once for all the offsets.
+    return [span[:, ::stride, ::stride, :] for span in spans]
 
 
 def im2col_nhwc(
