@@ -59,6 +59,13 @@ def _nets():
     )
 
 
+def test_the_cluster_tests_share_one_worker(request):
+    # Under --dist loadgroup (CI's test command) pytest-xdist names the group in the node ID; a
+    # pytest it cannot do that with would spread these tests, and their clusters, over workers.
+    if getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith("@dask-cluster"), request.node.nodeid
+
+
 def test_predict_and_accuracy_over_many_chunks(client, digits):
     x_train, t_train, _, _ = digits
     x, t = _chunked(x_train), _chunked(t_train)
