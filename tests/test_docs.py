@@ -270,9 +270,7 @@ def _collect(commands: list[tuple[str, str]]) -> None:
         args = [w for w in words[3:] if not w.startswith("--benchmark-json=")]
         if "-n" in args:  # collecting needs no pytest-xdist workers (each would collect again)
             args += ["-n", "0"]
-        # Without the hypothesis plugin, which only this suite's own tests use: importing it is
-        # two seconds of a collection.
-        args += ["--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+        args += ["--collect-only", "-q", "-p", "no:cacheprovider"]
         runs.append((env, args))
     # A pytest of its own, not one of this run's pytest-xdist workers (whose variables would
     # make pytest-benchmark disable itself, with a warning that is an error here).
