@@ -17,6 +17,8 @@ What backward needs is kept from forward, preferably the output (``Relu`` and ``
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from array_api_compat import device
@@ -248,6 +250,7 @@ class SoftmaxWithLoss:
         self.t: Array | None = None
         self.labels_valid: Array | None = None
         self._target: Array | None = None  # t as (N, C) rows in y's dtype, used by backward
+        self._held: tuple[Array, ...] | None = None  # see holding_labels
 
     def __repr__(self) -> str:
         return "SoftmaxWithLoss()"
@@ -257,6 +260,50 @@ class SoftmaxWithLoss:
         xp = namespace(x, t)
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
+        n = x.shape[0]
+        held = self._held
+        if (
+            held is not None
+            and t is held[0]
+            and (held[2].shape, held[2].dtype) == (x.shape, x.dtype)
+        ):
+            _, t, target, valid = held
+        else:
+            t, target, valid = self._targets(x, t, xp)
+        shifted = x - xp.max(x, axis=1, keepdims=True)  # log-sum-exp: exp never overflows
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=1, keepdims=True)
+        self.y = e / total
+        log_y = shifted - xp.log(total)
+        self.t = t
+        self._target = target
+        self.labels_valid = valid
+        self.loss = xp.where(valid, -xp.sum(target * log_y) / n, xp.nan)
+        return self.loss
+
+    @contextlib.contextmanager
+    def holding_labels(self, x: Array, t: Array) -> Iterator[None]:
+        """A context in which forward passes given this very ``t`` (the same object) reuse its
+        target rows and validity, built here once for scores shaped and typed like ``x``.
+
+        For numerical gradients, whose thousands of forward passes take one batch of labels;
+        the result of each pass is the same. Built eagerly, here: a program compiled within the
+        context (JAX) then captures these arrays rather than tracers of its own.
+        """
+        xp = namespace(x, t)
+        if x.ndim != 2:
+            raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
+        held = self._held
+        self._held = (t, *self._targets(x, t, xp))
+        try:
+            yield
+        finally:
+            self._held = held
+
+    @staticmethod
+    def _targets(x: Array, t: Array, xp: Any) -> tuple[Array, Array, Array]:
+        """``t`` (a column of labels flattened), its rows in ``x``'s dtype, and whether all are
+        valid (a 0-d boolean array); raises ValueError for labels of no accepted shape."""
         n, c = x.shape
         integral = is_kind(xp, t.dtype, "integral")
         if tuple(t.shape) == (n, 1) and c > 1 and integral:
@@ -268,25 +315,14 @@ class SoftmaxWithLoss:
             labels = t if t.dtype == classes.dtype else xp.astype(t, classes.dtype)
             target = xp.astype(xp.reshape(labels, (n, 1)) == classes, x.dtype)
             # A row matches at most one class: n matches in all iff every label is a class.
-            valid = xp.sum(target) == n
-        elif tuple(t.shape) == (n, c) and (integral or is_kind(xp, t.dtype, "real floating")):
+            return t, target, xp.sum(target) == n
+        if tuple(t.shape) == (n, c) and (integral or is_kind(xp, t.dtype, "real floating")):
             target = t if t.dtype == x.dtype else xp.astype(t, x.dtype)
-            valid = are_distributions(target, xp)  # in the scores' precision
-        else:
-            raise ValueError(
-                f"SoftmaxWithLoss expects labels as integers of shape ({n},) or one-hot rows of "
-                f"shape ({n}, {c}); got {t.dtype} labels of shape {tuple(t.shape)}"
-            )
-        shifted = x - xp.max(x, axis=1, keepdims=True)  # log-sum-exp: exp never overflows
-        e = xp.exp(shifted)
-        total = xp.sum(e, axis=1, keepdims=True)
-        self.y = e / total
-        log_y = shifted - xp.log(total)
-        self.t = t
-        self._target = target
-        self.labels_valid = valid
-        self.loss = xp.where(valid, -xp.sum(target * log_y) / n, xp.nan)
-        return self.loss
+            return t, target, are_distributions(target, xp)  # in the scores' precision
+        raise ValueError(
+            f"SoftmaxWithLoss expects labels as integers of shape ({n},) or one-hot rows of "
+            f"shape ({n}, {c}); got {t.dtype} labels of shape {tuple(t.shape)}"
+        )
 
     def backward(self, dout: Array | float = 1) -> Array:
         """Return ``dout * (y - t) / N``, the gradient of the mean loss with respect to ``x``."""

@@ -841,6 +841,22 @@ class Network:
         self.set_buffers(buffers)
         return grads
 
+    def holding_labels(self, x: Array, t: Array) -> contextlib.AbstractContextManager[Any]:
+        """A context in which the loss layer reuses what it builds from ``t`` for a batch ``x``.
+
+        Its one-hot rows and their validity, built once rather than at every forward pass of
+        a numerical gradient (a seventh of the time of each on NumPy, for the book's
+        784-50-10 net). A loss layer without ``holding_labels`` builds them every time.
+        """
+        hold = getattr(self.last_layer, "holding_labels", None)
+        if hold is None:
+            return contextlib.nullcontext()
+        xp = array_api_compat.array_namespace(x)
+        scores = xp.zeros(
+            (x.shape[0], self.output_size), dtype=self.dtype, device=array_api_compat.device(x)
+        )
+        return hold(scores, t)  # type: ignore[no-any-return]
+
     def unchecked_numerical_gradient(
         self, x: Array, t: Array, *, h: float | None = None
     ) -> dict[str, Array]:
@@ -870,7 +886,8 @@ class Network:
             return self.unchecked_loss(x, t, True)
 
         try:
-            grads = self.backend_info.central_differences(loss_at, originals, h)
+            with self.holding_labels(x, t):
+                grads = self.backend_info.central_differences(loss_at, originals, h)
         finally:
             for key, value in zip(keys, originals, strict=True):
                 self.params.bind(key, value)

@@ -212,6 +212,34 @@ def test_softmax_with_loss_turns_bad_labels_into_nan(backend, t_host):
     assert np.all(np.isfinite(to_numpy(layer.backward())))
 
 
+def test_softmax_with_loss_holds_only_the_labels_it_was_given(backend, rng):
+    # Within holding_labels the rows built from t serve every pass given that very array; any
+    # other labels, or scores of another shape or dtype, are built anew, so that each pass is
+    # what a fresh layer computes. Invalid labels stay NaN while held.
+    x = backend.asarray(rng.standard_normal((3, 4)), "float64")
+    held, other, bad = (backend.asarray(np.array(v)) for v in ([0, 3, 1], [2, 2, 0], [0, 4, 1]))
+    wider = backend.asarray(rng.standard_normal((3, 5)), "float64")
+    layer = SoftmaxWithLoss()
+
+    def same_as_fresh(scores, t):
+        fresh = SoftmaxWithLoss()
+        assert_close(layer.forward(scores, t), fresh.forward(scores, t))
+        assert_close(layer.backward(), fresh.backward())
+
+    with layer.holding_labels(x, held):
+        for scores, t in ((x, held), (x, other), (x, held), (wider, held), (x * 2, held)):
+            same_as_fresh(scores, t)
+        same_as_fresh(backend.resolve().xp.astype(x, backend.resolve().dtype("float32")), held)
+    if backend.resolve().writes_in_place(held):  # after the context, labels written are read
+        held[0] = 2
+        same_as_fresh(x, held)
+    with layer.holding_labels(x, bad):
+        assert np.isnan(float(layer.forward(x, bad)))
+        assert np.all(np.isnan(to_numpy(layer.backward())))
+    with pytest.raises(ValueError, match="labels as integers"):
+        layer.holding_labels(x, backend.asarray(np.array([0, 1]))).__enter__()
+
+
 def test_affine_rejects_wrong_input_width(backend):
     A = backend.asarray
     layer = Affine(A(np.ones((6, 2)), "float32"), A(np.zeros(2), "float32"))
