@@ -845,8 +845,9 @@ class Network:
         """A context in which the loss layer reuses what it builds from ``t`` for a batch ``x``.
 
         Its one-hot rows and their validity, built once rather than at every forward pass of
-        a numerical gradient (a seventh of the time of each on NumPy, for the book's
-        784-50-10 net). A loss layer without ``holding_labels`` builds them every time.
+        a numerical gradient: for the book's 784-50-10 net on NumPy, 8.9 s instead of 13.3 s
+        (best of three, 2 CPU cores). A loss layer without ``holding_labels`` builds them
+        every time.
         """
         hold = getattr(self.last_layer, "holding_labels", None)
         if hold is None:
