@@ -287,8 +287,10 @@ class SoftmaxWithLoss:
         target rows and validity, built here once for scores shaped and typed like ``x``.
 
         For numerical gradients, whose thousands of forward passes take one batch of labels;
-        the result of each pass is the same. Built eagerly, here: a program compiled within the
-        context (JAX) then captures these arrays rather than tracers of its own.
+        the result of each pass is the same. The labels are read here: values written into
+        ``t`` within the context are not seen (other arrays, other shapes and dtypes are built
+        anew). Built eagerly, here: a program compiled within the context (JAX) then captures
+        these arrays rather than tracers of its own.
         """
         xp = namespace(x, t)
         if x.ndim != 2:

@@ -844,10 +844,11 @@ class Network:
     def holding_labels(self, x: Array, t: Array) -> contextlib.AbstractContextManager[Any]:
         """A context in which the loss layer reuses what it builds from ``t`` for a batch ``x``.
 
-        Its one-hot rows and their validity, built once rather than at every forward pass of
-        a numerical gradient: for the book's 784-50-10 net on NumPy, 8.9 s instead of 13.3 s
-        (best of three, 2 CPU cores). A loss layer without ``holding_labels`` builds them
-        every time.
+        The label rows in the scores' dtype and the test of their validity, made once rather
+        than at every forward pass of a numerical gradient (`checking` has already turned
+        class labels into one-hot rows, so what is saved there is mostly the test): for the
+        book's 784-50-10 net on NumPy, 8.9 s instead of 13.3 s (best of three, 2 CPU cores).
+        A loss layer without ``holding_labels`` builds them every time.
         """
         hold = getattr(self.last_layer, "holding_labels", None)
         if hold is None:

@@ -227,6 +227,12 @@ def test_softmax_with_loss_holds_only_the_labels_it_was_given(backend, rng):
         assert_close(layer.backward(), fresh.backward())
 
     with layer.holding_labels(x, held):
+        layer.forward(x, held)
+        rows = layer._target  # the integer labels as float rows: a new array when built
+        layer.forward(x * 2, held)
+        assert layer._target is rows  # reused, not built anew
+        layer.forward(x, other)
+        assert layer._target is not rows
         for scores, t in ((x, held), (x, other), (x, held), (wider, held), (x * 2, held)):
             same_as_fresh(scores, t)
         same_as_fresh(backend.resolve().xp.astype(x, backend.resolve().dtype("float32")), held)
