@@ -278,9 +278,10 @@ def _collect(commands: list[tuple[str, str]]) -> None:
     where = ", ".join(where for _, where in commands)
     result = _python(["-c", _COLLECTOR, json.dumps(runs)], ROOT, where, env)
     outputs = result.stdout.split("<<exit ")
-    assert len(outputs) == len(runs) + 1, f"{where}:\n{result.stdout[-2000:]}"
+    errors = result.stderr[-2000:]  # pytest writes usage errors there
+    assert len(outputs) == len(runs) + 1, f"{where}:\n{result.stdout[-2000:]}\n{errors}"
     for (_, where), output, status in zip(commands, outputs, outputs[1:], strict=False):
-        assert status.startswith("0>>"), f"{where} failed:\n{output[-2000:]}"
+        assert status.startswith("0>>"), f"{where} failed:\n{output[-2000:]}\n{errors}"
         assert re.search(r"\d+ tests? collected", output), f"{where}:\n{output[-2000:]}"
 
 
