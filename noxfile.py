@@ -70,6 +70,8 @@ def tests(session: nox.Session, backend: str) -> None:
         "pytest",
         "-n",
         "auto",
+        "--dist",
+        "loadgroup",  # the tests that start a Dask cluster, on one worker
         *(session.posargs or ["tests"]),
         env={"BPCORE_BACKENDS": backend},
     )
