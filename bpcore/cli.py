@@ -318,8 +318,7 @@ def _finite(value: float) -> float | None:
 
 def _gradcheck(args: argparse.Namespace) -> int:
     out = _human(args)
-    with _options():
-        resolve_backend(args.backend, args.device)
+    with _options():  # the network resolves --backend and --device
         net, images = _check_network(args)
     x = net.backend_info.asarray(images)
     t = net.backend_info.asarray(np.array([5, 0, 4]))
