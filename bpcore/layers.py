@@ -258,9 +258,6 @@ class SoftmaxWithLoss:
     def forward(self, x: Array, t: Array) -> Array:
         """Return the mean cross-entropy of ``softmax(x)`` against ``t`` as a 0-d array."""
         xp = namespace(x, t)
-        if x.ndim != 2:
-            raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
-        n = x.shape[0]
         held = self._held
         if (
             held is not None
@@ -270,6 +267,7 @@ class SoftmaxWithLoss:
             _, t, target, valid = held
         else:
             t, target, valid = self._targets(x, t, xp)
+        n = x.shape[0]
         shifted = x - xp.max(x, axis=1, keepdims=True)  # log-sum-exp: exp never overflows
         e = xp.exp(shifted)
         total = xp.sum(e, axis=1, keepdims=True)
@@ -292,11 +290,8 @@ class SoftmaxWithLoss:
         anew). Built eagerly, here: a program compiled within the context (JAX) then captures
         these arrays rather than tracers of its own.
         """
-        xp = namespace(x, t)
-        if x.ndim != 2:
-            raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
         held = self._held
-        self._held = (t, *self._targets(x, t, xp))
+        self._held = (t, *self._targets(x, t, namespace(x, t)))
         try:
             yield
         finally:
@@ -305,7 +300,9 @@ class SoftmaxWithLoss:
     @staticmethod
     def _targets(x: Array, t: Array, xp: Any) -> tuple[Array, Array, Array]:
         """``t`` (a column of labels flattened), its rows in ``x``'s dtype, and whether all are
-        valid (a 0-d boolean array); raises ValueError for labels of no accepted shape."""
+        valid (a 0-d boolean array); raises ValueError for scores or labels of another shape."""
+        if x.ndim != 2:
+            raise ValueError(f"SoftmaxWithLoss expects scores of shape (N, C); got {x.shape}")
         n, c = x.shape
         integral = is_kind(xp, t.dtype, "integral")
         if tuple(t.shape) == (n, 1) and c > 1 and integral:

@@ -184,6 +184,12 @@ def test_softmax_with_loss_rejects_mismatched_labels(backend):
         layer.forward(x, backend.asarray([1, 2]))
     with pytest.raises(ValueError, match=r"one-hot rows of\s+shape \(3, 10\)"):
         layer.forward(x, backend.asarray(np.zeros((3, 9))))
+    for scores in (np.zeros(3), np.zeros((3, 10, 1))):  # as forward, so holding_labels
+        with pytest.raises(ValueError, match=r"expects scores of shape \(N, C\)"):
+            layer.forward(backend.asarray(scores, "float32"), backend.asarray([1, 2, 0]))
+        held = layer.holding_labels(backend.asarray(scores, "float32"), backend.asarray([1, 2, 0]))
+        with pytest.raises(ValueError, match=r"expects scores of shape \(N, C\)"):
+            held.__enter__()
 
 
 @pytest.mark.parametrize(
