@@ -15,11 +15,17 @@ other backends are imported when a network asks for them.
 from . import layers, optimizers
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
-from .convnets import DeepConvNet, SimpleConvNet
 from .environment import environment_info
 from .gradcheck import GradientCheck, directional_gradient_check, gradient_check
 from .im2col import col2im, im2col
-from .networks import MultiLayerNet, MultiLayerNetExtend, Network, TwoLayerNet
+from .networks import (
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    Network,
+    SimpleConvNet,
+    TwoLayerNet,
+)
 from .steps import TrainingStep, compile_step
 from .training import Trainer, TrainingDivergedError
 from .version import __version__

@@ -21,18 +21,16 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import Array, Backend, backend_class_of, namespace
+from .backends import Array, Backend, backend_class_of, index_dtype, is_kind, namespace
+from .layers import are_distributions
 
 __all__ = [
-    "are_distributions",
     "check_array",
     "check_label_values",
     "check_labels",
     "check_positive_int",
     "check_same_library",
     "check_x",
-    "index_dtype",
-    "is_kind",
     "raise_for_label_values",
 ]
 
@@ -77,20 +75,6 @@ def check_same_library(x: Any, t: Any) -> None:
             f"x and t must be arrays of one library, got {_library(x)} and {_library(t)}; on "
             f"Dask give both as Dask arrays (chunked alike along the batch), or both as NumPy"
         )
-
-
-_KINDS: dict[tuple[int, Any, Any], bool] = {}
-
-
-def is_kind(xp: Any, dtype: Any, kind: str | tuple[str, ...]) -> bool:
-    """``xp.isdtype(dtype, kind)``, cached: NumPy's takes microseconds, and the entry points and
-    the loss layer ask at every call."""
-    key = (id(xp), dtype, kind)
-    try:
-        return _KINDS[key]
-    except KeyError:
-        result = _KINDS[key] = bool(xp.isdtype(dtype, kind))
-        return result
 
 
 def _is_real(xp: Any, dtype: Any) -> bool:
@@ -220,14 +204,6 @@ def raise_for_label_values(t: Array, n_classes: int, name: str = "t") -> None:
     raise ValueError(f"{name} holds labels the loss found invalid")  # pragma: no cover
 
 
-def index_dtype(xp: Any) -> Any:
-    """The namespace's default integer dtype: int64, or int32 for JAX outside x64 mode."""
-    try:
-        return xp.__array_namespace_info__().default_dtypes()["integral"]
-    except (AttributeError, KeyError, TypeError):
-        return xp.int64
-
-
 def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str, values: bool) -> Array:
     floating = is_kind(xp, t.dtype, "real floating")
     index = index_dtype(xp)
@@ -252,16 +228,6 @@ def _check_class_labels(t: Array, xp: Any, n_classes: int, name: str, values: bo
         f"{name} holds class labels from {lo:g} to {hi:g}; expected integers in [0, "
         f"{n_classes - 1}] for a network with {n_classes} outputs"
     )
-
-
-def are_distributions(rows: Array, xp: Any) -> Array:
-    """Whether every row is non-negative and sums to 1, as a 0-d boolean array (no read-back).
-
-    One-hot rows, or probability rows (soft labels). The tolerance follows the rows' precision:
-    1e-3 in float32 (rows that were computed, not typed), 1e-6 otherwise. NaN fails both.
-    """
-    tol = 1e-3 if rows.dtype == xp.float32 else 1e-6
-    return xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=1) - 1) <= tol)
 
 
 def _check_one_hot(t: Array, xp: Any, n_classes: int, name: str) -> None:

@@ -14,24 +14,39 @@ Two checks are offered:
   in-place write.
 * `directional_gradient_check`: one random unit direction per parameter, two forward passes per
   parameter (Chainer's approach), for networks too large for the element-wise check.
+
+The machinery both use, as functions of any bpcore network, is here too: `numerical_gradient`
+(what ``net.numerical_gradient`` is), `checking` (the batch validated, the dropout masks held,
+the state kept and promoted to `check_dtype`), `holding_masks`, `cast_batch`, `holding_labels`.
+Every swap of the network's state goes through `bpcore.networks.Network.using_state`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from .backends import Array, to_numpy
+from .layers import draws_random
 
 __all__ = [
     "STEP",
     "TOLERANCE",
     "GradientCheck",
+    "cast_batch",
+    "check_dtype",
+    "checking",
     "directional_gradient_check",
     "gradient_check",
+    "holding_labels",
+    "holding_masks",
     "network_numerical_gradient",
+    "numerical_gradient",
+    "unchecked_numerical_gradient",
 ]
 
 #: Default central-difference step by the dtype the differences are taken in.
@@ -123,7 +138,7 @@ def gradient_check(
     net : Network
         Any bpcore network. Both gradients are taken in training mode (the book's
         ``gradient``): batch normalization uses the batch's statistics, and dropout masks are
-        held fixed (``net.checking``), so both differentiate the same function.
+        held fixed (`checking`), so both differentiate the same function.
     x, t : array
         A (small) batch and its labels, on the network's backend and device.
     h : float, optional
@@ -140,7 +155,7 @@ def gradient_check(
     -----
     Costs two forward passes per parameter element. Both gradients are computed in float64 when
     the device has it (``net.using_dtype``: float64 copies of the parameters, bound to the
-    network's own layers; ``net`` is not changed), else in float32
+    network's own layers; ``net``'s state is given back after), else in float32
     with a larger step and a looser tolerance. What remains is the truncation error of the
     central difference, of order ``h**2``; a ReLU unit whose input lies within ``h`` of 0 can
     push one element's error up, which a smaller ``h`` confirms or rules out.
@@ -155,10 +170,10 @@ def gradient_check(
     >>> check.passed, sorted(check)
     (True, ['W1', 'W2', 'b1', 'b2'])
     """
-    with net.backend_info.activate(), net.checking(x, t) as (x, t):
+    with net.backend_info.activate(), checking(net, x, t) as (x, t):
         h = STEP[net.dtype_name] if h is None else h
         analytic = net.unchecked_gradient(x, t)
-        numeric = net.unchecked_numerical_gradient(x, t, h=h)
+        numeric = unchecked_numerical_gradient(net, x, t, h=h)
         noise = _noise(net, x, t, h)
         errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
         return _result(errors, net.dtype_name, h, tolerance, "elementwise")
@@ -193,7 +208,7 @@ def directional_gradient_check(
     GradientCheck
         Parameter name -> relative error of the directional derivative.
     """
-    with net.backend_info.activate(), net.checking(x, t) as (x, t):
+    with net.backend_info.activate(), checking(net, x, t) as (x, t):
         dtype = net.dtype_name
         h = STEP[dtype] if h is None else h
         xp = net.backend_info.param_xp
@@ -206,19 +221,133 @@ def directional_gradient_check(
             d_host = rng.standard_normal(tuple(original.shape))
             d_host /= np.linalg.norm(d_host)
             d = net.backend_info.param_asarray(d_host.astype(dtype))
-            try:
+            with net.using_state():
                 # In training mode, as gradient() differentiates: batch statistics, and the
                 # dropout masks `checking` holds.
                 net.params[key] = original + h * d
                 f_plus = net.unchecked_loss(x, t, True)
                 net.params[key] = original - h * d
                 f_minus = net.unchecked_loss(x, t, True)
-            finally:
-                net.params.bind(key, original)
             numeric = (f_plus - f_minus) / (2 * h)
             expected = xp.sum(analytic[key] * d)
             errors[key] = _max_relative_error(expected, numeric, noise)
         return _result(errors, dtype, h, tolerance, "directional")
+
+
+def check_dtype(net: Any) -> str:
+    """The dtype numerical gradients of ``net`` are taken in: float64 where the device has it."""
+    return "float64" if net.backend_info.has_dtype("float64") else net.dtype_name
+
+
+@contextlib.contextmanager
+def checking(net: Any, x: Any, t: Any) -> Iterator[tuple[Array, Array]]:
+    """A context for comparing ``net``'s gradients: the batch checked, the dtype promoted.
+
+    Validates ``x`` and ``t`` (``net.check_batch``, labels read) and the layers
+    (``net.check_layers``: both gradients must come from the layers the network really runs),
+    holds the dropout masks (`holding_masks`), keeps the network's state (``net.using_state``:
+    the running statistics a training pass moves are put back), computes in `check_dtype`
+    (``net.using_dtype``), and yields the batch as `cast_batch` makes it.
+    """
+    x, t = net.check_batch(x, t, values=True)
+    net.check_layers()
+    with holding_masks(net), net.using_state(), net.using_dtype(check_dtype(net)):
+        yield cast_batch(net, x, t)
+
+
+@contextlib.contextmanager
+def holding_masks(net: Any) -> Iterator[None]:
+    """A context in which ``net``'s dropout layers reuse their last mask instead of drawing anew.
+
+    So ``gradient`` and `numerical_gradient` differentiate one and the same function. A layer
+    with no mask yet (or one of another shape) draws one at its next training pass and keeps
+    it.
+    """
+    layers = [layer for layer in net.layers.values() if draws_random(layer)]
+    held = [layer.hold_mask for layer in layers]
+    try:
+        for layer in layers:
+            layer.hold_mask = True
+        yield
+    finally:
+        for layer, was in zip(layers, held, strict=True):
+            layer.hold_mask = was
+
+
+def cast_batch(net: Any, x: Array, t: Array) -> tuple[Array, Array]:
+    """A checked batch in ``net``'s current dtype, labels as one-hot rows, computed.
+
+    For gradient checks: their thousands of forward passes reuse one small batch, computed
+    once if it is lazy, whose class labels are turned into the one-hot rows the loss layer
+    would otherwise build anew at every pass (the same values, so the same losses).
+    """
+    x, t = net.backend_info.compute(x, t)
+    xp = array_api_compat.array_namespace(x)
+    x = xp.astype(x, net.dtype)
+    if t.ndim == 1:
+        classes = xp.arange(net.output_size, device=array_api_compat.device(t))
+        t = xp.expand_dims(xp.astype(t, classes.dtype), axis=1) == classes
+    return x, xp.astype(t, net.dtype)
+
+
+def holding_labels(net: Any, x: Array, t: Array) -> contextlib.AbstractContextManager[Any]:
+    """A context in which ``net``'s loss layer reuses what it builds from ``t`` for a batch ``x``.
+
+    The label rows in the scores' dtype and the test of their validity, made once rather than
+    at every forward pass of a numerical gradient (`checking` has already turned class labels
+    into one-hot rows, so what is saved there is mostly the test): for the book's 784-50-10 net
+    on NumPy, 8.9 s instead of 13.3 s (best of three, 2 CPU cores). A loss layer without
+    ``holding_labels`` builds them every time.
+    """
+    hold = getattr(net.last_layer, "holding_labels", None)
+    if hold is None:
+        return contextlib.nullcontext()
+    xp = array_api_compat.array_namespace(x)
+    scores = xp.zeros(
+        (x.shape[0], net.output_size), dtype=net.dtype, device=array_api_compat.device(x)
+    )
+    return hold(scores, t)  # type: ignore[no-any-return]
+
+
+def unchecked_numerical_gradient(
+    net: Any, x: Array, t: Array, *, h: float | None = None
+) -> dict[str, Array]:
+    """Central differences of ``net.unchecked_loss``, in the network's current dtype.
+
+    The book's ``numerical_gradient``: each parameter element moved by ``±h`` in turn, in the
+    way the backend allows (in place, by ``where``, or compiled on JAX), the loss taken in
+    training mode as the book's ``MultiLayerNetExtend`` does. Every loss is computed from the
+    buffers as they were at the start; to compare with ``gradient``, hold the dropout masks
+    fixed (`checking` does). The parameters and buffers are the same objects, with the same
+    values, afterwards.
+    """
+    h = STEP[net.dtype_name] if h is None else h
+    keys = list(net.params)
+    with net.using_state() as start, holding_labels(net, x, t):
+
+        def loss_at(values: list[Array]) -> Array:
+            # Parameters with one element moved: their shapes, dtypes and device, so bound
+            # without the checks of params[key] = W (a JAX tracer would not pass them). Every
+            # loss from the same buffers: a layer that updates its buffers in forward (running
+            # statistics) must not carry one evaluation's update into the next.
+            net.set_state(start._replace(params=dict(zip(keys, values, strict=True))))
+            return net.unchecked_loss(x, t, True)
+
+        originals = [start.params[key] for key in keys]
+        grads = net.backend_info.central_differences(loss_at, originals, h)
+    return dict(zip(keys, grads, strict=True))
+
+
+def numerical_gradient(net: Any, x: Array, t: Array, *, h: float | None = None) -> dict[str, Array]:
+    """``net.numerical_gradient``: central differences of its loss, in the network's dtype.
+
+    The batch is validated, the differences are taken in `check_dtype` inside `checking`, and
+    the result is cast back to the network's dtype.
+    """
+    with checking(net, x, t) as (x, t):
+        grads = unchecked_numerical_gradient(net, x, t, h=h)
+    xp = net.backend_info.param_xp
+    return {key: xp.astype(g, net.dtype) for key, g in grads.items()}
 
 
 def network_numerical_gradient(

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from array_api_compat import device
 
-from ._checks import are_distributions, index_dtype, is_kind
-from .backends import Array, backend_class_of, namespace
+from .backends import Array, backend_class_of, index_dtype, is_kind, namespace
 from .im2col import add_window_slices, transposed_windows, window_slices
 
 __all__ = [
@@ -32,12 +31,89 @@ __all__ = [
     "BatchNormalization",
     "Convolution",
     "Dropout",
+    "Layer",
     "Pooling",
     "Relu",
     "Sigmoid",
     "SoftmaxWithLoss",
     "Tanh",
+    "are_distributions",
+    "backward_params",
+    "buffer_names",
+    "computes_input",
+    "draws_random",
+    "param_names",
+    "takes_train_flg",
 ]
+
+
+class Layer(Protocol):
+    """What a network needs of a layer: ``forward`` and ``backward``, nothing else.
+
+    A layer may say more about itself through optional attributes, which networks read with
+    the functions below (the default in brackets), never with guesses of their own:
+
+    * ``param_names`` (none): the attributes holding its parameters, such as ``("W", "b")``;
+      after ``backward`` each one's gradient is in ``d`` + its name (``dW``, ``db``);
+    * ``buffer_names`` (none): arrays it keeps that are not parameters but are saved with
+      them (batch normalization's running statistics);
+    * ``takes_train_flg`` (False): ``forward(x, train_flg)`` (dropout, batch normalization);
+    * ``computes_input`` (False): on a lazy backend (Dask), compute its input first, as
+      convolution and pooling need (their shifted slices split lazy chunks into thousands);
+    * ``generator`` (absent): it draws random numbers (dropout's masks), with a generator the
+      network seeds; such a layer has ``hold_mask``, which gradient checks set to reuse the
+      last mask;
+    * ``backward_params(dout)`` (``backward``): backward without the gradient with respect to
+      the input, which nobody needs of the first layer.
+    """
+
+    def forward(self, x: Array, /, *args: Any) -> Array:
+        """The layer's output (``train_flg`` after ``x`` where it takes one); keeps what
+        ``backward`` needs."""
+
+    def backward(self, dout: Array, /) -> Array:
+        """The gradient with respect to the last input; keeps the parameters' gradients."""
+
+
+def param_names(layer: Any) -> tuple[str, ...]:
+    """The attributes that hold ``layer``'s parameters (see `Layer`)."""
+    return tuple(getattr(layer, "param_names", ()))
+
+
+def buffer_names(layer: Any) -> tuple[str, ...]:
+    """The attributes that hold ``layer``'s buffers (see `Layer`)."""
+    return tuple(getattr(layer, "buffer_names", ()))
+
+
+def takes_train_flg(layer: Any) -> bool:
+    """Whether ``layer.forward`` takes ``train_flg`` (see `Layer`)."""
+    return bool(getattr(layer, "takes_train_flg", False))
+
+
+def computes_input(layer: Any) -> bool:
+    """Whether ``layer`` wants its input computed on a lazy backend (see `Layer`)."""
+    return bool(getattr(layer, "computes_input", False))
+
+
+def draws_random(layer: Any) -> bool:
+    """Whether ``layer`` draws random numbers with a ``generator`` (see `Layer`)."""
+    return hasattr(layer, "generator")
+
+
+def backward_params(layer: Any, dout: Array) -> None:
+    """``layer``'s backward pass for its parameters' gradients only (see `Layer`)."""
+    getattr(layer, "backward_params", layer.backward)(dout)
+
+
+def are_distributions(rows: Array, xp: Any) -> Array:
+    """Whether every row is non-negative and sums to 1, as a 0-d boolean array (no read-back).
+
+    What the loss layer takes as label rows: one-hot rows, or probability rows (soft labels).
+    The tolerance follows the rows' precision: 1e-3 in float32 (rows that were computed, not
+    typed), 1e-6 otherwise. NaN fails both.
+    """
+    tol = 1e-3 if rows.dtype == xp.float32 else 1e-6
+    return xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=1) - 1) <= tol)
 
 
 def _require_forward(value: Any, layer: object) -> Any:

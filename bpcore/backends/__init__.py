@@ -25,7 +25,7 @@ from .base import DTYPES, Array, Backend, Namespace
 from .cupy import CuPyBackend
 from .dask import DaskBackend
 from .jax import JAXBackend
-from .namespace import namespace
+from .namespace import index_dtype, is_kind, namespace
 from .numpy import NumPyBackend
 from .strict import StrictBackend
 from .torch import TorchBackend
@@ -47,6 +47,8 @@ __all__ = [
     "available_backends",
     "backend_class_of",
     "backend_name",
+    "index_dtype",
+    "is_kind",
     "namespace",
     "resolve_backend",
     "to_numpy",

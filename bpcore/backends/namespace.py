@@ -1,4 +1,5 @@
-"""``namespace(*arrays)``: ``array_api_compat.array_namespace`` with a cache keyed by array types.
+"""``namespace(*arrays)``: ``array_api_compat.array_namespace`` with a cache keyed by array types;
+and two questions asked of a namespace at every call, answered once (`is_kind`, `index_dtype`).
 
 ``array_namespace`` inspects its arguments anew on every call (some 10 µs); a layer's forward pass
 on a small batch is not much more. The namespace of an array depends only on its type for every
@@ -12,7 +13,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, is_dask_array, is_numpy_array
 
-__all__ = ["namespace"]
+__all__ = ["index_dtype", "is_kind", "namespace"]
 
 _CACHE: dict[tuple[type, ...], Any] = {}
 
@@ -38,3 +39,25 @@ def namespace(*arrays: Any) -> Any:
         xp = array_namespace(*lazy)
     _CACHE[key] = xp
     return xp
+
+
+_KINDS: dict[tuple[int, Any, Any], bool] = {}
+
+
+def is_kind(xp: Any, dtype: Any, kind: str | tuple[str, ...]) -> bool:
+    """``xp.isdtype(dtype, kind)``, cached: NumPy's takes microseconds, and the entry points and
+    the loss layer ask at every call."""
+    key = (id(xp), dtype, kind)
+    try:
+        return _KINDS[key]
+    except KeyError:
+        result = _KINDS[key] = bool(xp.isdtype(dtype, kind))
+        return result
+
+
+def index_dtype(xp: Any) -> Any:
+    """The namespace's default integer dtype: int64, or int32 for JAX outside x64 mode."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["integral"]
+    except (AttributeError, KeyError, TypeError):
+        return xp.int64

@@ -1,0 +1,690 @@
+"""The `Network` base class: the book's network API over an ordered dict of layers.
+
+A network is data: an ordered dict of layers (``net.layers``), the loss layer
+(``net.last_layer``), and the parameters those layers own (``net.params``, bound to the layers:
+assigning ``net.params["W1"] = new_W`` rebinds the layer too, so optimizers may replace arrays, as
+they must on immutable backends). Arrays a layer keeps that are not parameters (the running
+statistics of a batch normalization) are its *buffers* (``net.buffers``); checkpoints save both.
+Parameters and buffers together are the network's *state* (`NetworkState`), which
+`Network.using_state` swaps in and restores: the one save-and-restore of bpcore.
+
+A network class is short: its constructor checks its arguments into a JSON-able ``config`` and
+draws initial weights on the host, `param_shapes` says which parameters a config has, and `build`
+lists the layers around given parameters. Everything else (the book's ``predict``, ``loss``,
+``accuracy``, ``gradient``, ``numerical_gradient``, checkpoints, the float64 gradient check)
+comes from `Network` and works for any such class.
+
+A network is built for one backend, device and dtype, and checks at every public entry point
+that what it is given belongs there (see ``_checks``). The ``unchecked_*`` methods are the same
+computations on a batch that `check_batch` has already validated, for training loops and
+gradient checks that validate their data once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from .. import _checks, checkpoints, gradcheck
+from ..backends import Array, Backend, resolve_backend
+from ..layers import SoftmaxWithLoss, buffer_names, computes_input, param_names
+from . import building, passes
+from .params import Params
+from .summary import summary
+
+__all__ = ["Network", "NetworkState"]
+
+
+class NetworkState(NamedTuple):
+    """What a network computes with, as one value: its parameters and its buffers.
+
+    Two dicts of arrays, by the keys of ``net.params`` and ``net.buffers`` (the arrays
+    themselves, not copies). A named tuple, so JAX takes it as it is into a compiled program
+    and back. `Network.state` gives it; `Network.using_state` swaps one in and restores.
+    """
+
+    params: dict[str, Array]
+    buffers: dict[str, Array]
+
+    def astype(self, xp: Any, dtype: Any) -> NetworkState:
+        """The same state cast to ``dtype`` (new arrays of the namespace ``xp``)."""
+        return NetworkState(
+            {key: xp.astype(value, dtype) for key, value in self.params.items()},
+            {key: xp.astype(value, dtype) for key, value in self.buffers.items()},
+        )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _on_device(method: _F) -> _F:
+    """Run a public method with the network's device current (see `Backend.activate`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Network, *args: Any, **kwargs: Any) -> Any:
+        with self.backend_info.activate():
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Network:
+    """The book's network API over an ordered dict of layers; the base of every network.
+
+    Subclasses provide a constructor, `param_shapes` and `build`; see the module's docstring.
+    A subclass is registered by its name for `bpcore.load`. The book's API and the entry checks
+    are here; the passes through the layers are in `bpcore.networks.passes`, the gradient-check
+    machinery in `bpcore.gradcheck`, the building steps in `bpcore.networks.building`.
+
+    Attributes
+    ----------
+    params : Params
+        The parameters, by the book's names (``"W1"``, ``"b1"``, ...), bound to the layers.
+    layers : OrderedDict
+        The layers in order, by the book's names.
+    last_layer : SoftmaxWithLoss
+        The loss layer; ``lastLayer`` is the same object, under the name of the book's ch. 5.
+    backend_info : Backend
+        The backend and device the arrays live on.
+    """
+
+    params: Params
+    layers: OrderedDict[str, Any]
+    last_layer: SoftmaxWithLoss
+    backend_info: Backend
+    #: The loss (0-d array, weight decay included) of the last `gradient` call.
+    last_loss: Array | None = None
+    #: A bpcore network's state is a `NetworkState` (see `bpcore.book.TrainableNetwork`).
+    has_state = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        checkpoints.register_network(cls)
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        host_params: Mapping[str, np.ndarray],
+        *,
+        backend: Any = None,
+        device: Any = None,
+        dtype: Any = "float32",
+        seed: Any = None,
+    ) -> None:
+        resolved = resolve_backend(backend, device)
+        self._assemble(config, resolved, resolved.resolve_dtype(dtype), host_params, {}, seed)
+
+    # -- what a network class says about itself -----------------------------------------------
+
+    @staticmethod
+    def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        """The parameters a network of this ``config`` has: name -> shape, in the book's order."""
+        raise NotImplementedError
+
+    @staticmethod
+    def build(config: Mapping[str, Any], params: Mapping[str, Array]) -> OrderedDict[str, Any]:
+        """The layers of a network of this ``config``, in order, holding the given ``params``."""
+        raise NotImplementedError
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_arrays(
+        cls,
+        config: Mapping[str, Any],
+        params: Mapping[str, np.ndarray],
+        *,
+        buffers: Mapping[str, np.ndarray] | None = None,
+        backend: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> Network:
+        """Build a network of this class from its ``config`` and saved host arrays.
+
+        No weights are drawn: the arrays are checked against `param_shapes`, copied to the
+        backend and device, and the layers are built around them (how `bpcore.load` works).
+
+        Parameters
+        ----------
+        config : mapping
+            As ``net.config`` returned it.
+        params, buffers : mapping of str to numpy.ndarray
+            As ``net.params`` and ``net.buffers`` held them (``bpcore.to_numpy`` of each).
+        backend, device
+            As for the constructors.
+        dtype : str, optional
+            The network's dtype; by default that of the arrays.
+
+        Raises
+        ------
+        ValueError
+            When an array is missing or has another shape than the config says.
+        """
+        resolved = resolve_backend(backend, device)
+        if dtype is None:
+            dtype = str(next(iter(params.values())).dtype) if params else "float32"
+        net = cls.__new__(cls)
+        net._assemble(config, resolved, resolved.resolve_dtype(dtype), params, buffers or {}, None)
+        return net
+
+    def _assemble(
+        self,
+        config: Mapping[str, Any],
+        backend: Backend,
+        dtype_name: str,
+        host_params: Mapping[str, np.ndarray],
+        host_buffers: Mapping[str, np.ndarray],
+        seed: Any,
+    ) -> None:
+        """Check the host arrays, copy them to the device, build, bind and seed the layers."""
+        self._config = dict(config)
+        self.backend_info = backend
+        self._dtype_name = dtype_name
+        expected = self.param_shapes(self._config)
+        host = building.checked_host(type(self).__name__, expected, host_params, dtype_name)
+        params = building.on_device(backend, host, dtype_name)
+        self.layers = self.build(self._config, params)
+        self.last_layer = SoftmaxWithLoss()
+        self.params = Params(params, building.bindings(self.layers.values(), params))
+        # Decided once, here, not at every call: which parameters weight decay penalizes, and
+        # whether a lazy backend computes each batch before the layers see it.
+        self._weights = passes.weight_keys(self.params)
+        self._computes_batches = any(computes_input(layer) for layer in self.layers.values())
+        building.seed_generators(backend, self.layers.values(), seed)
+        if host_buffers:
+            self.load_arrays({}, host_buffers)
+
+    def load_arrays(
+        self, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        """Set parameters and buffers from host arrays (a checkpoint's), all checked first.
+
+        Each array must have the shape of the value it replaces; it is cast to the network's
+        dtype and copied to its device. Nothing is set if any array does not fit.
+        """
+        backend, dtype = self.backend_info, self._dtype_name
+        buffers = dict(buffers or {})
+        current = self.buffers
+        unknown = [key for key in buffers if key not in current]
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no buffer(s) {unknown}")
+        for key, value in buffers.items():
+            if tuple(value.shape) != tuple(current[key].shape):
+                raise ValueError(
+                    f"buffer {key} has shape {tuple(value.shape)}, expected "
+                    f"{tuple(current[key].shape)}"
+                )
+        shapes = {key: tuple(value.shape) for key, value in self.params.items()}
+        host = building.checked_host(type(self).__name__, shapes, params, dtype) if params else {}
+        with backend.activate():
+            self.params.update({k: backend.param_asarray(a.astype(dtype)) for k, a in host.items()})
+            self.set_buffers(
+                {k: backend.param_asarray(a.astype(dtype)) for k, a in buffers.items()}
+            )
+
+    @property
+    def buffers(self) -> dict[str, Array]:
+        """Arrays the layers keep that are not parameters, by ``"<layer>/<attribute>"``.
+
+        The running statistics of a batch normalization are buffers: saved in checkpoints and
+        restored with the parameters, but not trained by gradients. Layers name theirs in a
+        ``buffer_names`` attribute; the book's chapter 5 layers have none.
+        """
+        return {
+            f"{name}/{attribute}": getattr(layer, attribute)
+            for name, layer in self.layers.items()
+            for attribute in buffer_names(layer)
+        }
+
+    def set_buffers(self, values: Mapping[str, Array]) -> None:
+        """Set buffers by the keys of `buffers` (arrays of the right shape, dtype and device)."""
+        for key, value in values.items():
+            name, attribute = key.rsplit("/", 1)
+            setattr(self.layers[name], attribute, value)
+
+    def state(self) -> NetworkState:
+        """The parameters and buffers as one value (the arrays themselves, not copies)."""
+        return NetworkState(dict(self.params), self.buffers)
+
+    def set_state(self, state: NetworkState) -> None:
+        """Bind a state's parameters and buffers, without the checks of ``params[key] = W``.
+
+        For states built from the network's own (a cast, a compiled step's result, JAX
+        tracers), which have the shapes the layers expect.
+        """
+        for key, value in state.params.items():
+            if self.params[key] is not value:
+                self.params.bind(key, value)
+        self.set_buffers(state.buffers)
+
+    @contextlib.contextmanager
+    def using_state(
+        self, state: NetworkState | None = None, *, layers: bool = False, others: Sequence[Any] = ()
+    ) -> Iterator[NetworkState]:
+        """A context that computes with ``state`` (if given) and restores the network after.
+
+        The one save-and-restore of bpcore (Thinc's ``Model.use_params`` is the model): on
+        leaving, however the context ends, the parameters and buffers are the arrays they were
+        (the same objects), and so are `dtype_name` and `last_loss`. With ``layers=True``, so
+        is everything the layers, the loss layer and ``others`` (generators, an optimizer)
+        keep, attribute for attribute (dict attributes copied): what passes that are not the
+        user's left in them (inputs, masks, gradients, tracers) is undone. Yields the state
+        saved, whose buffers a numerical gradient starts every pass from.
+        """
+        saved, dtype_name, last_loss = self.state(), self._dtype_name, self.last_loss
+        objects = [*self.layers.values(), self.last_layer, *others] if layers else []
+        kept = [
+            (obj, {k: dict(v) if isinstance(v, dict) else v for k, v in vars(obj).items()})
+            for obj in objects
+        ]
+        try:
+            if state is not None:
+                self.set_state(state)
+            yield saved
+        finally:
+            for obj, attributes in kept:
+                vars(obj).clear()
+                vars(obj).update(attributes)
+            self.set_state(saved)
+            self._dtype_name, self.last_loss = dtype_name, last_loss
+
+    @contextlib.contextmanager
+    def using_dtype(self, dtype_name: str) -> Iterator[Network]:
+        """A context in which this network computes in another dtype (for gradient checks).
+
+        Its state, cast, is swapped in by `using_state`, which gives the network's own arrays
+        back on leaving, with the same objects and values, however the context ends.
+        """
+        if dtype_name == self._dtype_name:
+            yield self
+            return
+        cast = self.state().astype(self.backend_info.param_xp, self.backend_info.dtype(dtype_name))
+        with self.using_state(cast):
+            self._dtype_name = dtype_name
+            yield self
+
+    def check_layers(self) -> None:
+        """Raise ValueError if ``layers`` and ``params`` no longer belong together.
+
+        Both gradients of a gradient check, and every training step, must come from the layers
+        the network really runs: a parameter whose layer was taken out of ``layers``, or a
+        layer with parameters that ``params`` does not hold, would be silently skipped.
+        Layers found consistent are remembered, so the check that runs at every public call
+        costs almost nothing while the same layer objects stay.
+        """
+        current = tuple(self.layers.values())
+        known = self.__dict__.get("_consistent_layers", ())
+        if len(known) == len(current) and all(a is b for a, b in zip(known, current, strict=True)):
+            return  # the same objects as last time (params' bindings never change)
+        live = {id(layer) for layer in current}
+        for key in self.params:
+            layer, _ = self.params.layer_of(key)
+            if id(layer) not in live:
+                raise ValueError(
+                    f"params[{key!r}] belongs to a layer that is no longer in net.layers: a "
+                    f"layer with parameters is swapped by changing the layer object's class or "
+                    f"methods, or by assigning net.params, not by putting a new Affine in "
+                    f"net.layers"
+                )
+        bound = {id(self.params.layer_of(key)[0]) for key in self.params}
+        for layer in self.layers.values():
+            if param_names(layer) and id(layer) not in bound:
+                raise ValueError(
+                    f"net.layers holds {layer!r}, whose parameters are not in net.params"
+                )
+        self._consistent_layers = current
+
+    # -- what the network is ------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's arguments that define the architecture, JSON-able (a copy).
+
+        ``type(net).from_arrays(net.config, ...)`` and ``bpcore.load`` rebuild the network
+        from it.
+        """
+        return dict(self._config)
+
+    @property
+    def dtype_name(self) -> str:
+        """The parameters' dtype by name: ``"float32"`` or ``"float64"``."""
+        return self._dtype_name
+
+    @property
+    def backend(self) -> str:
+        """The backend's name, such as ``"numpy"`` or ``"torch"``."""
+        return self.backend_info.name
+
+    @property
+    def xp(self) -> Any:
+        """The Array API namespace of the network's inputs.
+
+        Also that of its parameters, except on Dask, whose parameters are NumPy arrays (see
+        ``backend_info.param_xp``).
+        """
+        return self.backend_info.xp
+
+    @property
+    def device(self) -> Any:
+        """The device the parameters live on, as the backend names it."""
+        return self.backend_info.device
+
+    @property
+    def dtype(self) -> Any:
+        """The floating dtype of the parameters (the namespace's dtype object)."""
+        return self.backend_info.dtype(self._dtype_name)
+
+    @property
+    def computes_batches(self) -> bool:
+        """Whether a lazy backend (Dask) computes each batch before the forward pass.
+
+        True for a network with a layer whose ``computes_input`` is true (convolution and
+        pooling, whose shifted slices of padded images split lazy chunks into thousands of
+        pieces): on Dask the dataset stays a chunked array, and each mini-batch is computed to
+        NumPy and runs eagerly. Eager backends are not affected. Decided when the network is
+        built.
+        """
+        return self._computes_batches
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``(input_size,)``, or ``(C, H, W)`` for a convolutional net."""
+        if "input_dim" in self._config:
+            return tuple(int(d) for d in self._config["input_dim"])
+        return (int(self._config["input_size"]),)
+
+    @property
+    def input_size(self) -> int:
+        """Number of input features per sample."""
+        return int(np.prod(self.input_shape))
+
+    @property
+    def output_size(self) -> int:
+        """Number of classes."""
+        return int(self._config["output_size"])
+
+    @property
+    def weight_decay_lambda(self) -> float:
+        """Strength of the L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss."""
+        return float(self._config.get("weight_decay_lambda", 0.0))
+
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:
+        """`last_layer`, under the name the book's chapter 5 gives it."""
+        return self.last_layer
+
+    @lastLayer.setter
+    def lastLayer(self, layer: SoftmaxWithLoss) -> None:
+        self.last_layer = layer
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        return (
+            f"{type(self).__name__}({args}, backend={self.backend!r}, device={self.device!r}, "
+            f"dtype={self._dtype_name!r})"
+        )
+
+    def summary(self) -> str:
+        """A table of the layers, their output shapes and parameter counts, as Keras prints.
+
+        The output shapes are those of one sample run through the layers in inference mode (a
+        batch of one zero input, on the network's device; the layers are left as they were);
+        ``N`` stands for the batch. Ends with the number of parameters, the dtype, the backend
+        and the device. Returned as a string whose ``repr`` is the table itself, so that a
+        notebook cell shows it as ``print`` would.
+        """
+        return summary(self)
+
+    # -- the book's API -----------------------------------------------------------------------
+
+    @_on_device
+    def predict(self, x: Array, train_flg: bool = False) -> Array:
+        """Return the scores (logits) for a batch, shape ``(N, output_size)``.
+
+        Parameters
+        ----------
+        x : array, shape (N, input_size) or (N, ...); (N, C, H, W) for a convolutional net
+            Inputs of any integer or real dtype, on the network's backend and device; they are
+            cast to the network's dtype.
+        train_flg : bool, default False
+            Run the layers that behave differently in training (dropout, batch normalization)
+            in training mode, as the book's ``predict(x, train_flg)``; a training pass updates
+            the running statistics.
+        """
+        return self.unchecked_predict(self.check_inputs(x), train_flg)
+
+    @_on_device
+    def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
+        """Return the mean cross-entropy loss, plus the weight decay, as a 0-d array.
+
+        Parameters
+        ----------
+        x : array, shape (N, input_size) or (N, C, H, W)
+        t : array, shape (N,) of class labels or (N, output_size) of one-hot rows
+        train_flg : bool, default False
+            As for `predict`.
+        """
+        return self.unchecked_loss(*self.check_batch(x, t), train_flg)
+
+    @_on_device
+    def accuracy(self, x: Array, t: Array, batch_size: int | None = None) -> float:
+        """Return the fraction of samples whose highest score is the label's class.
+
+        Computed in inference mode. ``batch_size`` splits ``x`` into batches of that many
+        samples (the last one may be smaller; the book's convolutional nets skip it), to bound
+        the memory of a large evaluation; the counts stay on the device and are read once.
+        The labels are checked (read) first on every backend: the result is read back anyway.
+        The same evaluation as the Trainer's (`bpcore.networks.passes.evaluate_in_batches`).
+        """
+        x, t = self.check_batch(x, t, values=True)
+        n = int(x.shape[0])
+        size = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
+        accuracy, _ = passes.evaluate_in_batches(
+            self.unchecked_evaluation, x, t, size, self.backend_info
+        )
+        return accuracy
+
+    @_on_device
+    def gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """Return the gradients of `loss` by backpropagation, keyed like ``params``."""
+        x, t = self.check_batch(x, t)
+        self.check_layers()
+        return self.unchecked_gradient(x, t)
+
+    @_on_device
+    def numerical_gradient(self, x: Array, t: Array, *, h: float | None = None) -> dict[str, Array]:
+        """Return the gradients of `loss` by central differences, keyed like ``params``.
+
+        Slow (two forward passes per parameter element): a reference for `gradient`. The
+        differences are taken in float64 whenever the backend's device has it (see
+        `using_dtype`), and the result is cast to the network's dtype; see
+        `bpcore.gradient_check`, and `bpcore.gradcheck.numerical_gradient`, which this is.
+
+        Parameters
+        ----------
+        x, t : array
+            As for `loss`.
+        h : float, optional
+            The step; by default 1e-5 in float64 and 1e-2 in float32.
+        """
+        return gradcheck.numerical_gradient(self, x, t, h=h)
+
+    def save(self, path: Any) -> Any:
+        """Save this network to an ``.npz`` checkpoint (no pickle, written atomically).
+
+        Load it on any backend with `bpcore.load`. Returns the path written.
+        """
+        return checkpoints.save(self, path)
+
+    def save_params(self, file_name: Any = "params.pkl") -> Any:
+        """The book's ``save_params``: `save` this network to ``file_name``.
+
+        The file is a bpcore checkpoint (an ``.npz`` archive, whatever its name), not a pickle:
+        loading it cannot run code. `load_params` reads it back.
+        """
+        return checkpoints.save(self, file_name)
+
+    def load_params(self, file_name: Any = "params.pkl") -> None:
+        """The book's ``load_params``: set parameters and buffers from a checkpoint of this net.
+
+        Raises ValueError, and changes nothing, when the file is not a bpcore checkpoint of
+        this class and configuration (a pickle, such as the book's own ``params.pkl``, is
+        refused: unpickling a file can run any code in it).
+        """
+        checkpoints.load_into(self, file_name)
+
+    # -- checks at the entry points -------------------------------------------------------------
+
+    def check_inputs(self, x: Any, name: str = "x") -> Array:
+        """Validate a batch of inputs and return it cast to the network's dtype."""
+        return _checks.check_x(x, self.backend_info, self.dtype, self.input_shape, name=name)
+
+    def check_batch(
+        self,
+        x: Any,
+        t: Any,
+        names: tuple[str, str] = ("x", "t"),
+        *,
+        values: bool | None = None,
+    ) -> tuple[Array, Array]:
+        """Validate a batch and its labels; return them ready for the ``unchecked_*`` methods.
+
+        Raises ValueError or TypeError naming the problem (wrong library, device, shape, dtype,
+        labels out of range); see the module ``_checks``. ``values`` says whether to read the
+        labels' values, which waits for the device: by default only where that is free
+        (`bpcore.backends.Backend.reads_values_freely`); elsewhere bad labels make the loss NaN.
+        """
+        x = self.check_inputs(x, names[0])
+        t = _checks.check_labels(
+            t, self.backend_info, x.shape[0], self.output_size, names[1], values=values
+        )
+        _checks.check_same_library(x, t)
+        return x, t
+
+    def check_label_values(self, t: np.ndarray, name: str = "t") -> None:
+        """Raise the ValueError of `check_batch` for host labels (NumPy) with bad values.
+
+        For labels read on the host before they are moved to the device (a Trainer's).
+        """
+        _checks.check_label_values(t, self.output_size, name)
+
+    # -- the gradient-check machinery, which lives in bpcore.gradcheck -------------------------
+
+    def check_dtype(self) -> str:
+        """`bpcore.gradcheck.check_dtype` of this network."""
+        return gradcheck.check_dtype(self)
+
+    def checking(self, x: Any, t: Any) -> contextlib.AbstractContextManager[tuple[Array, Array]]:
+        """`bpcore.gradcheck.checking` of this network."""
+        return gradcheck.checking(self, x, t)
+
+    def holding_masks(self) -> contextlib.AbstractContextManager[None]:
+        """`bpcore.gradcheck.holding_masks` of this network."""
+        return gradcheck.holding_masks(self)
+
+    def holding_labels(self, x: Array, t: Array) -> contextlib.AbstractContextManager[Any]:
+        """`bpcore.gradcheck.holding_labels` of this network."""
+        return gradcheck.holding_labels(self, x, t)
+
+    def cast_batch(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """`bpcore.gradcheck.cast_batch` of this network."""
+        return gradcheck.cast_batch(self, x, t)
+
+    def unchecked_numerical_gradient(
+        self, x: Array, t: Array, *, h: float | None = None
+    ) -> dict[str, Array]:
+        """`bpcore.gradcheck.unchecked_numerical_gradient` of this network."""
+        return gradcheck.unchecked_numerical_gradient(self, x, t, h=h)
+
+    def keeping_buffers(self) -> contextlib.AbstractContextManager[Any]:
+        """A context after which the state is as it was before (`using_state`)."""
+        return self.using_state()
+
+    def keeping_layers(self, *others: Any) -> contextlib.AbstractContextManager[Any]:
+        """A context after which the layers and ``others`` are as before (`using_state`)."""
+        return self.using_state(layers=True, others=others)
+
+    # -- the computations, on checked batches ---------------------------------------------------
+    # Each computes a lazy batch (Dask) at its start if the network computes its batches, and
+    # runs the passes of `bpcore.networks.passes`, which never do.
+
+    def _computed(self, *arrays: Array) -> tuple[Array, ...]:
+        return self.backend_info.compute(*arrays) if self._computes_batches else arrays
+
+    def unchecked_predict(self, x: Array, train_flg: bool = False) -> Array:
+        """`predict` on a batch `check_inputs` has validated."""
+        (x,) = self._computed(x)
+        return passes.forward(self.layers, x, train_flg)
+
+    def unchecked_hits(self, x: Array, t: Array) -> Array:
+        """How many samples of a checked batch the network gets right, in inference mode.
+
+        A 0-d array that stays on the device (`correct_predictions` of `unchecked_predict`).
+        """
+        x, t = self._computed(x, t)
+        return passes.correct_predictions(passes.forward(self.layers, x, False), t)
+
+    def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
+        """`loss` on a batch `check_batch` has validated."""
+        x, t = self._computed(x, t)
+        return self._loss(passes.forward(self.layers, x, train_flg), t)
+
+    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """How many samples of a checked batch are right, and its `loss`, in inference mode.
+
+        Both from one forward pass, as 0-d arrays on the device (for evaluation loops).
+        """
+        x, t = self._computed(x, t)
+        scores = passes.forward(self.layers, x, False)
+        return passes.correct_predictions(scores, t), self._loss(scores, t)
+
+    def _loss(self, scores: Array, t: Array) -> Array:
+        """The loss layer's loss of ``scores``, plus the weight decay over the weights."""
+        loss = self.last_layer.forward(scores, t)
+        lam = self.weight_decay_lambda
+        if lam:
+            xp = self.backend_info.param_xp
+            for key in self._weights:
+                W = self.params[key]
+                loss = loss + 0.5 * lam * xp.sum(W * W)
+        return loss
+
+    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """`gradient` on a batch `check_batch` has validated: the book's backward pass.
+
+        The forward pass runs in training mode (``train_flg=True``: fresh dropout masks, batch
+        statistics, running statistics updated), as the book's ``gradient`` does. Keeps the
+        loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
+        scores and labels and the buffers are computed here, together, in one pass, and a
+        batch whose labels the loss layer found invalid raises ValueError then, with the
+        buffers as they were.
+        """
+        x, t = self._computed(x, t)
+        lazy = self.backend_info.is_lazy
+        before = self.buffers if lazy else {}
+        self.last_loss = self._loss(passes.forward(self.layers, x, True), t)
+        passes.backward(list(self.layers.values()), self.last_layer)
+        lam = self.weight_decay_lambda
+        grads: dict[str, Array] = {}
+        for key in self.params:
+            layer, attribute = self.params.layer_of(key)
+            g = getattr(layer, "d" + attribute)
+            grads[key] = (
+                g + lam * getattr(layer, attribute) if (lam and key in self._weights) else g
+            )
+        if not lazy:
+            return grads
+        last = self.last_layer
+        grads, self.last_loss, last.y, last.t, valid, buffers = self.backend_info.compute(
+            grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
+        )
+        if not bool(valid):  # computed with the rest, so reading it costs nothing more
+            self.set_buffers(before)
+            _checks.raise_for_label_values(last.t, self.output_size)
+        self.set_buffers(buffers)
+        return grads
