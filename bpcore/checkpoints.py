@@ -8,16 +8,24 @@ so a crash never leaves half a checkpoint under the real name (`atomic_write`, w
 downloads use too).
 
 The format, version 1: one array per parameter under its name (``W1``, ...), one per buffer
-under ``buffers/<layer>/<attribute>`` (the metadata lists both), and whatever a trainer adds
-(``optimizer/...``). Checkpoints written before buffers existed have none and load as they did.
+under ``buffers/<layer>/<attribute>`` (the metadata lists both). A *run checkpoint*, which a
+`bpcore.Trainer` writes to resume from (`save_run`, `load_run`), adds the optimizer's arrays
+under ``optimizer/<state>/<parameter>`` and a ``trainer`` entry in the metadata (epochs done,
+seed, mini-batch size, the optimizer's kind and scalars, the history). The whole format lives
+in this module, and this module is the only one that opens checkpoint files. Checkpoints
+written before buffers existed have none and load as they did.
+
 A network class is found by its name among the subclasses of `bpcore.networks.Network`, which
 register themselves here; `load` builds it from the saved arrays with ``from_arrays``.
+Whether a checkpoint fits a network is asked in one place, `check_fits`, by `load_into` and
+`load_run` alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -33,14 +41,17 @@ from .version import __version__
 __all__ = [
     "FORMAT",
     "atomic_write",
+    "check_fits",
     "holds",
     "load",
     "load_into",
+    "load_run",
     "network_class",
     "read_checkpoint",
     "register_network",
     "restore",
     "save",
+    "save_run",
 ]
 
 #: The ``format`` field of a checkpoint's metadata.
@@ -48,6 +59,7 @@ FORMAT = "bpcore-checkpoint"
 _META_KEY = "__bpcore__"
 _FORMAT_VERSION = 1
 _BUFFER_PREFIX = "buffers/"
+_OPTIMIZER_PREFIX = "optimizer/"
 
 # Network classes by name: every subclass of networks.Network registers itself (checkpoints
 # cannot import networks, which import this module to save).
@@ -250,6 +262,19 @@ def holds(meta: Mapping[str, Any], net: Any) -> bool:
     return meta.get("class") == type(net).__name__ and meta.get("config") == net.config
 
 
+def check_fits(meta: Mapping[str, Any], net: Any, path: Any, what: str = "the network") -> None:
+    """Raise ValueError unless the checkpoint at ``path`` (its metadata) `holds` ``net``.
+
+    The one "does this checkpoint fit this network?" of bpcore; ``what`` names the network in
+    the message (a Trainer's is "the network to train").
+    """
+    if not holds(meta, net):
+        raise ValueError(
+            f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
+            f"{what}, {net!r}"
+        )
+
+
 def restore(
     net: Any, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -276,9 +301,75 @@ def load_into(net: Any, path: str | os.PathLike[str]) -> tuple[dict[str, Any], d
         When the checkpoint holds another class or configuration; ``net`` is then untouched.
     """
     meta, arrays = read_checkpoint(path)
-    if not holds(meta, net):
-        raise ValueError(
-            f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
-            f"the network {net!r}"
-        )
+    check_fits(meta, net, path)
     return meta, restore(net, meta, arrays)
+
+
+def save_run(
+    net: Any, path: str | os.PathLike[str], optimizer: Any, trainer: Mapping[str, Any]
+) -> Path:
+    """Save a training run to ``path`` (atomically): the network, the optimizer, the trainer.
+
+    ``trainer`` is the trainer's JSON-able state (epochs done, seed, mini-batch size, history,
+    ...); the optimizer's kind and scalars are added to it, and its arrays are saved under
+    ``optimizer/``. `load_run` reads it back.
+    """
+    arrays, scalars = optimizer.state()
+    meta = {
+        "trainer": {
+            **trainer,
+            "optimizer": type(optimizer).__name__,
+            "optimizer_state": scalars,
+        }
+    }
+    extra = {_OPTIMIZER_PREFIX + key: value for key, value in arrays.items()}
+    return save(net, path, extra_arrays=extra, extra_meta=meta)
+
+
+def load_run(
+    net: Any, path: str | os.PathLike[str], optimizer: Any, *, batch_size: int
+) -> dict[str, Any]:
+    """Restore ``net`` and ``optimizer`` from a run checkpoint; return its trainer state.
+
+    Everything is checked before anything is set: the file, that it is a run checkpoint, that
+    it `check_fits` the network, that it was trained with mini-batches of ``batch_size`` and
+    with an optimizer of ``optimizer``'s kind (its state replaces the optimizer's, learning
+    rate included), and its base learning rate.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As for `read_checkpoint`, and when the run cannot be continued by this network and
+        optimizer; the message says why.
+    """
+    meta, arrays = read_checkpoint(path)
+    state = meta.get("trainer")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is a network checkpoint without a trainer state")
+    check_fits(meta, net, path, "the network to train")
+    if state.get("batch_size") != batch_size:
+        raise ValueError(
+            f"{path} was trained with mini-batches of {state.get('batch_size')}, not "
+            f"{batch_size}: the resumed run would not continue the same one"
+        )
+    base_lr = state.get("base_lr")
+    if base_lr is not None and not (
+        isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0
+    ):
+        raise ValueError(f"{path} holds a base learning rate of {base_lr!r}: corrupt")
+    if state.get("optimizer") != type(optimizer).__name__:
+        raise ValueError(
+            f"{path} was trained with {state.get('optimizer')}, not {type(optimizer).__name__}"
+        )
+    backend = net.backend_info
+    with backend.activate():
+        rest = restore(net, meta, arrays)
+        optimizer.load_state(
+            {
+                key[len(_OPTIMIZER_PREFIX) :]: backend.param_asarray(value.astype(net.dtype_name))
+                for key, value in rest.items()
+                if key.startswith(_OPTIMIZER_PREFIX)
+            },
+            state.get("optimizer_state", {}),
+        )
+    return state

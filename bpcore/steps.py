@@ -16,14 +16,14 @@ device; nothing is read back to the host, and no tracer is left in a layer or th
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .backends import Array, namespace
-from .networks import Network, correct_predictions
+from .book import trainable
+from .networks import NetworkState, correct_predictions
 from .optimizers import Optimizer
 
 __all__ = ["TrainingStep", "compile_evaluation", "compile_step"]
@@ -73,13 +73,14 @@ class TrainingStep:
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a bpcore optimizer, got {optimizer!r}")
-        self.network = network
+        # Any: the compiled step also uses a bpcore network's state (has_state says so).
+        self.network: Any = trainable(network)
         self.optimizer = optimizer
         self.checked = checked
         self.last_hits: Array | None = None
         self._program: Callable[..., Any] | None = None
-        if isinstance(network, Network):
-            self._program = network.backend_info.compile(
+        if self.network.has_state:  # a state to trace: one compiled program where it pays
+            self._program = self.network.backend_info.compile(
                 self._pure, donate_argnums=(0,) if donate else ()
             )
         self._host_scalars: dict[str, Any] | None = None
@@ -99,19 +100,26 @@ class TrainingStep:
         With ``indices``, ``x`` and ``t`` are a whole (checked) dataset on the device and the
         batch is ``take(x, indices)``: gathered inside the compiled program on JAX.
         """
+        with self.network.backend_info.activate():
+            return self.run(x, t, indices)
+
+    def run(self, x: Array, t: Array, indices: Array | None = None) -> Array:
+        """`__call__` with the network's device already current (a `Trainer`'s loop makes it
+        current once for all its steps)."""
         net = self.network
-        with net.backend_info.activate():
-            if self._program is None:  # the book's two lines
-                if indices is not None:
-                    x, t = _gather(x, t, indices)
-                grads = net.gradient(x, t) if self.checked else net.unchecked_gradient(x, t)
-                self.optimizer.update(net.params, grads)
-                self.last_hits = None
-                return net.last_loss
-            if self.checked:  # as gradient() checks, before the program runs
-                x, t = net.check_batch(x, t)
-                net.check_layers()
+        if self._program is None and indices is not None:
+            x, t = _gather(x, t, indices)  # the batch itself, checked and trained on eagerly
+            indices = None
+        if self.checked:  # as gradient() checks, before the step runs
+            x, t = net.check_batch(x, t)
+            net.check_layers()
+        if self._program is not None:
             return self._compiled_call(x, t, indices)
+        # The book's two lines.
+        grads = net.unchecked_gradient(x, t)
+        self.optimizer.update(net.params, grads)
+        self.last_hits = None
+        return net.last_loss
 
     def hits(self) -> Array:
         """How many samples of the last batch were classified right (0-d, on the device)."""
@@ -153,17 +161,14 @@ class TrainingStep:
         arrays = self._optimizer_arrays()
         generators = self._generators()
         state = {
-            "params": dict(net.params),
-            "buffers": net.buffers,
+            "network": net.state(),
             "keys": [g.key for g in generators],
             "optimizer": arrays,
             "scalars": self._scalars(),
         }
         assert self._program is not None
         new, loss, hits = self._program(state, x, t, indices)
-        for key, value in new["params"].items():
-            net.params.bind(key, value)  # the same shapes, dtypes and device, checked when traced
-        net.set_buffers(new["buffers"])
+        net.set_state(new["network"])  # the same shapes, dtypes and device, checked when traced
         for generator, key in zip(generators, new["keys"], strict=True):
             generator.key = key
         # The host's copy of the scalars moves as the device's did: the optimizer's own update,
@@ -198,12 +203,12 @@ class TrainingStep:
         """The step as a function of the state: traced (by ``jax.jit``), not run per step.
 
         Binds the traced state into the network and the optimizer, runs the book's two lines
-        and collects the new state; `_bound` then puts every object back as it was, so that no
-        tracer stays in a layer, a generator or the optimizer.
+        and collects the new state; `Network.using_state` then puts every object back as it
+        was, so that no tracer stays in a layer, a generator or the optimizer.
         """
         net, optimizer = self.network, self.optimizer
         generators = self._generators()
-        with _bound(net, state, [*generators, optimizer]):
+        with net.using_state(state["network"], layers=True, others=[*generators, optimizer]):
             for generator, key in zip(generators, state["keys"], strict=True):
                 generator.key = key
             optimizer.load_state(state["optimizer"], state["scalars"])
@@ -216,8 +221,7 @@ class TrainingStep:
             optimizer.update(params, grads)
             arrays, scalars = optimizer.state()
             new = {
-                "params": params,
-                "buffers": net.buffers,
+                "network": NetworkState(params, net.buffers),
                 "keys": [g.key for g in generators],
                 "optimizer": arrays,
                 "scalars": {k: scalars[k] for k in state["scalars"]},
@@ -236,39 +240,20 @@ def compile_evaluation(network: Any) -> Callable[[Array, Array], tuple[Array, Ar
     For evaluation loops: on JAX each operation run eagerly is compiled for each new shape,
     which costs more than the evaluation itself on small data. Elsewhere, as it is.
     """
-    if not isinstance(network, Network):
-        return network.unchecked_evaluation  # type: ignore[no-any-return]
+    net: Any = trainable(network)
+    program = None
+    if net.has_state:
 
-    def pure(state: dict[str, Any], x: Array, t: Array) -> tuple[Array, Array]:
-        with _bound(network, state, []):
-            return network.unchecked_evaluation(x, t)
+        def pure(state: NetworkState, x: Array, t: Array) -> tuple[Array, Array]:
+            with net.using_state(state, layers=True):
+                return net.unchecked_evaluation(x, t)  # type: ignore[no-any-return]
 
-    program = network.backend_info.compile(pure)
+        program = net.backend_info.compile(pure)
     if program is None:
-        return network.unchecked_evaluation
+        return net.unchecked_evaluation  # type: ignore[no-any-return]
 
     def evaluation(x: Array, t: Array) -> tuple[Array, Array]:
         assert program is not None
-        return program({"params": dict(network.params), "buffers": network.buffers}, x, t)  # type: ignore[no-any-return]
+        return program(net.state(), x, t)  # type: ignore[no-any-return]
 
     return evaluation
-
-
-@contextlib.contextmanager
-def _bound(net: Network, state: dict[str, Any], others: list[Any]) -> Iterator[None]:
-    """A context in which ``net`` computes with ``state``'s params and buffers (tracers).
-
-    On leaving, the network, its layers and the ``others`` (generators, an optimizer) are as
-    they were before, attribute for attribute.
-    """
-    saved_params, saved_loss = dict(net.params), net.last_loss
-    try:
-        with net.keeping_layers(*others):
-            for key, value in state["params"].items():
-                net.params.bind(key, value)
-            net.set_buffers(state["buffers"])
-            yield
-    finally:
-        for key, value in saved_params.items():
-            net.params.bind(key, value)
-        net.last_loss = saved_loss

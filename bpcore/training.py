@@ -1,4 +1,4 @@
-"""The book's ``Trainer``, keeping the data on the network's device.
+"""The book's ``Trainer``, keeping the data on the network's device: the training loop.
 
 The training and test sets are moved to the network's backend and device once, validated once
 and cast to the network's dtype once. Each epoch shuffles with a permutation drawn on the host
@@ -6,35 +6,36 @@ from ``(seed, epoch)`` (so a resumed run shuffles exactly as an uninterrupted on
 the device; mini-batches are gathered there with ``take``. Losses stay on the device as 0-d
 arrays and are read back only when the progress bar shows them or an epoch ends, so a GPU is not
 waited for at every step.
+
+What the loop shows is in `bpcore.console`; the run checkpoint's format in
+`bpcore.checkpoints` (`save_run`, `load_run`); the book's own network classes are adapted in
+`bpcore.book`; the evaluation is the networks' (`bpcore.networks.passes.evaluate_in_batches`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from . import _checks
-from .backends import Array, backend_class_of, namespace
+from .backends import Array
+from .book import BookNetwork, trainable
 from .callbacks import Callback
-from .checkpoints import atomic_write, holds, read_checkpoint, restore, save
-from .networks import Network, correct_predictions
+from .checkpoints import atomic_write, load_run, save_run
+from .console import Progress, epoch_line, interactive
+from .networks.passes import evaluate_in_batches
 from .optimizers import OPTIMIZERS, Optimizer
 from .steps import TrainingStep, compile_evaluation
 
 __all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
 
-# How often (in steps) the progress bar reads the loss back from the device.
-_SHOW_EVERY = 50
 # Accuracy is computed over chunks of this many samples, to bound the memory of the scores.
 _EVAL_CHUNK = 10_000
 
@@ -123,14 +124,14 @@ class Trainer:
         resume: str | os.PathLike[str] | None = None,
         callbacks: Sequence[Callback] = (),
     ) -> None:
-        if not isinstance(network, Network):
-            if checkpoint is not None or resume is not None:
-                raise ValueError(
-                    f"checkpoint= and resume= need a bpcore network; {type(network).__name__} "
-                    f"is trained through its own gradient() and predict(), as the book's Trainer "
-                    f"does"
-                )
-            network = BookNetwork(network)
+        given = type(network).__name__
+        network = trainable(network)
+        if not network.has_state and (checkpoint is not None or resume is not None):
+            raise ValueError(
+                f"checkpoint= and resume= need a bpcore network; {given} "
+                f"is trained through its own gradient() and predict(), as the book's Trainer "
+                f"does"
+            )
         self.network = network
         self.epochs = _checks.check_positive_int(epochs, "epochs")
         self.batch_size = _checks.check_positive_int(mini_batch_size, "mini_batch_size")
@@ -162,7 +163,7 @@ class Trainer:
         self._epoch_seconds = 0.0
         self.epochs_done = 0
         self.seconds = 0.0
-        self._progress: _Progress | None = None
+        self._progress: Progress | None = None
         self._order: Array | None = None
         if resume is not None:
             self._resume(Path(resume))
@@ -181,7 +182,7 @@ class Trainer:
         backend = net.backend_info
         # Labels that arrive on the host are read there; on the device they are read once,
         # here: either way the steps need no check that waits for the device.
-        t_host = t if isinstance(t, np.ndarray) and isinstance(net, Network) else None
+        t_host = t if isinstance(t, np.ndarray) else None
         with backend.activate():
             if isinstance(x, np.ndarray):
                 x = backend.asarray(x)
@@ -190,7 +191,7 @@ class Trainer:
             names = (f"x_{split}", f"t_{split}")
             x, t = net.check_batch(x, t, names=names, values=t_host is None)
             if t_host is not None:
-                _checks.check_label_values(t_host, net.output_size, names[1])
+                net.check_label_values(t_host, names[1])
             if t.ndim == 2 and t.dtype != net.dtype:
                 t = net.xp.astype(t, net.dtype)
         # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
@@ -267,7 +268,7 @@ class Trainer:
         assert self._order is not None
         n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
         idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
-        loss = self.step(self.x_train, self.t_train, idx)
+        loss = self.step.run(self.x_train, self.t_train, idx)  # the device is current already
         progress.step(loss, self.step.hits, samples=int(idx.shape[0]))
         if progress.steps_done < progress.steps:
             self._count(started)
@@ -294,12 +295,12 @@ class Trainer:
         n = self.x_train.shape[0]
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
         self._order = self.network.backend_info.indices(order)
-        self._progress = _Progress(
+        self._progress = Progress(
             self.iter_per_epoch,
             f"epoch {self.epochs_done + 1}/{self.epochs}",
             self._diverged,
             self.network.backend_info.read_floats,
-            bar=self.verbose == 1 and _interactive(),
+            bar=self.verbose == 1 and interactive(),
         )
 
     def _end_epoch(self, losses: np.ndarray) -> None:
@@ -319,15 +320,7 @@ class Trainer:
         }
         self.epoch_history.append(row)
         if self.verbose:
-            from tqdm.auto import tqdm
-
-            # Through tqdm, which keeps the line clear of a bar that is still drawn.
-            tqdm.write(
-                f"epoch {self.epochs_done}/{self.epochs}: loss {np.mean(losses):.4f}, "
-                f"test loss {test_loss:.4f}, train acc {self.train_acc_list[-1]:.4f}, "
-                f"test acc {self.test_acc_list[-1]:.4f}",
-                file=sys.stderr,
-            )
+            epoch_line(row, self.epochs)
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
         for callback in self.callbacks:
@@ -354,24 +347,13 @@ class Trainer:
         ):
             if limit is not None:
                 x, t = x[: min(limit, x.shape[0]), ...], t[: min(limit, t.shape[0]), ...]
-            accuracy, test_loss = self._accuracy_and_loss(x, t)
+            # Inference mode, weight decay included, in chunks whose counts and losses stay
+            # on the device until they are all computed: the networks' own evaluation.
+            accuracy, test_loss = evaluate_in_batches(
+                self._evaluation, x, t, _EVAL_CHUNK, self.network.backend_info
+            )
             history.append(accuracy)
         return test_loss
-
-    def _accuracy_and_loss(self, x: Array, t: Array) -> tuple[float, float]:
-        """Accuracy and mean loss over ``x`` (inference mode, weight decay included), in chunks
-        whose counts and losses stay on the device until they are all computed."""
-        hits, losses = [], []
-        for start in range(0, x.shape[0], _EVAL_CHUNK):
-            stop = min(start + _EVAL_CHUNK, x.shape[0])
-            chunk_hits, chunk_loss = self._evaluation(x[start:stop, ...], t[start:stop, ...])
-            hits.append(chunk_hits)
-            losses.append((chunk_loss, stop - start))
-        n = int(x.shape[0])
-        read = self.network.backend_info.read_floats  # all the chunks at once, not each
-        sizes = np.array([k for _, k in losses], dtype=np.float64)
-        mean_losses = read([v for v, _ in losses])
-        return float(read(hits).sum()) / n, float(mean_losses @ sizes) / n
 
     def save_history(self, path: str | os.PathLike[str]) -> Path:
         """Write `epoch_history` to ``path``: CSV for a ``.csv`` name, else JSON (atomically).
@@ -396,40 +378,24 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
-        """Write the network, the optimizer state and the history to ``path`` (atomically)."""
-        arrays, scalars = self.optimizer.state()
-        meta = {
-            "trainer": {
-                "epochs_done": self.epochs_done,
-                "seed": self.seed,
-                "batch_size": self.batch_size,
-                "seconds": self.seconds,
-                "optimizer": type(self.optimizer).__name__,
-                "optimizer_state": scalars,
-                "base_lr": self.base_lr,
-                "history": self.history,
-                "epoch_history": self.epoch_history,
-            }
+        """Write the network, the optimizer state and the history to ``path`` (atomically).
+
+        A run checkpoint (`bpcore.checkpoints.save_run`), which ``resume=`` continues.
+        """
+        trainer = {
+            "epochs_done": self.epochs_done,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "seconds": self.seconds,
+            "base_lr": self.base_lr,
+            "history": self.history,
+            "epoch_history": self.epoch_history,
         }
-        extra = {f"optimizer/{k}": v for k, v in arrays.items()}
-        return save(self.network, path, extra_arrays=extra, extra_meta=meta)
+        return save_run(self.network, path, self.optimizer, trainer)
 
     def _resume(self, path: Path) -> None:
-        net = self.network
-        meta, arrays = read_checkpoint(path)
-        state = self._resumable_state(path, meta)  # all checked before anything is set
-        backend = net.backend_info
-        with backend.activate():
-            rest = restore(net, meta, arrays)
-            prefix = "optimizer/"
-            self.optimizer.load_state(
-                {
-                    k[len(prefix) :]: backend.param_asarray(v.astype(net.dtype_name))
-                    for k, v in rest.items()
-                    if k.startswith(prefix)
-                },
-                state.get("optimizer_state", {}),
-            )
+        # Everything is checked before anything is set (see load_run).
+        state = load_run(self.network, path, self.optimizer, batch_size=self.batch_size)
         self.epochs_done = int(state["epochs_done"])
         self.seed = int(state["seed"])
         self.seconds = float(state.get("seconds", 0.0))
@@ -441,127 +407,12 @@ class Trainer:
         self.test_acc_list = list(history.get("test_acc", []))
         self.epoch_history = [dict(row) for row in state.get("epoch_history", [])]
 
-    def _resumable_state(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint's trainer state, if this trainer can continue its run; else ValueError."""
-        state = meta.get("trainer")
-        if not isinstance(state, dict):
-            raise ValueError(f"{path} is a network checkpoint without a trainer state")
-        net = self.network
-        if not holds(meta, net):
-            raise ValueError(
-                f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
-                f"the network to train, {net!r}"
-            )
-        if state.get("batch_size") != self.batch_size:
-            raise ValueError(
-                f"{path} was trained with mini-batches of {state.get('batch_size')}, not "
-                f"{self.batch_size}: the resumed run would not continue the same one"
-            )
-        base_lr = state.get("base_lr")
-        if base_lr is not None and not (
-            isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0
-        ):
-            raise ValueError(f"{path} holds a base learning rate of {base_lr!r}: corrupt")
-        if state.get("optimizer") != type(self.optimizer).__name__:
-            raise ValueError(
-                f"{path} was trained with {state.get('optimizer')}, not "
-                f"{type(self.optimizer).__name__}"
-            )
-        return state
-
-
-class _Progress:
-    """One epoch's progress: the bar, the losses kept on the device, their checked read-back.
-
-    Losses and hit counts stay on the device; every 50 steps (with the bar) and at the
-    epoch's end the losses not read yet are read back in one go and checked for divergence.
-    """
-
-    def __init__(
-        self,
-        steps: int,
-        desc: str,
-        diverged: Any,
-        read: Callable[[list[Array]], np.ndarray],
-        *,
-        bar: bool,
-    ) -> None:
-        self.steps = steps
-        self._read_floats = read  # the backend's: many 0-d arrays in one read-back
-        self.steps_done = 0
-        self.samples = 0
-        self._diverged = diverged
-        self._losses: list[Array] = []
-        self._hits: list[Array] = []
-        self._hit_total = 0.0
-        self._read: list[float] = []
-        self._started = time.perf_counter()
-        self._bar = None
-        if bar:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=steps, desc=desc, unit="step", file=sys.stderr, leave=False)
-
-    def step(self, loss: Array, hits: Any, samples: int) -> None:
-        """Record a step's loss (and, with the bar, its ``hits()``), reading back when due."""
-        self._losses.append(loss)
-        self.steps_done += 1
-        self.samples += samples
-        if self._bar is None:
-            return
-        # Running accuracy of the batches seen, from the scores the step computed anyway (on
-        # Dask, computed with the gradients, like the labels the loss layer kept).
-        self._hits.append(hits())
-        if self.steps_done % _SHOW_EVERY == 0 or self.steps_done == self.steps:
-            shown = len(self._read)
-            self._read_back()
-            self._hit_total += float(self._read_floats(self._hits).sum())  # since the last read
-            self._hits.clear()
-            acc = self._hit_total / self.samples
-            rate = self.samples / max(time.perf_counter() - self._started, 1e-9)
-            self._bar.set_postfix(
-                loss=f"{self._read[-1]:.4f}",
-                acc=f"{acc:.4f}",
-                samples_s=f"{rate:,.0f}",
-                refresh=False,
-            )
-            self._bar.update(self.steps_done - shown)
-            self._bar.refresh()  # show the figures now, however short the epoch
-
-    def _read_back(self) -> None:
-        """Read the losses not read yet to the host, in one go; raise at the first not finite."""
-        pending = self._losses[len(self._read) :]
-        if not pending:
-            return
-        values = self._read_floats(pending)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            index = int(bad[0])
-            raise self._diverged(values[index], len(self._read) + index + 1)
-        self._read.extend(values.tolist())
-
-    def finish(self) -> np.ndarray:
-        """The epoch's losses, read back and checked."""
-        self._read_back()
-        return np.asarray(self._read)
-
-    def close(self) -> None:
-        """Close the bar."""
-        if self._bar is not None:
-            self._bar.close()
-
 
 def _verbosity(verbose: Any) -> int:
     """``verbose`` as Keras' levels 0, 1, 2 (False and True are 0 and 1)."""
     if verbose in (0, 1, 2) and isinstance(verbose, (bool, int)):
         return int(verbose)
     raise ValueError(f"verbose must be 0, 1, 2, True or False, got {verbose!r}")
-
-
-def _interactive() -> bool:
-    """Whether a progress bar can be seen: stderr is a terminal, or a notebook's kernel runs."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None) -> Optimizer:
@@ -577,70 +428,3 @@ def _make_optimizer(optimizer: str | Optimizer, params: Mapping[str, Any] | None
         return OPTIMIZERS[optimizer.lower()](**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad optimizer_param for {optimizer}: {exc}") from None
-
-
-class BookNetwork:
-    """A network written as the book writes them, for the `Trainer`: its own class, any layers.
-
-    The book's scripts train networks of their own (``ch07/simple_convnet.py``) with the book's
-    ``Trainer``; with ``common/`` replaced by bpcore, bpcore's `Trainer` gets such a network.
-    This wraps it in what the Trainer needs, through the book's public methods only:
-    ``gradient(x, t)`` (its loss layer keeps the loss, as the book's ``SoftmaxWithLoss``
-    does), ``predict(x)`` for the accuracy, ``params`` for the optimizer. Its backend is that of
-    its parameters. Other attributes are the wrapped network's.
-
-    Parameters
-    ----------
-    net : object
-        With ``params`` (a dict of arrays), ``gradient``, ``predict`` and ``last_layer``.
-    """
-
-    def __init__(self, net: Any) -> None:
-        for name in ("params", "gradient", "predict", "last_layer"):
-            if not hasattr(net, name):
-                raise TypeError(
-                    f"the Trainer needs a network with params, gradient(), predict() and "
-                    f"last_layer, as the book's are; {type(net).__name__} has no {name}"
-                )
-        self.net = net
-        first = next(iter(net.params.values()))
-        xp = namespace(first)
-        self.backend_info = backend_class_of(first)(xp, array_api_compat.device(first))
-        self.xp = xp
-        self.dtype = first.dtype
-        self.last_loss: Array | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.net, name)
-
-    def __repr__(self) -> str:
-        return f"BookNetwork({type(self.net).__name__})"
-
-    def check_batch(
-        self, x: Any, t: Any, names: tuple[str, str] = ("x", "t"), *, values: bool = True
-    ) -> tuple[Any, Any]:
-        """The arrays as they are, after the one check the book's code cannot do for itself."""
-        if int(x.shape[0]) != int(t.shape[0]):
-            raise ValueError(
-                f"{names[0]} holds {x.shape[0]} samples but {names[1]} holds {t.shape[0]} labels"
-            )
-        return x, t
-
-    def check_layers(self) -> None:
-        """Nothing to check: the book's network binds its own layers."""
-
-    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        """The network's own ``gradient``; its loss, from its loss layer, in `last_loss`."""
-        grads = dict(self.net.gradient(x, t))
-        self.last_loss = self.net.last_layer.loss
-        return grads
-
-    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
-        """How many samples the network's own ``predict`` gets right, and its ``loss`` (its
-        loss layer's on those scores when it has no ``loss`` method)."""
-        scores = self.net.predict(x)
-        if hasattr(self.net, "loss"):
-            loss = self.net.loss(x, t)
-        else:
-            loss = self.net.last_layer.forward(scores, t)
-        return correct_predictions(scores, t), loss
