@@ -22,7 +22,7 @@ from typing import Any
 import array_api_compat
 
 from .backends import Array, Backend, backend_class_of, index_dtype, is_kind, namespace
-from .layers import are_distributions
+from .labels import are_distributions
 
 __all__ = [
     "check_array",

@@ -31,6 +31,7 @@ import array_api_compat
 import numpy as np
 
 from .backends import Array, to_numpy
+from .labels import one_hot
 from .layers import draws_random
 
 __all__ = [
@@ -285,8 +286,7 @@ def cast_batch(net: Any, x: Array, t: Array) -> tuple[Array, Array]:
     xp = array_api_compat.array_namespace(x)
     x = xp.astype(x, net.dtype)
     if t.ndim == 1:
-        classes = xp.arange(net.output_size, device=array_api_compat.device(t))
-        t = xp.expand_dims(xp.astype(t, classes.dtype), axis=1) == classes
+        t = one_hot(t, net.output_size, xp, array_api_compat.device(t))
     return x, xp.astype(t, net.dtype)
 
 

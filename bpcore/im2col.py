@@ -23,12 +23,15 @@ column ``(c, y, x)`` (channel, filter row, filter column).
 
 from __future__ import annotations
 
+from typing import Any
+
 from array_api_compat import device
 
 from .backends import Array, namespace
 
 __all__ = [
     "add_window_slices",
+    "check_window_int",
     "col2im",
     "col2im_nhwc",
     "conv_output_size",
@@ -48,6 +51,14 @@ def conv_output_size(input_size: int, filter_size: int, stride: int = 1, pad: in
     return (input_size + 2 * pad - filter_size) // stride + 1
 
 
+def check_window_int(value: Any, name: str, least: int) -> int:
+    """``value`` as an int, if it is an integer of at least ``least`` (a window's size,
+    stride or padding); else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
 def _check_geometry(
     shape: tuple[int, ...], filter_h: int, filter_w: int, stride: int, pad: int
 ) -> tuple[int, int]:
@@ -60,8 +71,7 @@ def _check_geometry(
         ("stride", stride, 1),
         ("pad", pad, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        check_window_int(value, name, least)
     _, _, h, w = shape
     out_h = conv_output_size(h, filter_h, stride, pad)
     out_w = conv_output_size(w, filter_w, stride, pad)

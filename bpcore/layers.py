@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from array_api_compat import device
 
 from .backends import Array, backend_class_of, index_dtype, is_kind, namespace
-from .im2col import add_window_slices, transposed_windows, window_slices
+from .im2col import add_window_slices, check_window_int, transposed_windows, window_slices
+from .labels import are_distributions, one_hot
 
 __all__ = [
     "Affine",
@@ -37,7 +38,6 @@ __all__ = [
     "Sigmoid",
     "SoftmaxWithLoss",
     "Tanh",
-    "are_distributions",
     "backward_params",
     "buffer_names",
     "computes_input",
@@ -50,26 +50,24 @@ __all__ = [
 class Layer(Protocol):
     """What a network needs of a layer: ``forward`` and ``backward``, nothing else.
 
-    A layer may say more about itself through optional attributes, which networks read with
-    the functions below (the default in brackets), never with guesses of their own:
+    Optional attributes say more; networks read them with the functions below (the default in
+    brackets), never with guesses of their own:
 
     * ``param_names`` (none): the attributes holding its parameters, such as ``("W", "b")``;
       after ``backward`` each one's gradient is in ``d`` + its name (``dW``, ``db``);
     * ``buffer_names`` (none): arrays it keeps that are not parameters but are saved with
       them (batch normalization's running statistics);
     * ``takes_train_flg`` (False): ``forward(x, train_flg)`` (dropout, batch normalization);
-    * ``computes_input`` (False): on a lazy backend (Dask), compute its input first, as
-      convolution and pooling need (their shifted slices split lazy chunks into thousands);
-    * ``generator`` (absent): it draws random numbers (dropout's masks), with a generator the
-      network seeds; such a layer has ``hold_mask``, which gradient checks set to reuse the
-      last mask;
-    * ``backward_params(dout)`` (``backward``): backward without the gradient with respect to
-      the input, which nobody needs of the first layer.
+    * ``computes_input`` (False): on Dask, compute its input first (convolution and pooling,
+      whose shifted slices split lazy chunks into thousands);
+    * ``generator`` (absent): it draws random numbers (dropout's masks) with a generator the
+      network seeds, and has ``hold_mask``, which gradient checks set to reuse the last mask;
+    * ``backward_params(dout)`` (``backward``): backward without the input's gradient, which
+      nobody needs of the first layer.
     """
 
     def forward(self, x: Array, /, *args: Any) -> Array:
-        """The layer's output (``train_flg`` after ``x`` where it takes one); keeps what
-        ``backward`` needs."""
+        """The output (``train_flg`` may follow ``x``); keeps what ``backward`` needs."""
 
     def backward(self, dout: Array, /) -> Array:
         """The gradient with respect to the last input; keeps the parameters' gradients."""
@@ -103,17 +101,6 @@ def draws_random(layer: Any) -> bool:
 def backward_params(layer: Any, dout: Array) -> None:
     """``layer``'s backward pass for its parameters' gradients only (see `Layer`)."""
     getattr(layer, "backward_params", layer.backward)(dout)
-
-
-def are_distributions(rows: Array, xp: Any) -> Array:
-    """Whether every row is non-negative and sums to 1, as a 0-d boolean array (no read-back).
-
-    What the loss layer takes as label rows: one-hot rows, or probability rows (soft labels).
-    The tolerance follows the rows' precision: 1e-3 in float32 (rows that were computed, not
-    typed), 1e-6 otherwise. NaN fails both.
-    """
-    tol = 1e-3 if rows.dtype == xp.float32 else 1e-6
-    return xp.all(rows >= 0) & xp.all(xp.abs(xp.sum(rows, axis=1) - 1) <= tol)
 
 
 def _require_forward(value: Any, layer: object) -> Any:
@@ -384,11 +371,7 @@ class SoftmaxWithLoss:
         if tuple(t.shape) == (n, 1) and c > 1 and integral:
             t = xp.reshape(t, (n,))  # a column of labels, as the book's ch07 gradient check has
         if t.ndim == 1 and t.shape[0] == n and integral:
-            # Compare in the default integer dtype: an arange in t's own dtype would wrap
-            # around past 255 classes for uint8 labels.
-            classes = xp.arange(c, device=device(x))
-            labels = t if t.dtype == classes.dtype else xp.astype(t, classes.dtype)
-            target = xp.astype(xp.reshape(labels, (n, 1)) == classes, x.dtype)
+            target = xp.astype(one_hot(t, c, xp, device(x)), x.dtype)
             # A row matches at most one class: n matches in all iff every label is a class.
             return t, target, xp.sum(target) == n
         if tuple(t.shape) == (n, c) and (integral or is_kind(xp, t.dtype, "real floating")):
@@ -641,8 +624,8 @@ class Convolution:
             )
         self.W = W
         self.b = b
-        self.stride = _check_window_int(stride, "stride", 1)
-        self.pad = _check_window_int(pad, "pad", 0)
+        self.stride = check_window_int(stride, "stride", 1)
+        self.pad = check_window_int(pad, "pad", 0)
         self.x: Array | None = None
         self.col: Array | None = None
         self.col_W: Array | None = None
@@ -744,10 +727,10 @@ class Pooling:
     computes_input = True
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
-        self.pool_h = _check_window_int(pool_h, "pool_h", 1)
-        self.pool_w = _check_window_int(pool_w, "pool_w", 1)
-        self.stride = _check_window_int(stride, "stride", 1)
-        self.pad = _check_window_int(pad, "pad", 0)
+        self.pool_h = check_window_int(pool_h, "pool_h", 1)
+        self.pool_w = check_window_int(pool_w, "pool_w", 1)
+        self.stride = check_window_int(stride, "stride", 1)
+        self.pad = check_window_int(pad, "pad", 0)
         self.x: Array | None = None
         self.out: Array | None = None
 
@@ -815,9 +798,3 @@ class Pooling:
         for k in range(len(slices) - 1, -1, -1):
             index = xp.where(slices[k] == out, k, index)
         return index
-
-
-def _check_window_int(value: Any, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)

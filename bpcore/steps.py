@@ -23,6 +23,7 @@ import numpy as np
 
 from .backends import Array, namespace
 from .book import trainable
+from .layers import draws_random
 from .networks import NetworkState, correct_predictions
 from .optimizers import Optimizer
 
@@ -135,7 +136,7 @@ class TrainingStep:
         return [
             layer.generator
             for layer in self.network.layers.values()
-            if hasattr(getattr(layer, "generator", None), "key")
+            if draws_random(layer) and hasattr(layer.generator, "key")
         ]
 
     def _scalars(self) -> dict[str, Array]:

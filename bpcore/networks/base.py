@@ -25,38 +25,21 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .. import _checks, checkpoints, gradcheck
 from ..backends import Array, Backend, resolve_backend
-from ..layers import SoftmaxWithLoss, buffer_names, computes_input, param_names
+from ..layers import SoftmaxWithLoss, computes_input, param_names
 from . import building, passes
 from .params import Params
+from .passes import PassesMixin
+from .state import NetworkState, StateMixin
 from .summary import summary
 
 __all__ = ["Network", "NetworkState"]
-
-
-class NetworkState(NamedTuple):
-    """What a network computes with, as one value: its parameters and its buffers.
-
-    Two dicts of arrays, by the keys of ``net.params`` and ``net.buffers`` (the arrays
-    themselves, not copies). A named tuple, so JAX takes it as it is into a compiled program
-    and back. `Network.state` gives it; `Network.using_state` swaps one in and restores.
-    """
-
-    params: dict[str, Array]
-    buffers: dict[str, Array]
-
-    def astype(self, xp: Any, dtype: Any) -> NetworkState:
-        """The same state cast to ``dtype`` (new arrays of the namespace ``xp``)."""
-        return NetworkState(
-            {key: xp.astype(value, dtype) for key, value in self.params.items()},
-            {key: xp.astype(value, dtype) for key, value in self.buffers.items()},
-        )
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -73,7 +56,7 @@ def _on_device(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-class Network:
+class Network(StateMixin, PassesMixin):
     """The book's network API over an ordered dict of layers; the base of every network.
 
     Subclasses provide a constructor, `param_shapes` and `build`; see the module's docstring.
@@ -198,115 +181,6 @@ class Network:
         building.seed_generators(backend, self.layers.values(), seed)
         if host_buffers:
             self.load_arrays({}, host_buffers)
-
-    def load_arrays(
-        self, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray] | None = None
-    ) -> None:
-        """Set parameters and buffers from host arrays (a checkpoint's), all checked first.
-
-        Each array must have the shape of the value it replaces; it is cast to the network's
-        dtype and copied to its device. Nothing is set if any array does not fit.
-        """
-        backend, dtype = self.backend_info, self._dtype_name
-        buffers = dict(buffers or {})
-        current = self.buffers
-        unknown = [key for key in buffers if key not in current]
-        if unknown:
-            raise ValueError(f"{type(self).__name__} has no buffer(s) {unknown}")
-        for key, value in buffers.items():
-            if tuple(value.shape) != tuple(current[key].shape):
-                raise ValueError(
-                    f"buffer {key} has shape {tuple(value.shape)}, expected "
-                    f"{tuple(current[key].shape)}"
-                )
-        shapes = {key: tuple(value.shape) for key, value in self.params.items()}
-        host = building.checked_host(type(self).__name__, shapes, params, dtype) if params else {}
-        with backend.activate():
-            self.params.update({k: backend.param_asarray(a.astype(dtype)) for k, a in host.items()})
-            self.set_buffers(
-                {k: backend.param_asarray(a.astype(dtype)) for k, a in buffers.items()}
-            )
-
-    @property
-    def buffers(self) -> dict[str, Array]:
-        """Arrays the layers keep that are not parameters, by ``"<layer>/<attribute>"``.
-
-        The running statistics of a batch normalization are buffers: saved in checkpoints and
-        restored with the parameters, but not trained by gradients. Layers name theirs in a
-        ``buffer_names`` attribute; the book's chapter 5 layers have none.
-        """
-        return {
-            f"{name}/{attribute}": getattr(layer, attribute)
-            for name, layer in self.layers.items()
-            for attribute in buffer_names(layer)
-        }
-
-    def set_buffers(self, values: Mapping[str, Array]) -> None:
-        """Set buffers by the keys of `buffers` (arrays of the right shape, dtype and device)."""
-        for key, value in values.items():
-            name, attribute = key.rsplit("/", 1)
-            setattr(self.layers[name], attribute, value)
-
-    def state(self) -> NetworkState:
-        """The parameters and buffers as one value (the arrays themselves, not copies)."""
-        return NetworkState(dict(self.params), self.buffers)
-
-    def set_state(self, state: NetworkState) -> None:
-        """Bind a state's parameters and buffers, without the checks of ``params[key] = W``.
-
-        For states built from the network's own (a cast, a compiled step's result, JAX
-        tracers), which have the shapes the layers expect.
-        """
-        for key, value in state.params.items():
-            if self.params[key] is not value:
-                self.params.bind(key, value)
-        self.set_buffers(state.buffers)
-
-    @contextlib.contextmanager
-    def using_state(
-        self, state: NetworkState | None = None, *, layers: bool = False, others: Sequence[Any] = ()
-    ) -> Iterator[NetworkState]:
-        """A context that computes with ``state`` (if given) and restores the network after.
-
-        The one save-and-restore of bpcore (Thinc's ``Model.use_params`` is the model): on
-        leaving, however the context ends, the parameters and buffers are the arrays they were
-        (the same objects), and so are `dtype_name` and `last_loss`. With ``layers=True``, so
-        is everything the layers, the loss layer and ``others`` (generators, an optimizer)
-        keep, attribute for attribute (dict attributes copied): what passes that are not the
-        user's left in them (inputs, masks, gradients, tracers) is undone. Yields the state
-        saved, whose buffers a numerical gradient starts every pass from.
-        """
-        saved, dtype_name, last_loss = self.state(), self._dtype_name, self.last_loss
-        objects = [*self.layers.values(), self.last_layer, *others] if layers else []
-        kept = [
-            (obj, {k: dict(v) if isinstance(v, dict) else v for k, v in vars(obj).items()})
-            for obj in objects
-        ]
-        try:
-            if state is not None:
-                self.set_state(state)
-            yield saved
-        finally:
-            for obj, attributes in kept:
-                vars(obj).clear()
-                vars(obj).update(attributes)
-            self.set_state(saved)
-            self._dtype_name, self.last_loss = dtype_name, last_loss
-
-    @contextlib.contextmanager
-    def using_dtype(self, dtype_name: str) -> Iterator[Network]:
-        """A context in which this network computes in another dtype (for gradient checks).
-
-        Its state, cast, is swapped in by `using_state`, which gives the network's own arrays
-        back on leaving, with the same objects and values, however the context ends.
-        """
-        if dtype_name == self._dtype_name:
-            yield self
-            return
-        cast = self.state().astype(self.backend_info.param_xp, self.backend_info.dtype(dtype_name))
-        with self.using_state(cast):
-            self._dtype_name = dtype_name
-            yield self
 
     def check_layers(self) -> None:
         """Raise ValueError if ``layers`` and ``params`` no longer belong together.
@@ -608,83 +482,3 @@ class Network:
     def keeping_layers(self, *others: Any) -> contextlib.AbstractContextManager[Any]:
         """A context after which the layers and ``others`` are as before (`using_state`)."""
         return self.using_state(layers=True, others=others)
-
-    # -- the computations, on checked batches ---------------------------------------------------
-    # Each computes a lazy batch (Dask) at its start if the network computes its batches, and
-    # runs the passes of `bpcore.networks.passes`, which never do.
-
-    def _computed(self, *arrays: Array) -> tuple[Array, ...]:
-        return self.backend_info.compute(*arrays) if self._computes_batches else arrays
-
-    def unchecked_predict(self, x: Array, train_flg: bool = False) -> Array:
-        """`predict` on a batch `check_inputs` has validated."""
-        (x,) = self._computed(x)
-        return passes.forward(self.layers, x, train_flg)
-
-    def unchecked_hits(self, x: Array, t: Array) -> Array:
-        """How many samples of a checked batch the network gets right, in inference mode.
-
-        A 0-d array that stays on the device (`correct_predictions` of `unchecked_predict`).
-        """
-        x, t = self._computed(x, t)
-        return passes.correct_predictions(passes.forward(self.layers, x, False), t)
-
-    def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
-        """`loss` on a batch `check_batch` has validated."""
-        x, t = self._computed(x, t)
-        return self._loss(passes.forward(self.layers, x, train_flg), t)
-
-    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
-        """How many samples of a checked batch are right, and its `loss`, in inference mode.
-
-        Both from one forward pass, as 0-d arrays on the device (for evaluation loops).
-        """
-        x, t = self._computed(x, t)
-        scores = passes.forward(self.layers, x, False)
-        return passes.correct_predictions(scores, t), self._loss(scores, t)
-
-    def _loss(self, scores: Array, t: Array) -> Array:
-        """The loss layer's loss of ``scores``, plus the weight decay over the weights."""
-        loss = self.last_layer.forward(scores, t)
-        lam = self.weight_decay_lambda
-        if lam:
-            xp = self.backend_info.param_xp
-            for key in self._weights:
-                W = self.params[key]
-                loss = loss + 0.5 * lam * xp.sum(W * W)
-        return loss
-
-    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
-        """`gradient` on a batch `check_batch` has validated: the book's backward pass.
-
-        The forward pass runs in training mode (``train_flg=True``: fresh dropout masks, batch
-        statistics, running statistics updated), as the book's ``gradient`` does. Keeps the
-        loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
-        scores and labels and the buffers are computed here, together, in one pass, and a
-        batch whose labels the loss layer found invalid raises ValueError then, with the
-        buffers as they were.
-        """
-        x, t = self._computed(x, t)
-        lazy = self.backend_info.is_lazy
-        before = self.buffers if lazy else {}
-        self.last_loss = self._loss(passes.forward(self.layers, x, True), t)
-        passes.backward(list(self.layers.values()), self.last_layer)
-        lam = self.weight_decay_lambda
-        grads: dict[str, Array] = {}
-        for key in self.params:
-            layer, attribute = self.params.layer_of(key)
-            g = getattr(layer, "d" + attribute)
-            grads[key] = (
-                g + lam * getattr(layer, attribute) if (lam and key in self._weights) else g
-            )
-        if not lazy:
-            return grads
-        last = self.last_layer
-        grads, self.last_loss, last.y, last.t, valid, buffers = self.backend_info.compute(
-            grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
-        )
-        if not bool(valid):  # computed with the rest, so reading it costs nothing more
-            self.set_buffers(before)
-            _checks.raise_for_label_values(last.t, self.output_size)
-        self.set_buffers(buffers)
-        return grads

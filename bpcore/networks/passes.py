@@ -1,24 +1,27 @@
-"""The passes through a network's layers, each said once.
+"""The passes through a network's layers, each said once, and the computations made of them.
 
 `forward` is the one loop over the layers: prediction, the loss, evaluation and `summary` all
 run it. `backward` is the book's backward pass. `weight_keys` is the one rule for which
 parameters are weights (those weight decay penalizes). `correct_predictions` and
 `evaluate_in_batches` are the one evaluation: `Network.accuracy` and the Trainer's end of epoch
-both count with them.
+both count with them. `PassesMixin` gives `bpcore.networks.Network` its ``unchecked_*``
+computations, on batches its entry points have validated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import array_api_compat
 import numpy as np
 
+from .. import _checks
 from ..backends import Array, Backend, index_dtype
 from ..layers import Layer, backward_params, takes_train_flg
 
 __all__ = [
+    "PassesMixin",
     "backward",
     "correct_predictions",
     "evaluate_in_batches",
@@ -107,3 +110,109 @@ def evaluate_in_batches(
     # stacks together.
     accuracy = float(backend.read_floats(hits).sum()) / n
     return accuracy, float(backend.read_floats(losses) @ np.asarray(sizes, dtype=np.float64)) / n
+
+
+class PassesMixin:
+    """The ``unchecked_*`` computations of `bpcore.networks.Network`, on validated batches.
+
+    Each public one computes a lazy batch (Dask) at its start when the network computes its
+    batches (decided when it was built), and runs the passes above, which never do: the
+    compute happens in the outermost call only.
+    """
+
+    layers: Mapping[str, Any]
+    last_layer: Any
+    params: Any
+    backend_info: Backend
+    last_loss: Array | None
+    _computes_batches: bool
+    _weights: tuple[str, ...]
+
+    if TYPE_CHECKING:  # what Network and StateMixin provide
+
+        @property
+        def weight_decay_lambda(self) -> float: ...
+
+        @property
+        def output_size(self) -> int: ...
+
+        @property
+        def buffers(self) -> dict[str, Array]: ...
+
+        def set_buffers(self, values: Mapping[str, Array]) -> None: ...
+
+    def _computed(self, *arrays: Array) -> tuple[Array, ...]:
+        return self.backend_info.compute(*arrays) if self._computes_batches else arrays
+
+    def unchecked_predict(self, x: Array, train_flg: bool = False) -> Array:
+        """`predict` on a batch `check_inputs` has validated."""
+        (x,) = self._computed(x)
+        return forward(self.layers, x, train_flg)
+
+    def unchecked_hits(self, x: Array, t: Array) -> Array:
+        """How many samples of a checked batch the network gets right, in inference mode.
+
+        A 0-d array that stays on the device (`correct_predictions` of `unchecked_predict`).
+        """
+        x, t = self._computed(x, t)
+        return correct_predictions(forward(self.layers, x, False), t)
+
+    def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
+        """`loss` on a batch `check_batch` has validated."""
+        x, t = self._computed(x, t)
+        return self._loss(forward(self.layers, x, train_flg), t)
+
+    def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """How many samples of a checked batch are right, and its `loss`, in inference mode.
+
+        Both from one forward pass, as 0-d arrays on the device (for evaluation loops).
+        """
+        x, t = self._computed(x, t)
+        scores = forward(self.layers, x, False)
+        return correct_predictions(scores, t), self._loss(scores, t)
+
+    def _loss(self, scores: Array, t: Array) -> Array:
+        """The loss layer's loss of ``scores``, plus the weight decay over the weights."""
+        loss = self.last_layer.forward(scores, t)
+        lam = self.weight_decay_lambda
+        if lam:
+            xp = self.backend_info.param_xp
+            for key in self._weights:
+                W = self.params[key]
+                loss = loss + 0.5 * lam * xp.sum(W * W)
+        return loss
+
+    def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """`gradient` on a batch `check_batch` has validated: the book's backward pass.
+
+        The forward pass runs in training mode (``train_flg=True``: fresh dropout masks, batch
+        statistics, running statistics updated), as the book's ``gradient`` does. Keeps the
+        loss in `last_loss`. On a lazy backend (Dask) the gradients, the loss, the loss layer's
+        scores and labels and the buffers are computed here, together, in one pass, and a
+        batch whose labels the loss layer found invalid raises ValueError then, with the
+        buffers as they were.
+        """
+        x, t = self._computed(x, t)
+        lazy = self.backend_info.is_lazy
+        before = self.buffers if lazy else {}
+        self.last_loss = self._loss(forward(self.layers, x, True), t)
+        backward(list(self.layers.values()), self.last_layer)
+        lam = self.weight_decay_lambda
+        grads: dict[str, Array] = {}
+        for key in self.params:
+            layer, attribute = self.params.layer_of(key)
+            g = getattr(layer, "d" + attribute)
+            grads[key] = (
+                g + lam * getattr(layer, attribute) if (lam and key in self._weights) else g
+            )
+        if not lazy:
+            return grads
+        last = self.last_layer
+        grads, self.last_loss, last.y, last.t, valid, buffers = self.backend_info.compute(
+            grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
+        )
+        if not bool(valid):  # computed with the rest, so reading it costs nothing more
+            self.set_buffers(before)
+            _checks.raise_for_label_values(last.t, self.output_size)
+        self.set_buffers(buffers)
+        return grads
