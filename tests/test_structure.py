@@ -220,9 +220,7 @@ def test_one_place_tells_a_bpcore_network_from_the_books(name):
     told = [
         line
         for line, f, args in _calls(name)
-        if f == "isinstance"
-        and len(args) > 1
-        and "Network" in ast.unparse(args[1])
+        if (f == "isinstance" and len(args) > 1 and "Network" in ast.unparse(args[1]))
         or f == "BookNetwork"
     ]
     assert not told, f"{name}:{told} tells networks apart: that is bpcore.book.trainable's job"
