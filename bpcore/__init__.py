@@ -12,6 +12,7 @@ Importing bpcore imports NumPy and array-api-compat only (tqdm when a progress b
 other backends are imported when a network asks for them.
 """
 
+from . import convnets as convnets  # bpcore.convnets, as before the networks package
 from . import layers, optimizers
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load

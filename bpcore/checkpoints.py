@@ -266,12 +266,12 @@ def check_fits(meta: Mapping[str, Any], net: Any, path: Any, what: str = "the ne
     """Raise ValueError unless the checkpoint at ``path`` (its metadata) `holds` ``net``.
 
     The one "does this checkpoint fit this network?" of bpcore; ``what`` names the network in
-    the message (a Trainer's is "the network to train").
+    the message, before its repr (a Trainer's is "the network to train,").
     """
     if not holds(meta, net):
         raise ValueError(
             f"{path} holds a {meta.get('class')} {meta.get('config')}, which does not match "
-            f"{what}, {net!r}"
+            f"{what} {net!r}"
         )
 
 
@@ -346,7 +346,7 @@ def load_run(
     state = meta.get("trainer")
     if not isinstance(state, dict):
         raise ValueError(f"{path} is a network checkpoint without a trainer state")
-    check_fits(meta, net, path, "the network to train")
+    check_fits(meta, net, path, "the network to train,")
     if state.get("batch_size") != batch_size:
         raise ValueError(
             f"{path} was trained with mini-batches of {state.get('batch_size')}, not "

@@ -32,7 +32,7 @@ import numpy as np
 
 from .backends import Array, to_numpy
 from .labels import one_hot
-from .layers import draws_random
+from .layers import holds_mask
 
 __all__ = [
     "STEP",
@@ -171,10 +171,10 @@ def gradient_check(
     >>> check.passed, sorted(check)
     (True, ['W1', 'W2', 'b1', 'b2'])
     """
-    with net.backend_info.activate(), checking(net, x, t) as (x, t):
+    with net.backend_info.activate(), net.checking(x, t) as (x, t):
         h = STEP[net.dtype_name] if h is None else h
         analytic = net.unchecked_gradient(x, t)
-        numeric = unchecked_numerical_gradient(net, x, t, h=h)
+        numeric = net.unchecked_numerical_gradient(x, t, h=h)
         noise = _noise(net, x, t, h)
         errors = {k: _max_relative_error(analytic[k], numeric[k], noise) for k in analytic}
         return _result(errors, net.dtype_name, h, tolerance, "elementwise")
@@ -209,7 +209,7 @@ def directional_gradient_check(
     GradientCheck
         Parameter name -> relative error of the directional derivative.
     """
-    with net.backend_info.activate(), checking(net, x, t) as (x, t):
+    with net.backend_info.activate(), net.checking(x, t) as (x, t):
         dtype = net.dtype_name
         h = STEP[dtype] if h is None else h
         xp = net.backend_info.param_xp
@@ -252,8 +252,10 @@ def checking(net: Any, x: Any, t: Any) -> Iterator[tuple[Array, Array]]:
     """
     x, t = net.check_batch(x, t, values=True)
     net.check_layers()
-    with holding_masks(net), net.using_state(), net.using_dtype(check_dtype(net)):
-        yield cast_batch(net, x, t)
+    # Through the network's methods (which are these functions), so that a network class may
+    # override a step: its own check dtype, say.
+    with net.holding_masks(), net.using_state(), net.using_dtype(net.check_dtype()):
+        yield net.cast_batch(x, t)
 
 
 @contextlib.contextmanager
@@ -264,7 +266,7 @@ def holding_masks(net: Any) -> Iterator[None]:
     with no mask yet (or one of another shape) draws one at its next training pass and keeps
     it.
     """
-    layers = [layer for layer in net.layers.values() if draws_random(layer)]
+    layers = [layer for layer in net.layers.values() if holds_mask(layer)]
     held = [layer.hold_mask for layer in layers]
     try:
         for layer in layers:
@@ -323,7 +325,7 @@ def unchecked_numerical_gradient(
     """
     h = STEP[net.dtype_name] if h is None else h
     keys = list(net.params)
-    with net.using_state() as start, holding_labels(net, x, t):
+    with net.using_state() as start, net.holding_labels(x, t):
 
         def loss_at(values: list[Array]) -> Array:
             # Parameters with one element moved: their shapes, dtypes and device, so bound
@@ -344,10 +346,11 @@ def numerical_gradient(net: Any, x: Array, t: Array, *, h: float | None = None) 
     The batch is validated, the differences are taken in `check_dtype` inside `checking`, and
     the result is cast back to the network's dtype.
     """
-    with checking(net, x, t) as (x, t):
-        grads = unchecked_numerical_gradient(net, x, t, h=h)
-    xp = net.backend_info.param_xp
-    return {key: xp.astype(g, net.dtype) for key, g in grads.items()}
+    with net.backend_info.activate():
+        with net.checking(x, t) as (x, t):
+            grads = net.unchecked_numerical_gradient(x, t, h=h)
+        xp = net.backend_info.param_xp
+        return {key: xp.astype(g, net.dtype) for key, g in grads.items()}
 
 
 def network_numerical_gradient(
@@ -355,6 +358,6 @@ def network_numerical_gradient(
 ) -> dict[str, Array]:
     """Numerical gradients of ``net``'s loss, in the network's dtype: ``net.numerical_gradient``.
 
-    Kept for code written against bpcore 0.1.0; the numerical gradient lives with the networks.
+    Kept for code written against bpcore 0.1.0; `numerical_gradient` is the same, by name.
     """
     return dict(net.numerical_gradient(x, t, h=h))

@@ -42,6 +42,7 @@ __all__ = [
     "buffer_names",
     "computes_input",
     "draws_random",
+    "holds_mask",
     "param_names",
     "takes_train_flg",
 ]
@@ -50,20 +51,11 @@ __all__ = [
 class Layer(Protocol):
     """What a network needs of a layer: ``forward`` and ``backward``, nothing else.
 
-    Optional attributes say more; networks read them with the functions below (the default in
-    brackets), never with guesses of their own:
-
-    * ``param_names`` (none): the attributes holding its parameters, such as ``("W", "b")``;
-      after ``backward`` each one's gradient is in ``d`` + its name (``dW``, ``db``);
-    * ``buffer_names`` (none): arrays it keeps that are not parameters but are saved with
-      them (batch normalization's running statistics);
-    * ``takes_train_flg`` (False): ``forward(x, train_flg)`` (dropout, batch normalization);
-    * ``computes_input`` (False): on Dask, compute its input first (convolution and pooling,
-      whose shifted slices split lazy chunks into thousands);
-    * ``generator`` (absent): it draws random numbers (dropout's masks) with a generator the
-      network seeds, and has ``hold_mask``, which gradient checks set to reuse the last mask;
-    * ``backward_params(dout)`` (``backward``): backward without the input's gradient, which
-      nobody needs of the first layer.
+    Optional attributes say more, each read by the function below that says what it means,
+    never by a network's guess: ``param_names`` (`param_names`), ``buffer_names``
+    (`buffer_names`), ``takes_train_flg`` (`takes_train_flg`), ``computes_input``
+    (`computes_input`), ``generator`` (`draws_random`), ``hold_mask`` (`holds_mask`) and
+    ``backward_params`` (`backward_params`).
     """
 
     def forward(self, x: Array, /, *args: Any) -> Array:
@@ -74,32 +66,43 @@ class Layer(Protocol):
 
 
 def param_names(layer: Any) -> tuple[str, ...]:
-    """The attributes that hold ``layer``'s parameters (see `Layer`)."""
+    """The attributes holding ``layer``'s parameters (none by default), such as ``("W", "b")``;
+    after ``backward``, each one's gradient is in ``d`` + its name (``dW``, ``db``)."""
     return tuple(getattr(layer, "param_names", ()))
 
 
 def buffer_names(layer: Any) -> tuple[str, ...]:
-    """The attributes that hold ``layer``'s buffers (see `Layer`)."""
+    """The attributes holding ``layer``'s buffers (none by default): arrays that are not
+    parameters but are saved with them (batch normalization's running statistics)."""
     return tuple(getattr(layer, "buffer_names", ()))
 
 
 def takes_train_flg(layer: Any) -> bool:
-    """Whether ``layer.forward`` takes ``train_flg`` (see `Layer`)."""
+    """Whether ``layer.forward`` takes ``train_flg`` (dropout, batch normalization)."""
     return bool(getattr(layer, "takes_train_flg", False))
 
 
 def computes_input(layer: Any) -> bool:
-    """Whether ``layer`` wants its input computed on a lazy backend (see `Layer`)."""
+    """Whether ``layer`` wants its input computed on Dask (convolution and pooling, whose
+    shifted slices split lazy chunks into thousands)."""
     return bool(getattr(layer, "computes_input", False))
 
 
 def draws_random(layer: Any) -> bool:
-    """Whether ``layer`` draws random numbers with a ``generator`` (see `Layer`)."""
+    """Whether ``layer`` draws random numbers (dropout's masks) with a ``generator``, which the
+    network seeds."""
     return hasattr(layer, "generator")
 
 
+def holds_mask(layer: Any) -> bool:
+    """Whether ``layer`` has ``hold_mask``, which gradient checks set so that it reuses its
+    last random mask."""
+    return hasattr(layer, "hold_mask")
+
+
 def backward_params(layer: Any, dout: Array) -> None:
-    """``layer``'s backward pass for its parameters' gradients only (see `Layer`)."""
+    """``layer``'s backward pass for its parameters' gradients only, where it offers one: the
+    input's gradient, which nobody needs of the first layer, is skipped."""
     getattr(layer, "backward_params", layer.backward)(dout)
 
 
@@ -667,7 +670,7 @@ class Convolution:
         spread-out ``dout`` with the rotated filters (`bpcore.im2col.transposed_windows`): one
         stack and one product instead of a product and many adds into shifted slices.
         """
-        self._backward_params(dout)
+        self.backward_params(dout)
         x = _require_forward(self.x, self)
         xp = namespace(dout)
         fn, c, fh, fw = self.W.shape
@@ -683,9 +686,6 @@ class Convolution:
 
     def backward_params(self, dout: Array) -> None:
         """Set ``dW`` and ``db`` only: for a first layer, whose input gradient nobody uses."""
-        self._backward_params(dout)
-
-    def _backward_params(self, dout: Array) -> None:
         col = _require_forward(self.col, self)
         xp = namespace(dout, col)
         fn, c, fh, fw = self.W.shape

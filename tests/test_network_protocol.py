@@ -196,3 +196,72 @@ def test_numerical_gradient_starts_every_loss_from_the_same_buffers(backend, rng
     reference = net.gradient(x, t)
     for key, value in reference.items():
         np.testing.assert_allclose(to_numpy(grads[key]), to_numpy(value), rtol=1e-2, atol=1e-4)
+
+
+def test_using_state_swaps_a_state_in_and_gives_everything_back(backend, rng):
+    # The one save-and-restore: whatever happens inside, the network's own arrays (the same
+    # objects), its dtype, its last loss and, with layers=True, what its layers keep come back.
+    net = CountingNet(6, 4, 3, seed=0, **backend.net_kwargs())
+    x, t = _batch(backend, rng)
+    net.gradient(x, t)
+    own, loss, dtype = net.state(), net.last_loss, net.dtype_name
+    layer_x = net.layers["Affine1"].x
+    xp = backend.param_xp
+    doubled = bpcore.networks.NetworkState(
+        {k: v * 2 for k, v in own.params.items()}, {k: v + 5 for k, v in own.buffers.items()}
+    )
+
+    def fail_inside():
+        with net.using_state(doubled, layers=True) as saved:
+            assert saved.params["W1"] is own.params["W1"]
+            assert net.params["W1"] is doubled.params["W1"]
+            assert net.layers["Affine1"].W is doubled.params["W1"]
+            assert to_numpy(net.buffers["Counter1/seen"]).tolist() == [10.0]  # 5 seen, + 5
+            net.gradient(x[:2, ...], t[:2])  # leaves new inputs, gradients and a loss behind
+            raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        fail_inside()
+    for key, value in own.params.items():
+        assert net.params[key] is value and net.params.layer_of(key)[0].__dict__[key[0]] is value
+    assert net.buffers["Counter1/seen"] is own.buffers["Counter1/seen"]
+    assert net.last_loss is loss and net.dtype_name == dtype
+    assert net.layers["Affine1"].x is layer_x  # layers=True: the layers' own attributes too
+    with net.using_state():
+        net.gradient(x[:2, ...], t[:2])
+    assert net.layers["Affine1"].x is not layer_x  # without layers=True they keep the pass
+    assert net.params["W1"].dtype == xp.float32
+
+
+def test_gradcheck_functions_take_the_network(backend, rng):
+    # The machinery lives in bpcore.gradcheck as functions of the network; the methods of the
+    # same names are the same computation.
+    net = CountingNet(6, 4, 3, seed=0, **backend.net_kwargs())
+    x, t = _batch(backend, rng)
+    by_function = bpcore.gradcheck.numerical_gradient(net, x, t)
+    by_method = net.numerical_gradient(x, t)
+    for key, value in by_method.items():
+        assert to_numpy(by_function[key]).tobytes() == to_numpy(value).tobytes()
+    assert bpcore.gradcheck.check_dtype(net) == net.check_dtype()
+    with bpcore.gradcheck.checking(net, x, t) as (xc, tc):
+        assert net.dtype_name == bpcore.gradcheck.check_dtype(net)
+        assert tuple(tc.shape) == (5, 3)  # class labels as one-hot rows, built once
+    assert net.dtype_name == "float32"
+
+
+def test_accuracy_and_the_trainer_count_with_one_evaluation_loop(backend, rng):
+    # Network.accuracy and the Trainer's end of epoch both run evaluate_in_batches; accuracy
+    # counts hits only, so the loss layer keeps what the last gradient left there.
+    net = TwoLayerNet(6, 4, 3, seed=0, **backend.net_kwargs())
+    x, t = _batch(backend, rng, n=7)
+    net.gradient(x, t)
+    last = net.last_layer
+    kept = (last.loss, last.y, last.t)
+    whole = net.accuracy(x, t)
+    assert net.accuracy(x, t, batch_size=3) == whole  # batches of 3, 3 and 1
+    assert (last.loss, last.y, last.t) == kept
+    accuracy, loss = bpcore.networks.passes.evaluate_in_batches(
+        net.unchecked_evaluation, *net.check_batch(x, t), 3, net.backend_info
+    )
+    assert accuracy == whole
+    np.testing.assert_allclose(loss, float(net.loss(x, t)), rtol=1e-6)

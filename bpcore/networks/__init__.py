@@ -4,11 +4,14 @@ A network is data: an ordered dict of layers, the loss layer, and the parameters
 own (`Params`, bound to the layers); its parameters and buffers together are its state
 (`NetworkState`). The package's modules say how it is put together:
 
-* `bpcore.networks.base`: `Network` (the book's API, the entry checks, `Network.using_state`,
-  the one save-and-restore) and `NetworkState`;
+* `bpcore.networks.base`: `Network` (how it is built, what it is, the book's API, the entry
+  checks);
+* `bpcore.networks.state`: `NetworkState` and what `Network` does with it, `using_state`
+  among it: the one save-and-restore;
 * `bpcore.networks.params`: `Params`;
 * `bpcore.networks.building`: host arrays checked, copied to the device, bound to the layers;
-* `bpcore.networks.passes`: the forward and backward passes, the weight rule, the evaluation;
+* `bpcore.networks.passes`: the forward and backward passes, the weight rule, the evaluation,
+  and the ``unchecked_*`` computations of `Network`;
 * `bpcore.networks.summary`: the table `Network.summary` prints;
 * `bpcore.networks.dense`: `TwoLayerNet` (chapter 5), `MultiLayerNet` and
   `MultiLayerNetExtend` (chapter 6);

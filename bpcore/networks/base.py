@@ -353,13 +353,15 @@ class Network(StateMixin, PassesMixin):
         samples (the last one may be smaller; the book's convolutional nets skip it), to bound
         the memory of a large evaluation; the counts stay on the device and are read once.
         The labels are checked (read) first on every backend: the result is read back anyway.
-        The same evaluation as the Trainer's (`bpcore.networks.passes.evaluate_in_batches`).
+        The same evaluation loop as the Trainer's (`bpcore.networks.passes.evaluate_in_batches`),
+        counting hits only (`unchecked_hits`): no loss is computed, and the loss layer is left
+        as it was.
         """
         x, t = self.check_batch(x, t, values=True)
         n = int(x.shape[0])
         size = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
         accuracy, _ = passes.evaluate_in_batches(
-            self.unchecked_evaluation, x, t, size, self.backend_info
+            lambda xb, tb: (self.unchecked_hits(xb, tb), None), x, t, size, self.backend_info
         )
         return accuracy
 

@@ -10,6 +10,7 @@ computations, on batches its entry points have validated.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ def correct_predictions(y: Array, t: Array) -> Array:
 
 
 def evaluate_in_batches(
-    evaluation: Callable[[Array, Array], tuple[Array, Array]],
+    evaluation: Callable[[Array, Array], tuple[Array, Array | None]],
     x: Array,
     t: Array,
     batch_size: int,
@@ -92,7 +93,8 @@ def evaluate_in_batches(
     """Accuracy and mean loss over ``x`` and ``t``, ``batch_size`` samples at a time.
 
     ``evaluation(x, t)`` gives a batch's hit count and mean loss as 0-d arrays on the device
-    (`Network.unchecked_evaluation`, or its compiled form); they stay there until every batch
+    (`Network.unchecked_evaluation`, or its compiled form), or the count and None where the
+    loss is not wanted (the mean loss is then NaN); they stay on the device until every batch
     is done, are computed together (a lazy backend's in one pass) and read back together, not
     once per batch. The last batch may be smaller; every sample counts.
     """
@@ -104,12 +106,15 @@ def evaluate_in_batches(
         hits.append(batch_hits)
         losses.append(batch_loss)
         sizes.append(stop - start)
-    computed = backend.compute(*hits, *losses)
-    hits, losses = list(computed[: len(hits)]), list(computed[len(hits) :])
+    wanted = [loss for loss in losses if loss is not None]
+    computed = backend.compute(*hits, *wanted)
+    hits, wanted = list(computed[: len(hits)]), list(computed[len(hits) :])
     # Two read-backs: the counts are integers and the losses floats, which not every library
     # stacks together.
     accuracy = float(backend.read_floats(hits).sum()) / n
-    return accuracy, float(backend.read_floats(losses) @ np.asarray(sizes, dtype=np.float64)) / n
+    if not wanted:
+        return accuracy, float("nan")
+    return accuracy, float(backend.read_floats(wanted) @ np.asarray(sizes, dtype=np.float64)) / n
 
 
 class PassesMixin:
@@ -141,6 +146,8 @@ class PassesMixin:
 
         def set_buffers(self, values: Mapping[str, Array]) -> None: ...
 
+        def using_state(self) -> contextlib.AbstractContextManager[Any]: ...
+
     def _computed(self, *arrays: Array) -> tuple[Array, ...]:
         return self.backend_info.compute(*arrays) if self._computes_batches else arrays
 
@@ -159,7 +166,7 @@ class PassesMixin:
 
     def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """`loss` on a batch `check_batch` has validated."""
-        x, t = self._computed(x, t)
+        (x,) = self._computed(x)  # the labels stay lazy: so does the loss, on every net
         return self._loss(forward(self.layers, x, train_flg), t)
 
     def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
@@ -193,8 +200,25 @@ class PassesMixin:
         buffers as they were.
         """
         x, t = self._computed(x, t)
-        lazy = self.backend_info.is_lazy
-        before = self.buffers if lazy else {}
+        if not self.backend_info.is_lazy:
+            return self._gradients(x, t)
+        # The state as it was, unless the batch's labels turn out valid: only then are the
+        # computed buffers (running statistics) and loss set.
+        with self.using_state():
+            grads = self._gradients(x, t)
+            last = self.last_layer
+            grads, loss, last.y, last.t, valid, buffers = self.backend_info.compute(
+                grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
+            )
+            if not bool(valid):  # computed with the rest, so reading it costs nothing more
+                _checks.raise_for_label_values(last.t, self.output_size)
+        self.set_buffers(buffers)
+        self.last_loss = loss
+        return grads  # type: ignore[no-any-return]
+
+    def _gradients(self, x: Array, t: Array) -> dict[str, Array]:
+        """The forward pass in training mode, the backward pass, and the gradients by key
+        (weight decay added to the weights'); the loss in `last_loss`."""
         self.last_loss = self._loss(forward(self.layers, x, True), t)
         backward(list(self.layers.values()), self.last_layer)
         lam = self.weight_decay_lambda
@@ -205,14 +229,4 @@ class PassesMixin:
             grads[key] = (
                 g + lam * getattr(layer, attribute) if (lam and key in self._weights) else g
             )
-        if not lazy:
-            return grads
-        last = self.last_layer
-        grads, self.last_loss, last.y, last.t, valid, buffers = self.backend_info.compute(
-            grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
-        )
-        if not bool(valid):  # computed with the rest, so reading it costs nothing more
-            self.set_buffers(before)
-            _checks.raise_for_label_values(last.t, self.output_size)
-        self.set_buffers(buffers)
         return grads
