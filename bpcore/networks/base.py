@@ -212,6 +212,9 @@ class Network(StateMixin, PassesMixin):
                     f"net.layers holds {layer!r}, whose parameters are not in net.params"
                 )
         self._consistent_layers = current
+        # Layers swapped in since the network was built (a user's own activation) may ask for
+        # their input computed: decided again for the new set, once.
+        self._computes_batches = any(computes_input(layer) for layer in current)
 
     # -- what the network is ------------------------------------------------------------------
 
@@ -261,7 +264,7 @@ class Network(StateMixin, PassesMixin):
         pooling, whose shifted slices of padded images split lazy chunks into thousands of
         pieces): on Dask the dataset stays a chunked array, and each mini-batch is computed to
         NumPy and runs eagerly. Eager backends are not affected. Decided when the network is
-        built.
+        built, and again when `check_layers` finds other layers.
         """
         return self._computes_batches
 
