@@ -59,6 +59,10 @@ class TrainableNetwork(Protocol):
         """Raise ValueError if the layers and the parameters no longer belong together."""
         ...
 
+    def gradient(self, x: Any, t: Any) -> dict[str, Array]:
+        """The book's ``gradient``: the batch checked, then `unchecked_gradient`."""
+        ...
+
     def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """The gradients of a validated batch; its loss in ``last_loss``."""
         ...
@@ -131,6 +135,10 @@ class BookNetwork:
 
     def check_layers(self) -> None:
         """Nothing to check: the book's network binds its own layers."""
+
+    def gradient(self, x: Any, t: Any) -> dict[str, Array]:
+        """The network's own ``gradient``, after `check_batch`; its loss in `last_loss`."""
+        return self.unchecked_gradient(*self.check_batch(x, t))
 
     def unchecked_gradient(self, x: Array, t: Array) -> dict[str, Array]:
         """The network's own ``gradient``; its loss, from its loss layer, in `last_loss`."""

@@ -108,16 +108,15 @@ class TrainingStep:
         """`__call__` with the network's device already current (a `Trainer`'s loop makes it
         current once for all its steps)."""
         net = self.network
-        if self._program is None and indices is not None:
-            x, t = _gather(x, t, indices)  # the batch itself, checked and trained on eagerly
-            indices = None
-        if self.checked:  # as gradient() checks, before the step runs
-            x, t = net.check_batch(x, t)
-            net.check_layers()
         if self._program is not None:
+            if self.checked:  # as gradient() checks, before the program runs
+                x, t = net.check_batch(x, t)
+                net.check_layers()
             return self._compiled_call(x, t, indices)
         # The book's two lines.
-        grads = net.unchecked_gradient(x, t)
+        if indices is not None:
+            x, t = _gather(x, t, indices)
+        grads = net.gradient(x, t) if self.checked else net.unchecked_gradient(x, t)
         self.optimizer.update(net.params, grads)
         self.last_hits = None
         return net.last_loss
