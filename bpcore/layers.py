@@ -83,20 +83,17 @@ def takes_train_flg(layer: Any) -> bool:
 
 
 def computes_input(layer: Any) -> bool:
-    """Whether ``layer`` wants its input computed on Dask (convolution and pooling, whose
-    shifted slices split lazy chunks into thousands)."""
+    """Whether ``layer`` needs its input computed on Dask (shifted slices split lazy chunks)."""
     return bool(getattr(layer, "computes_input", False))
 
 
 def draws_random(layer: Any) -> bool:
-    """Whether ``layer`` draws random numbers (dropout's masks) with a ``generator``, which the
-    network seeds."""
+    """Whether ``layer`` draws random numbers (dropout's masks) with a seeded ``generator``."""
     return hasattr(layer, "generator")
 
 
 def holds_mask(layer: Any) -> bool:
-    """Whether ``layer`` has ``hold_mask``, which gradient checks set so that it reuses its
-    last random mask."""
+    """Whether ``layer`` has ``hold_mask``, which gradient checks set to reuse its last mask."""
     return hasattr(layer, "hold_mask")
 
 
