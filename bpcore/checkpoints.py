@@ -19,14 +19,24 @@ A network class is found by its name among the subclasses of `bpcore.networks.Ne
 register themselves here; `load` builds it from the saved arrays with ``from_arrays``.
 Whether a checkpoint fits a network is asked in one place, `check_fits`, by `load_into` and
 `load_run` alike.
+
+The book's pretrained weights (``ch07/params.pkl``, ``ch08/deep_convnet_params.pkl``) are
+pickles of a dict of NumPy arrays. `read_book_params` reads such a file with a restricted
+unpickler that can build NumPy arrays, their dtypes and plain containers and nothing else: any
+other name in the file (``os.system``, ``builtins.eval``, ...) is refused when the unpickler
+meets it, before it could be called. `load_params_into` (the networks' ``load_params``) takes
+a bpcore checkpoint or such a pickle; `load`, `load_into` and `load_run` keep refusing pickles.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import json
 import math
 import os
+import pickle
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -45,8 +55,10 @@ __all__ = [
     "holds",
     "load",
     "load_into",
+    "load_params_into",
     "load_run",
     "network_class",
+    "read_book_params",
     "read_checkpoint",
     "register_network",
     "restore",
@@ -175,13 +187,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with open(path, "rb") as f:
-        if f.read(1) == b"\x80":  # the protocol opcode every pickle since protocol 2 starts with
-            raise ValueError(
-                f"{path} is a pickle, not a bpcore checkpoint; bpcore never unpickles (loading "
-                f"a pickle can run any code in it). Convert trusted arrays with numpy and "
-                f"net.load_arrays"
-            )
+    if is_pickle(path):
+        raise ValueError(
+            f"{path} is a pickle, not a bpcore checkpoint; bpcore never unpickles a checkpoint "
+            f"(loading a pickle can run any code in it). The book's weights load with "
+            f"net.load_params(path), which reads NumPy arrays and nothing else"
+        )
     try:
         # Our own handle: np.load leaks the one it opens when the zip turns out to be corrupt.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
@@ -206,6 +217,127 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         if key not in arrays:
             raise ValueError(f"{path} is missing parameter {key!r}")
     return meta, arrays
+
+
+def is_pickle(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` starts as every pickle since protocol 2 does."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode
+
+
+# What a pickle of NumPy arrays names (NumPy 1 and 2 write these modules; protocol 2 encodes
+# bytes with _codecs.encode, protocol 5 rebuilds arrays with _frombuffer), by module and name,
+# mapped to where the object lives in the installed NumPy. Each builds arrays, dtypes or NumPy
+# scalars from data; none runs anything else.
+_BOOK_PICKLE_NAMES = {
+    ("numpy.core.multiarray", "_reconstruct"): ("multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"): ("multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"): ("multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
+    ("numpy", "ndarray"): ("", "ndarray"),
+    ("numpy", "dtype"): ("", "dtype"),
+    ("_codecs", "encode"): ("codecs", "encode"),
+}
+
+
+def _numpy_object(module: str, name: str) -> Any:
+    if module == "codecs":
+        import codecs
+
+        return getattr(codecs, name)
+    if not module:
+        return getattr(np, name)
+    try:  # NumPy 2's private home; NumPy 1 keeps the same functions in numpy.core
+        found = importlib.import_module(f"numpy._core.{module}")
+    except ImportError:  # pragma: no cover - NumPy 1
+        found = importlib.import_module(f"numpy.core.{module}")
+    return getattr(found, name)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that resolves only the names of `_BOOK_PICKLE_NAMES`."""
+
+    def __init__(self, file: IO[bytes], path: Any) -> None:
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        where = _BOOK_PICKLE_NAMES.get((module, name))
+        if where is None:
+            raise pickle.UnpicklingError(
+                f"{self._path} is a pickle that names {module}.{name}: bpcore reads only NumPy "
+                f"arrays in plain containers from a pickle, and refused it before running "
+                f"anything"
+            )
+        return _numpy_object(*where)
+
+
+def read_book_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of a pickled dict of NumPy arrays: the book's ``save_params`` files.
+
+    Read by a restricted unpickler (see the module's docstring): a file that names anything
+    but NumPy's array and dtype builders is refused as soon as the name is met, and nothing in
+    it runs. The result must be a dict of numeric NumPy arrays by string keys.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When the file is not such a pickle (another format, other objects, object arrays,
+        truncated), with a message naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    data = path.read_bytes()
+    try:
+        loaded = _ArraysOnly(io.BytesIO(data), path).load()
+    except pickle.UnpicklingError as exc:
+        if str(exc).startswith(str(path)):  # our refusal, which names the file
+            raise ValueError(str(exc)) from None
+        raise ValueError(f"{path} is not a readable pickle of arrays: {exc}") from None
+    except Exception as exc:  # truncated or malformed: whatever pickle or NumPy raise for it
+        raise ValueError(f"{path} is not a readable pickle of arrays: {exc!r}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a dict of arrays")
+    arrays = {}
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not isinstance(value, np.ndarray):
+            raise ValueError(
+                f"{path} holds {key!r}: {type(value).__name__}; expected arrays by name"
+            )
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"{path} holds {key!r} of dtype {value.dtype}; expected numbers")
+        arrays[key] = value
+    return arrays
+
+
+def load_params_into(net: Any, path: str | os.PathLike[str]) -> None:
+    """The networks' ``load_params``: a bpcore checkpoint of ``net``, or the book's pickle.
+
+    A pickle (`is_pickle`) is read with `read_book_params`; its names must be exactly
+    ``net``'s parameters, each of the shape the network has (the book's ``params.pkl`` for
+    ``SimpleConvNet``, ``deep_convnet_params.pkl`` for ``DeepConvNet``). Anything else is read
+    as a checkpoint (`load_into`). Nothing is set unless everything fits.
+    """
+    if not (Path(path).is_file() and is_pickle(path)):
+        load_into(net, path)
+        return
+    arrays = read_book_params(path)
+    unknown = sorted(set(arrays) - set(net.params))
+    missing = [key for key in net.params if key not in arrays]
+    if unknown or missing:
+        raise ValueError(
+            f"{path} holds the parameters {sorted(arrays)}, but {type(net).__name__} has "
+            f"{list(net.params)} (missing {missing}, unknown {unknown})"
+        )
+    try:
+        net.load_arrays({key: arrays[key].astype(np.float64) for key in net.params})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def _network_arrays(

@@ -409,13 +409,16 @@ class Network(StateMixin, PassesMixin):
         return checkpoints.save(self, file_name)
 
     def load_params(self, file_name: Any = "params.pkl") -> None:
-        """The book's ``load_params``: set parameters and buffers from a checkpoint of this net.
+        """The book's ``load_params``: set the parameters from a file of this net's.
 
-        Raises ValueError, and changes nothing, when the file is not a bpcore checkpoint of
-        this class and configuration (a pickle, such as the book's own ``params.pkl``, is
-        refused: unpickling a file can run any code in it).
+        A bpcore checkpoint of this class and configuration (parameters and buffers), or the
+        book's own pickle of the same parameters (``ch07/params.pkl`` for `SimpleConvNet`,
+        ``ch08/deep_convnet_params.pkl`` for `DeepConvNet`), read by a restricted unpickler
+        that builds NumPy arrays and nothing else (`bpcore.checkpoints.read_book_params`).
+        Raises ValueError, and changes nothing, when the file does not fit or holds anything
+        but arrays.
         """
-        checkpoints.load_into(self, file_name)
+        checkpoints.load_params_into(self, file_name)
 
     # -- checks at the entry points -------------------------------------------------------------
 
