@@ -265,3 +265,28 @@ def test_accuracy_and_the_trainer_count_with_one_evaluation_loop(backend, rng):
     )
     assert accuracy == whole
     np.testing.assert_allclose(loss, float(net.loss(x, t)), rtol=1e-6)
+
+
+def test_to_moves_a_copy_to_another_backend_device_and_dtype(backend, rng):
+    net = bpcore.MultiLayerNetExtend(6, [4], 3, use_batchnorm=True, use_dropout=True, seed=0)
+    x, t = rng.random((5, 6)), np.array([0, 1, 2, 0, 1])
+    net.gradient(x, t)  # running statistics away from their start
+    own = {key: (value, to_numpy(value).copy()) for key, value in net.params.items()}
+    moved = net.to(backend.name, backend.device)
+    assert type(moved) is type(net) and moved.config == net.config
+    assert (moved.backend, moved.dtype_name) == (backend.name, "float32")
+    for key, (value, host) in own.items():
+        assert net.params[key] is value  # the original is untouched
+        np.testing.assert_array_equal(to_numpy(moved.params[key]), host)
+    for key, value in net.buffers.items():
+        np.testing.assert_array_equal(to_numpy(moved.buffers[key]), to_numpy(value))
+    xb, tb = backend.asarray(x, "float32"), backend.asarray(t)
+    np.testing.assert_allclose(
+        to_numpy(moved.predict(xb)), to_numpy(net.predict(x.astype(np.float32))), rtol=1e-5
+    )
+    wide = moved.to(dtype="float64")
+    assert (wide.backend, wide.dtype_name) == (backend.name, "float64")
+    back = wide.to("numpy", dtype="float32")
+    for key, (_, host) in own.items():
+        np.testing.assert_array_equal(to_numpy(back.params[key]), host)
+    assert float(moved.loss(xb, tb)) == pytest.approx(float(net.loss(x, t)), rel=1e-5)

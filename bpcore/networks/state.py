@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backends import Array, Backend
+from ..backends import Array, Backend, to_numpy
 from ..layers import buffer_names
 from .building import checked_host
 from .params import Params
@@ -150,6 +150,42 @@ class StateMixin:
                 vars(obj).update(attributes)
             self.set_state(saved)
             self._dtype_name, self.last_loss = dtype_name, last_loss
+
+    def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Any:
+        """The same network (class, configuration, parameters, buffers) on another backend,
+        device or dtype; this one is untouched.
+
+        Parameters
+        ----------
+        backend : str, module or Backend, optional
+            As for the constructors; by default this network's backend.
+        device : optional
+            By default this network's device when the backend stays, else the new backend's
+            default device.
+        dtype : {"float32", "float64"}, optional
+            By default this network's dtype.
+
+        Notes
+        -----
+        The arrays go through the host (a NumPy copy each), so the copy is exact, whatever
+        the two backends. The layers of the copy keep nothing from this network's last pass,
+        and its dropout layers draw from fresh generators (seeded by nothing: pass the copy's
+        own state if a run must go on exactly).
+        """
+        if backend is None:
+            backend = self.backend_info
+            if device is not None:  # the same library on another device
+                backend = self.backend_info.name
+        host = {key: to_numpy(value) for key, value in self.params.items()}
+        buffers = {key: to_numpy(value) for key, value in self.buffers.items()}
+        return type(self).from_arrays(  # type: ignore[attr-defined]
+            self.config,  # type: ignore[attr-defined]
+            host,
+            buffers=buffers,
+            backend=backend,
+            device=device,
+            dtype=self._dtype_name if dtype is None else dtype,
+        )
 
     @contextlib.contextmanager
     def using_dtype(self, dtype_name: str) -> Iterator[Any]:
