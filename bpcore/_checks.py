@@ -20,11 +20,13 @@ import numbers
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .backends import Array, Backend, backend_class_of, index_dtype, is_kind, namespace
 from .labels import are_distributions
 
 __all__ = [
+    "adopt",
     "check_array",
     "check_label_values",
     "check_labels",
@@ -44,6 +46,30 @@ def check_positive_int(value: Any, what: str) -> int:
     return int(value)
 
 
+def adopt(a: Any, backend: Backend) -> Any:
+    """``a`` moved to ``backend`` where that is what the user means; anything else as it is.
+
+    A NumPy array (the book's batches, any backend's host data) is copied to the network's
+    device, once per call: the book's loop runs unchanged on every backend. An array of
+    another library moves by DLPack when both libraries support it and it lands on the
+    network's device. Whatever cannot move is returned as it is, for `check_array` to name.
+    """
+    try:
+        xp = namespace(a)  # cached by the array's type: this runs at every call
+    except TypeError:
+        return a
+    if xp is backend.xp or xp is backend.param_xp:
+        return a
+    if isinstance(a, np.ndarray):
+        with backend.activate():
+            return backend.asarray(a)
+    try:
+        moved = backend.xp.from_dlpack(a)
+    except Exception:  # no DLPack on one side, another device, a dtype DLPack lacks
+        return a
+    return moved if array_api_compat.device(moved) == backend.device else a
+
+
 def check_array(a: Any, name: str, backend: Backend) -> None:
     """Check that ``a`` is an array of ``backend``'s library on its device."""
     try:
@@ -56,15 +82,15 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
         )
     if xp is not backend.xp and xp is not backend.param_xp:  # Dask networks take NumPy too
         raise TypeError(
-            f"{name} is an array of {_library(a)} but this network uses backend "
-            f"{backend.name!r}; move it there first (for example with bpcore.to_numpy and the "
-            f"library's asarray)"
+            f"{name} is an array of {_library(a)} that cannot move to this network's backend "
+            f"{backend.name!r} by itself; move it there first: "
+            f"net.xp.asarray(bpcore.to_numpy({name}), device=net.device)"
         )
     dev = array_api_compat.device(a)
     if dev != backend.device:
         raise ValueError(
             f"{name} is on device {dev!r} but this network is on {backend.device!r}; move it "
-            f"there first"
+            f"there first: net.xp.asarray({name}, device=net.device)"
         )
 
 
@@ -95,6 +121,7 @@ def check_x(
     ``normalize=False``). For a ``sample_shape`` of one axis ``(D,)``, any shape ``(N, ...)``
     with ``D`` values per sample; for images ``(C, H, W)``, exactly ``(N, C, H, W)``.
     """
+    x = adopt(x, backend)
     check_array(x, name, backend)
     xp = namespace(x)
     if not _is_real(xp, x.dtype):
@@ -148,8 +175,11 @@ def check_labels(
         Whether to read the values, which waits for the device: by default where that is
         free (`Backend.reads_values_freely`). Without it only the library, device, dtype and
         shape are checked, and float labels that are not whole numbers in range become -1,
-        which the loss layer turns into a NaN loss.
+        which the loss layer turns into a NaN loss. Labels that arrive as NumPy arrays are
+        read on the host, on every backend (before they move), where that costs nothing.
     """
+    host = t if isinstance(t, np.ndarray) else None  # read where reading costs nothing
+    t = adopt(t, backend)
     check_array(t, name, backend)
     xp = namespace(t)
     if not _is_real(xp, t.dtype):
@@ -172,6 +202,9 @@ def check_labels(
         )
     if values is None:
         values = backend.reads_values_freely
+    if host is not None:
+        check_label_values(host, n_classes, name)
+        values = False  # read already, on the host
     if t.ndim == 1:
         return _check_class_labels(t, xp, n_classes, name, values)
     if values:

@@ -236,8 +236,8 @@ _BOOK_PICKLE_NAMES = {
     ("numpy._core.multiarray", "scalar"): ("multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
     ("numpy._core.numeric", "_frombuffer"): ("numeric", "_frombuffer"),
-    ("numpy", "ndarray"): ("", "ndarray"),
-    ("numpy", "dtype"): ("", "dtype"),
+    (np.__name__, "ndarray"): ("", "ndarray"),
+    (np.__name__, "dtype"): ("", "dtype"),
     ("_codecs", "encode"): ("codecs", "encode"),
 }
 

@@ -201,19 +201,24 @@ def test_predict_checks_x(backend, net):
     _assert_unchanged(net, snapshot)
 
 
-def test_arrays_from_another_backend(backend, net):
-    # A NumPy array for a net of any other backend; an array-api-strict array for a NumPy net.
-    if backend.name in ("numpy", "dask"):  # a Dask network takes NumPy arrays too
+def test_arrays_that_cannot_move_name_the_one_line_that_moves_them(backend, net):
+    # NumPy arrays move to any backend (tests/test_host_batches.py), and so do other libraries'
+    # arrays where DLPack takes them; a lazy Dask array does not (nor a strict array, to Dask).
+    if backend.name == "dask":
         import array_api_strict
 
         x_foreign = array_api_strict.asarray(np.ones((4, 6), dtype="float32"))
     else:
-        x_foreign = np.ones((4, 6), dtype="float32")
+        da = pytest.importorskip("dask.array")
+        x_foreign = da.from_array(np.ones((4, 6), dtype="float32"))
     x = backend.asarray(np.ones((4, 6)), "float32")
     t = backend.asarray(np.array([0, 1, 2, 1]))
     snapshot = _snapshot(net)
     with pytest.raises(
-        TypeError, match=f"x is an array of .* this network uses backend '{backend.name}'"
+        TypeError,
+        match=rf"x is an array of .* cannot move to this network's backend '{backend.name}' "
+        r"by itself; move it there first: net.xp.asarray\(bpcore.to_numpy\(x\), "
+        r"device=net.device\)",
     ):
         net.gradient(x_foreign, t)
     with pytest.raises(TypeError, match="t is an array of"):
