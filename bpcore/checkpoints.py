@@ -10,10 +10,11 @@ downloads use too).
 The format, version 1: one array per parameter under its name (``W1``, ...), one per buffer
 under ``buffers/<layer>/<attribute>`` (the metadata lists both). A *run checkpoint*, which a
 `bpcore.Trainer` writes to resume from (`save_run`, `load_run`), adds the optimizer's arrays
-under ``optimizer/<state>/<parameter>`` and a ``trainer`` entry in the metadata (epochs done,
-seed, mini-batch size, the optimizer's kind and scalars, the history). The whole format lives
-in this module, and this module is the only one that opens checkpoint files. Checkpoints
-written before buffers existed have none and load as they did.
+under ``optimizer/<state>/<parameter>``, the state of each random layer's generator under
+``random/<layer>`` (so that dropout goes on exactly), and a ``trainer`` entry in the metadata
+(epochs done, seed, mini-batch size, the optimizer's kind and scalars, the history). The
+whole format lives in this module, and this module is the only one that opens checkpoint
+files. Checkpoints written before buffers existed have none and load as they did.
 
 A network class is found by its name among the subclasses of `bpcore.networks.Network`, which
 register themselves here; `load` builds it from the saved arrays with ``from_arrays``.
@@ -46,6 +47,7 @@ from typing import IO, Any
 import numpy as np
 
 from .backends import resolve_backend, to_numpy
+from .layers import draws_random
 from .version import __version__
 
 __all__ = [
@@ -72,6 +74,7 @@ _META_KEY = "__bpcore__"
 _FORMAT_VERSION = 1
 _BUFFER_PREFIX = "buffers/"
 _OPTIMIZER_PREFIX = "optimizer/"
+_RANDOM_PREFIX = "random/"
 
 # Network classes by name: every subclass of networks.Network registers itself (checkpoints
 # cannot import networks, which import this module to save).
@@ -455,6 +458,12 @@ def save_run(
         }
     }
     extra = {_OPTIMIZER_PREFIX + key: value for key, value in arrays.items()}
+    # Where the layers' random numbers go on from (dropout): a resumed run draws the masks the
+    # uninterrupted one would. Generators that cannot say (CuPy's) are left out.
+    for name, layer in net.layers.items():
+        generator = layer.generator if draws_random(layer) else None
+        if generator is not None and hasattr(generator, "get_state"):
+            extra[_RANDOM_PREFIX + name] = generator.get_state()
     return save(net, path, extra_arrays=extra, extra_meta=meta)
 
 
@@ -493,6 +502,13 @@ def load_run(
         raise ValueError(
             f"{path} was trained with {state.get('optimizer')}, not {type(optimizer).__name__}"
         )
+    generators = {}
+    for key in (k for k in arrays if k.startswith(_RANDOM_PREFIX)):
+        name = key[len(_RANDOM_PREFIX) :]
+        layer = net.layers.get(name)
+        if layer is None or not draws_random(layer):
+            raise ValueError(f"{path} holds random state for {name!r}, which draws no numbers")
+        generators[name] = arrays[key]
     backend = net.backend_info
     with backend.activate():
         rest = restore(net, meta, arrays)
@@ -504,4 +520,8 @@ def load_run(
             },
             state.get("optimizer_state", {}),
         )
+        for name, random_state in generators.items():
+            generator = net.layers[name].generator
+            if hasattr(generator, "set_state"):
+                generator.set_state(random_state)
     return state

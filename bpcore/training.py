@@ -76,6 +76,8 @@ class Trainer:
         Continue from such a checkpoint: parameters, optimizer state and hyperparameters (its
         learning rate wins over ``optimizer_param``), history, epoch count. The network's class
         and sizes, the optimizer's kind and the mini-batch size must match the checkpoint's.
+        The dropout layers' generators go on from where they were, so the resumed run equals
+        the uninterrupted one (except on CuPy, whose generator state cannot be saved).
     callbacks : sequence of Callback, optional
         Called at the start and end of training and of every epoch (`bpcore.callbacks`:
         early stopping, a learning-rate schedule, the best checkpoint, a history file).

@@ -380,3 +380,26 @@ def test_the_books_own_network_class_trains(tmp_path):
     assert trainer.network.params is net.params  # updated in the book's own dict
     with pytest.raises(ValueError, match="checkpoint= and resume= need a bpcore network"):
         Trainer(net, x, t, xt, tt, checkpoint=tmp_path / "run.npz")
+
+
+def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(backend, tmp_path):
+    # The dropout generators' state goes into the run checkpoint: the resumed run draws the
+    # masks the uninterrupted one draws, bit for bit.
+    path = tmp_path / "run.npz"
+    (x, t), (xt, tt) = DIGITS
+    x, t = x[:320], t[:320]
+    kwargs = dict(optimizer="Adam", optimizer_param={"lr": 0.01}, verbose=False, seed=0)
+
+    def net(seed):
+        return bpcore.MultiLayerNetExtend(
+            64, [16], 10, use_dropout=True, dropout_ration=0.3, seed=seed, **backend.net_kwargs()
+        )
+
+    straight = Trainer(net(0), x, t, xt, tt, epochs=2, **kwargs)
+    straight.train()
+    Trainer(net(0), x, t, xt, tt, epochs=1, checkpoint=path, **kwargs).train()
+    resumed = Trainer(net(7), x, t, xt, tt, epochs=2, resume=path, **kwargs)
+    resumed.train()
+    assert resumed.train_loss_list == straight.train_loss_list
+    for key, value in straight.network.params.items():
+        assert to_numpy(resumed.network.params[key]).tobytes() == to_numpy(value).tobytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -401,6 +402,14 @@ class HostRandom:
     def random(self, shape: tuple[int, ...], dtype_name: str) -> Array:
         """Uniform numbers in [0, 1) of ``shape`` and dtype ``dtype_name``, on the backend."""
         return self._asarray(self._rng.random(shape, dtype=np.dtype(dtype_name)))
+
+    def get_state(self) -> np.ndarray:
+        """The generator's state, as bytes in a uint8 array (its NumPy state, as JSON)."""
+        return np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8)
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Go on from a state `get_state` returned."""
+        self._rng.bit_generator.state = json.loads(np.asarray(state, np.uint8).tobytes())
 
 
 def gpu(name: str, memory_bytes: int | None, **more: Any) -> dict[str, Any]:

@@ -270,6 +270,19 @@ class _JAXRandom:
         self.key, numbers = _split_and_draw()(self.key, tuple(shape), dtype_name)
         return numbers
 
+    def get_state(self) -> np.ndarray:
+        """The key of the next draw, as its raw uint32 data."""
+        import jax
+
+        return np.asarray(jax.random.key_data(self.key))
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Go on from a key `get_state` returned."""
+        import jax
+
+        data = np.asarray(state, dtype=np.uint32)
+        self.key = jax.device_put(jax.random.wrap_key_data(data), self._device)
+
 
 @functools.cache
 def _split_and_draw() -> Callable[..., tuple[Array, Array]]:

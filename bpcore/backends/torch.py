@@ -141,3 +141,13 @@ class _TorchRandom:
         return torch.rand(
             shape, generator=self._generator, device=self._device, dtype=getattr(torch, dtype_name)
         )
+
+    def get_state(self) -> np.ndarray:
+        """The generator's state (``torch.Generator.get_state``), as a uint8 array."""
+        return self._generator.get_state().numpy().copy()  # type: ignore[no-any-return]
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Go on from a state `get_state` returned."""
+        import torch
+
+        self._generator.set_state(torch.from_numpy(np.array(state, dtype=np.uint8)))
