@@ -3,8 +3,13 @@
 A callback is an object with any of the methods of `Callback`; the `Trainer` calls them at the
 start of ``train()``, at the start and end of every epoch, and at the end of ``train()``. At an
 epoch's end it passes that epoch's row of ``trainer.epoch_history``: ``epoch``, ``train_loss``
-(the mean of the epoch's steps), ``test_loss``, ``train_acc``, ``test_acc``, ``seconds``. A
-callback stops training by setting ``trainer.stop_training = True``.
+(the mean of the epoch's steps), ``test_loss``, ``train_acc``, ``test_acc``, with validation
+data ``val_loss`` and ``val_acc``, and ``seconds``. A callback that defines ``on_batch_end`` is
+called after every step too; the others cost nothing per step. A callback stops training by
+setting ``trainer.stop_training = True``.
+
+Callbacks that watch a value (`EarlyStopping`, `ReduceLROnPlateau`, `BestCheckpoint`) watch
+the validation set's by default when the trainer has validation data, else the test set's.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ __all__ = [
     "EarlyStopping",
     "HistoryLogger",
     "LearningRateSchedule",
+    "ReduceLROnPlateau",
+    "wants_batches",
 ]
 
 #: The values an epoch's row holds, which callbacks may monitor.
-MONITORED = ("train_loss", "test_loss", "train_acc", "test_acc")
+MONITORED = ("train_loss", "test_loss", "train_acc", "test_acc", "val_loss", "val_acc")
 
 
 class Callback:
@@ -38,6 +45,13 @@ class Callback:
     def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
         """Called after an epoch's evaluation and checkpoint, with its history row."""
 
+    def on_batch_end(self, trainer: Any, step: int, logs: dict[str, Any]) -> None:
+        """Called after step ``step`` (from 1) of the epoch, with ``{"loss": loss}``.
+
+        The loss is a 0-d array on the device: reading it (``float(loss)``) waits for the
+        device at every step. Only callbacks that override this method are called per step.
+        """
+
     def on_train_end(self, trainer: Any) -> None:
         """Called when ``trainer.train()`` returns (or raises)."""
 
@@ -46,10 +60,30 @@ class Callback:
         return f"{type(self).__name__}({args})"
 
 
-def _monitor(monitor: str) -> tuple[str, bool]:
-    """The monitored key, and whether larger is better (accuracies) or smaller (losses)."""
+def wants_batches(callback: Any) -> bool:
+    """Whether ``callback`` has an ``on_batch_end`` of its own (the `Trainer` calls only those)."""
+    hook = getattr(type(callback), "on_batch_end", None)
+    return hook is not None and hook is not Callback.on_batch_end
+
+
+def _monitor(monitor: str | None) -> tuple[str | None, bool]:
+    """The monitored key (None: chosen when training starts), and whether larger is better
+    (accuracies) or smaller (losses)."""
+    if monitor is None:
+        return None, False
     if monitor not in MONITORED:
         raise ValueError(f"monitor must be one of {', '.join(MONITORED)}, got {monitor!r}")
+    return monitor, monitor.endswith("_acc")
+
+
+def _watched(monitor: str | None, default: str, trainer: Any) -> tuple[str, bool]:
+    """What a callback watches in ``trainer``'s run: ``monitor``, or ``default`` on the
+    validation set if the trainer has one, else on the test set."""
+    validation = bool(getattr(trainer, "has_validation", False))
+    if monitor is None:
+        monitor = ("val_" if validation else "test_") + default
+    elif monitor.startswith("val_") and not validation:
+        raise ValueError(f"monitor={monitor!r} needs a Trainer with validation data")
     return monitor, monitor.endswith("_acc")
 
 
@@ -58,9 +92,10 @@ class EarlyStopping(Callback):
 
     Parameters
     ----------
-    monitor : str, default "test_loss"
-        One of ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``; losses should fall,
-        accuracies rise.
+    monitor : str, optional
+        One of ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``, ``val_loss``,
+        ``val_acc``; losses should fall, accuracies rise. By default ``val_loss`` when the
+        trainer has validation data, else ``test_loss``.
     patience : int, default 0
         Epochs without improvement to allow before stopping.
     min_delta : float, default 0.0
@@ -74,8 +109,9 @@ class EarlyStopping(Callback):
         The epoch after which training stopped.
     """
 
-    def __init__(self, monitor: str = "test_loss", patience: int = 0, min_delta: float = 0.0):
+    def __init__(self, monitor: str | None = None, patience: int = 0, min_delta: float = 0.0):
         self.monitor, self._larger = _monitor(monitor)
+        self._given = monitor
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         if not (math.isfinite(min_delta) and min_delta >= 0):
@@ -87,12 +123,15 @@ class EarlyStopping(Callback):
         self._waited = 0
 
     def on_train_begin(self, trainer: Any) -> None:
-        """Forget the last run's best value."""
+        """Choose what to watch; forget the last run's best value."""
+        self.monitor, self._larger = _watched(self._given, "loss", trainer)
         self.best, self.stopped_epoch, self._waited = None, None, 0
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
         """Keep an improvement, or count an epoch without one and stop after ``patience``."""
-        value = logs[self.monitor]
+        if self.monitor is None:  # trained with train_step(), not train()
+            self.on_train_begin(trainer)
+        value = logs[str(self.monitor)]
         if self.best is None or _improves(value, self.best, self._larger, self.min_delta):
             self.best, self._waited = value, 0
             return
@@ -163,6 +202,82 @@ class LearningRateSchedule(Callback):
         return self.min_lr + (lr0 - self.min_lr) * cosine
 
 
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has stalled, as Keras' does.
+
+    Parameters
+    ----------
+    monitor : str, optional
+        As for `EarlyStopping` (by default ``val_loss``, else ``test_loss``).
+    factor : float, default 0.1
+        The factor, in (0, 1).
+    patience : int, default 10
+        Epochs without improvement before the rate is reduced.
+    min_delta : float, default 1e-4
+        The least change that counts as an improvement.
+    cooldown : int, default 0
+        Epochs to wait after a reduction before counting again.
+    min_lr : float, default 0.0
+        The rate is never set below this.
+
+    Attributes
+    ----------
+    reductions : list of (int, float)
+        The epochs after which the rate was reduced, and the new rate.
+    """
+
+    def __init__(
+        self,
+        monitor: str | None = None,
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        self.monitor, self._larger = _monitor(monitor)
+        self._given = monitor
+        if not (isinstance(factor, (int, float)) and 0 < factor < 1):
+            raise ValueError(f"factor must be a number in (0, 1), got {factor!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not (math.isfinite(min_delta) and min_delta >= 0 and math.isfinite(min_lr)):
+            raise ValueError(
+                f"need finite min_delta >= 0 and min_lr, got {min_delta!r}, {min_lr!r}"
+            )
+        self.factor, self.patience, self.min_delta = float(factor), patience, float(min_delta)
+        self.cooldown, self.min_lr = cooldown, float(min_lr)
+        self.best: float | None = None
+        self.reductions: list[tuple[int, float]] = []
+        self._waited = self._cooling = 0
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Choose what to watch; forget the last run's best value."""
+        self.monitor, self._larger = _watched(self._given, "loss", trainer)
+        self.best, self._waited, self._cooling = None, 0, 0
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
+        """Count an epoch without improvement; after ``patience`` of them, reduce the rate."""
+        if self.monitor is None:  # trained with train_step(), not train()
+            self.on_train_begin(trainer)
+        value = logs[str(self.monitor)]
+        if self._cooling:
+            self._cooling -= 1
+        if self.best is None or _improves(value, self.best, self._larger, self.min_delta):
+            self.best, self._waited = value, 0
+            return
+        if self._cooling:
+            return
+        self._waited += 1
+        if self._waited > self.patience - 1:
+            lr = max(float(trainer.optimizer.lr) * self.factor, self.min_lr)
+            if lr < trainer.optimizer.lr:
+                trainer.optimizer.lr = lr
+                self.reductions.append((int(logs["epoch"]), lr))
+            self._waited, self._cooling = 0, self.cooldown
+
+
 class BestCheckpoint(Callback):
     """Save a checkpoint whenever ``monitor`` improves: the best network of the run.
 
@@ -170,17 +285,25 @@ class BestCheckpoint(Callback):
     ----------
     path : path
         Where to write it (atomically, as `Trainer.save_checkpoint` does).
-    monitor : str, default "test_acc"
+    monitor : str, optional
+        As for `EarlyStopping`; by default ``val_acc`` with validation data, else ``test_acc``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], monitor: str = "test_acc") -> None:
+    def __init__(self, path: str | os.PathLike[str], monitor: str | None = None) -> None:
         self.path = Path(path)
         self.monitor, self._larger = _monitor(monitor)
+        self._given = monitor
         self.best: float | None = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        """Choose what to watch."""
+        self.monitor, self._larger = _watched(self._given, "acc", trainer)
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
         """Save the checkpoint if this epoch's value is the best so far."""
-        value = logs[self.monitor]
+        if self.monitor is None:  # trained with train_step(), not train()
+            self.on_train_begin(trainer)
+        value = logs[str(self.monitor)]
         if self.best is None or _improves(value, self.best, self._larger, 0.0):
             self.best = value
             trainer.save_checkpoint(self.path)

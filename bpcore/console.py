@@ -109,10 +109,15 @@ def epoch_line(row: Mapping[str, float], epochs: int) -> None:
     from tqdm.auto import tqdm
 
     # Through tqdm, which keeps the line clear of a bar that is still drawn.
+    validation = (
+        f", val loss {row['val_loss']:.4f}, val acc {row['val_acc']:.4f}"
+        if "val_loss" in row
+        else ""
+    )
     tqdm.write(
         f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, "
         f"test loss {row['test_loss']:.4f}, train acc {row['train_acc']:.4f}, "
-        f"test acc {row['test_acc']:.4f}",
+        f"test acc {row['test_acc']:.4f}{validation}",
         file=sys.stderr,
     )
 

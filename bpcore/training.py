@@ -7,7 +7,8 @@ the device; mini-batches are gathered there with ``take``. Losses stay on the de
 arrays and are read back only when the progress bar shows them or an epoch ends, so a GPU is not
 waited for at every step.
 
-What the loop shows is in `bpcore.console`; the run checkpoint's format in
+Where the data is placed and split is `bpcore.placement`; what the loop shows is in
+`bpcore.console`; the run checkpoint's format in
 `bpcore.checkpoints` (`save_run`, `load_run`); the book's own network classes are adapted in
 `bpcore.book`; the evaluation is the networks' (`bpcore.networks.passes.evaluate_in_batches`).
 """
@@ -27,11 +28,12 @@ import numpy as np
 from . import _checks
 from .backends import Array
 from .book import BookNetwork, trainable
-from .callbacks import Callback
+from .callbacks import Callback, wants_batches
 from .checkpoints import atomic_write, load_run, save_run
 from .console import Progress, epoch_line, interactive
 from .networks.passes import evaluate_in_batches
 from .optimizers import OPTIMIZERS, Optimizer
+from .placement import on_device, split_off
 from .steps import TrainingStep, compile_evaluation
 
 __all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
@@ -79,8 +81,16 @@ class Trainer:
         The dropout layers' generators go on from where they were, so the resumed run equals
         the uninterrupted one (except on CuPy, whose generator state cannot be saved).
     callbacks : sequence of Callback, optional
-        Called at the start and end of training and of every epoch (`bpcore.callbacks`:
-        early stopping, a learning-rate schedule, the best checkpoint, a history file).
+        Called at the start and end of training and of every epoch, and after every step for
+        those that define ``on_batch_end`` (`bpcore.callbacks`: early stopping, a learning-rate
+        schedule or plateau, the best checkpoint, a history file).
+    validation_data : (x, t), optional
+        Data to evaluate on after every epoch, as Keras' ``fit`` does: ``val_loss`` and
+        ``val_acc`` in `epoch_history`, which callbacks then monitor by default (model
+        selection on the validation set, not the test set).
+    validation_split : float, optional
+        Instead, hold out this fraction of the training set (in (0, 1)) as validation data:
+        a split drawn from ``seed``, the same in a resumed run.
 
     Attributes
     ----------
@@ -125,6 +135,8 @@ class Trainer:
         checkpoint: str | os.PathLike[str] | None = None,
         resume: str | os.PathLike[str] | None = None,
         callbacks: Sequence[Callback] = (),
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float | None = None,
     ) -> None:
         given = type(network).__name__
         network = trainable(network)
@@ -153,22 +165,34 @@ class Trainer:
         self.step = TrainingStep(network, self.optimizer, checked=False)
         self._evaluation = compile_evaluation(network)
 
-        self.x_train, self.t_train = self._to_device(x_train, t_train, "train")
-        self.x_test, self.t_test = self._to_device(x_test, t_test, "test")
-
         self.callbacks = list(callbacks)
         self.stop_training = False
         self.train_loss_list: list[float] = []
         self.train_acc_list: list[float] = []
         self.test_acc_list: list[float] = []
+        self.val_acc_list: list[float] = []
         self.epoch_history: list[dict[str, float]] = []
         self._epoch_seconds = 0.0
         self.epochs_done = 0
         self.seconds = 0.0
         self._progress: Progress | None = None
         self._order: Array | None = None
-        if resume is not None:
+        self._batch_callbacks: list[Callback] = []
+        if resume is not None:  # first: its seed draws the validation split
             self._resume(Path(resume))
+
+        if validation_data is not None and validation_split is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        self.x_train, self.t_train = on_device(network, x_train, t_train, _names("train"))
+        self.x_test, self.t_test = on_device(network, x_test, t_test, _names("test"))
+        self.x_val: Array | None = None
+        self.t_val: Array | None = None
+        if validation_split is not None:
+            (self.x_train, self.t_train), (self.x_val, self.t_val) = split_off(
+                network, self.x_train, self.t_train, validation_split, self.seed
+            )
+        elif validation_data is not None:
+            self.x_val, self.t_val = on_device(network, *validation_data, _names("val"))
 
     def __repr__(self) -> str:
         return (
@@ -178,37 +202,22 @@ class Trainer:
 
     # -- data --------------------------------------------------------------------------------
 
-    def _to_device(self, x: Any, t: Any, split: str) -> tuple[Array, Array]:
-        """Move one split to the network's device, validated and cast once."""
-        net = self.network
-        backend = net.backend_info
-        # Labels that arrive on the host are read there; on the device they are read once,
-        # here: either way the steps need no check that waits for the device.
-        t_host = t if isinstance(t, np.ndarray) else None
-        with backend.activate():
-            if isinstance(x, np.ndarray):
-                x = backend.asarray(x)
-            if isinstance(t, np.ndarray):
-                t = backend.asarray(t)
-            names = (f"x_{split}", f"t_{split}")
-            x, t = net.check_batch(x, t, names=names, values=t_host is None)
-            if t_host is not None:
-                net.check_label_values(t_host, names[1])
-            if t.ndim == 2 and t.dtype != net.dtype:
-                t = net.xp.astype(t, net.dtype)
-        # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.
-        return backend.persist(x), backend.persist(t)
-
     # -- training ----------------------------------------------------------------------------
 
     @property
+    def has_validation(self) -> bool:
+        """Whether the trainer evaluates validation data after every epoch."""
+        return self.x_val is not None
+
+    @property
     def history(self) -> dict[str, list[float]]:
-        """The three lists, by name."""
-        return {
+        """The lists, by name (``val_acc`` with validation data)."""
+        lists = {
             "train_loss": self.train_loss_list,
             "train_acc": self.train_acc_list,
             "test_acc": self.test_acc_list,
         }
+        return {**lists, "val_acc": self.val_acc_list} if self.has_validation else lists
 
     @property
     def iter_per_epoch(self) -> int:
@@ -216,8 +225,12 @@ class Trainer:
         n: int = self.x_train.shape[0]
         return -(-n // self.batch_size)
 
-    def train(self) -> dict[str, list[float]]:
-        """Train for the remaining epochs (`train_step` after `train_step`); return `history`.
+    def train(self, epochs: int | None = None) -> dict[str, list[float]]:
+        """Train up to `epochs` in all (`train_step` after `train_step`); return `history`.
+
+        With ``epochs``, train that many epochs more than are done (a second ``fit``, in
+        Keras' terms): `epochs` becomes ``epochs_done + epochs``. Without it, a trainer that
+        has done its `epochs` trains nothing.
 
         Raises
         ------
@@ -227,6 +240,8 @@ class Trainer:
             the epoch's end), so the parameters may have gone on for some steps; the last
             checkpoint, if any, is intact.
         """
+        if epochs is not None:
+            self.epochs = self.epochs_done + _checks.check_positive_int(epochs, "epochs")
         self.network.check_layers()  # once per run: the steps use the unchecked gradient
         self.stop_training = False
         self._start_run()
@@ -272,6 +287,8 @@ class Trainer:
         idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
         loss = self.step.run(self.x_train, self.t_train, idx)  # the device is current already
         progress.step(loss, self.step.hits, samples=int(idx.shape[0]))
+        for callback in self._batch_callbacks:  # the loss as a 0-d array: nothing read back
+            callback.on_batch_end(self, progress.steps_done, {"loss": loss})
         if progress.steps_done < progress.steps:
             self._count(started)
             return
@@ -288,6 +305,8 @@ class Trainer:
     def _start_run(self) -> None:
         if self.base_lr is None:
             self.base_lr = float(self.optimizer.lr)
+        # Only the callbacks that look at steps are called at every step.
+        self._batch_callbacks = [c for c in self.callbacks if wants_batches(c)]
 
     def _start_epoch(self) -> None:
         self._start_run()  # train_step() without train()
@@ -310,6 +329,11 @@ class Trainer:
         self.train_loss_list.extend(losses.tolist())
         started = time.perf_counter()
         test_loss = self._evaluate()
+        validation = {}
+        if self.x_val is not None and self.t_val is not None:
+            val_loss, val_acc = self._loss_and_accuracy(self.x_val, self.t_val)
+            self.val_acc_list.append(val_acc)
+            validation = {"val_loss": val_loss, "val_acc": val_acc}
         self._epoch_seconds += time.perf_counter() - started  # `seconds` counts the steps only
         self.epochs_done += 1
         row = {
@@ -318,6 +342,7 @@ class Trainer:
             "test_loss": test_loss,
             "train_acc": self.train_acc_list[-1],
             "test_acc": self.test_acc_list[-1],
+            **validation,
             "seconds": self._epoch_seconds,
         }
         self.epoch_history.append(row)
@@ -349,13 +374,26 @@ class Trainer:
         ):
             if limit is not None:
                 x, t = x[: min(limit, x.shape[0]), ...], t[: min(limit, t.shape[0]), ...]
-            # Inference mode, weight decay included, in chunks whose counts and losses stay
-            # on the device until they are all computed: the networks' own evaluation.
-            accuracy, test_loss = evaluate_in_batches(
-                self._evaluation, x, t, _EVAL_CHUNK, self.network.backend_info
-            )
+            test_loss, accuracy = self._loss_and_accuracy(x, t)
             history.append(accuracy)
         return test_loss
+
+    def _loss_and_accuracy(self, x: Array, t: Array) -> tuple[float, float]:
+        # Inference mode, weight decay included, in chunks whose counts and losses stay on the
+        # device until they are all computed: the networks' own evaluation.
+        accuracy, loss = evaluate_in_batches(
+            self._evaluation, x, t, _EVAL_CHUNK, self.network.backend_info
+        )
+        return loss, accuracy
+
+    def evaluate(self, x: Any, t: Any) -> tuple[float, float]:
+        """The mean loss (weight decay included) and the accuracy on ``x`` and ``t``.
+
+        As Keras' ``evaluate``: in inference mode, on any data (NumPy arrays or the network's
+        backend's), validated as the training data is.
+        """
+        with self.network.backend_info.activate():
+            return self._loss_and_accuracy(*on_device(self.network, x, t, ("x", "t")))
 
     def save_history(self, path: str | os.PathLike[str]) -> Path:
         """Write `epoch_history` to ``path``: CSV for a ``.csv`` name, else JSON (atomically).
@@ -365,7 +403,10 @@ class Trainer:
         """
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            columns = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "seconds"]
+            columns = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc"]
+            if self.epoch_history and "val_loss" in self.epoch_history[0]:
+                columns += ["val_loss", "val_acc"]
+            columns.append("seconds")
             lines = [",".join(columns)]
             lines += [",".join(repr(row[c]) for c in columns) for row in self.epoch_history]
             text = "\n".join(lines) + "\n"
@@ -407,7 +448,12 @@ class Trainer:
         self.train_loss_list = list(history.get("train_loss", []))
         self.train_acc_list = list(history.get("train_acc", []))
         self.test_acc_list = list(history.get("test_acc", []))
+        self.val_acc_list = list(history.get("val_acc", []))
         self.epoch_history = [dict(row) for row in state.get("epoch_history", [])]
+
+
+def _names(split: str) -> tuple[str, str]:
+    return f"x_{split}", f"t_{split}"
 
 
 def _verbosity(verbose: Any) -> int:

@@ -177,7 +177,7 @@ def test_history_logger_keeps_the_epochs_of_a_run_that_dies(tmp_path):
 
 def test_bad_callback_arguments():
     with pytest.raises(ValueError, match="monitor must be one of train_loss, test_loss"):
-        EarlyStopping(monitor="val_loss")
+        EarlyStopping(monitor="validation_loss")
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="kind must be 'step' or 'cosine'"):

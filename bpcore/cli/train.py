@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..backends import resolve_backend
@@ -110,6 +111,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="print the results as one JSON document on stdout (the rest goes to stderr)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    train.add_argument(
+        "--validation-split",
+        type=number(0.0, False, 1.0),
+        metavar="FRACTION",
+        help="hold out this fraction of the training set (drawn from --seed) as validation "
+        "data: val_loss and val_acc after each epoch",
+    )
     train.set_defaults(handler=run)
 
 
@@ -163,17 +171,28 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         resume=args.resume,
         callbacks=[HistoryLogger(args.history)] if args.history else [],
+        validation_split=args.validation_split,
     )
+    print(f"{net!r}", file=out)  # before the epoch lines, which go to stderr as they come
+    if trainer.epochs_done >= trainer.epochs:
+        print(
+            f"bpcore train: nothing to train: {args.resume} has {trainer.epochs_done} epochs "
+            f"done, and --epochs {epochs} is the total; give a larger --epochs to go on",
+            file=sys.stderr,
+        )
     trainer.train()
-    steps = -(-x.shape[0] // batch_size)
-    results = {
+    steps = trainer.iter_per_epoch
+    last: dict[str, float] = trainer.epoch_history[-1] if trainer.epoch_history else {}
+    config = net.config
+    results: dict[str, Any] = {
         "network": repr(net),
         "dataset": args.dataset,
         "backend": net.backend,
         "device": str(net.device),
         "dtype": args.dtype,
         "model": args.model,
-        "hidden": args.hidden,
+        "hidden": config.get("hidden_size_list", [config.get("hidden_size")]),
+        "seed": args.seed,
         "optimizer": type(trainer.optimizer).__name__,
         "lr": trainer.optimizer.lr,
         "batch_size": batch_size,
@@ -181,17 +200,18 @@ def run(args: argparse.Namespace) -> int:
         "train_loss": float(sum(trainer.train_loss_list[-steps:]) / steps),
         "train_acc": trainer.train_acc_list[-1],
         "test_acc": trainer.test_acc_list[-1],
+        **{k: last[k] for k in ("test_loss", "val_loss", "val_acc") if k in last},
         "seconds": round(trainer.seconds, 3),
         "samples_per_second": round(
-            x.shape[0] * trainer.epochs_done / max(trainer.seconds, 1e-9), 1
+            trainer.x_train.shape[0] * trainer.epochs_done / max(trainer.seconds, 1e-9), 1
         ),
     }
-    print(f"{net!r}", file=out)
+    validation = f", validation accuracy {results['val_acc']:.4f}" if "val_acc" in results else ""
     print(
         f"{args.dataset}: test accuracy {results['test_acc']:.4f}, train accuracy "
-        f"{results['train_acc']:.4f}, loss {results['train_loss']:.4f}, "
-        f"{trainer.epochs_done} epochs in {trainer.seconds:.1f} s "
-        f"({results['samples_per_second']:,.0f} samples/s)",
+        f"{results['train_acc']:.4f}{validation}, loss {results['train_loss']:.4f}, "
+        f"{trainer.epochs_done} epoch{'' if trainer.epochs_done == 1 else 's'} in "
+        f"{trainer.seconds:.1f} s ({results['samples_per_second']:,.0f} samples/s)",
         file=out,
     )
     if args.plot:
