@@ -29,3 +29,13 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 1
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert commands[0] in ci
+
+
+def test_the_python_the_readme_asks_for_is_the_one_the_package_requires():
+    import tomllib
+
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    (version,) = re.findall(r"with Python (\d+\.\d+) or newer", README)
+    assert required == f">={version}"
+    getting_started = (ROOT / "docs" / "getting-started.md").read_text()
+    assert f"Python {version} or newer" in getting_started

@@ -13,7 +13,10 @@ from .base import Array, Backend, Namespace, cuda_version, gpu, int_seed
 
 __all__ = ["CUDA_DEVICE", "CuPyBackend"]
 
-_INSTALL = 'pip install "bpcore[cuda12]" (or "bpcore[cuda13]" for CUDA 13)'
+_INSTALL = (
+    'pip install "cupy-cuda12x[ctk]>=14" (cupy-cuda13x for CUDA 13; in a clone of bpcore: '
+    'pip install -e ".[cuda12]" or ".[cuda13]")'
+)
 
 #: ``cuda``, ``cuda:N`` (or ``gpu``, ``gpu:N``), case-insensitive.
 CUDA_DEVICE = re.compile(r"^(cuda|gpu)(?::(\d+))?$")

@@ -23,7 +23,10 @@ class DaskBackend(Backend):
 
     name = "dask"
     namespace_module = "array_api_compat.dask.array"
-    install = 'pip install "bpcore[dask]"'
+    install = (
+        'pip install "dask[array,distributed]>=2024.12" (in a clone of bpcore: '
+        'pip install -e ".[dask]")'
+    )
     is_lazy = True
 
     @property

@@ -33,7 +33,7 @@ class JAXBackend(Backend):
 
     name = "jax"
     namespace_module = "jax.numpy"  # an Array API namespace itself
-    install = 'pip install "bpcore[jax]"'
+    install = 'pip install "jax>=0.4.36" (in a clone of bpcore: pip install -e ".[jax]")'
 
     @property
     def reads_values_freely(self) -> bool:

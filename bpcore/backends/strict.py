@@ -21,7 +21,9 @@ class StrictBackend(Backend):
 
     name = "array_api_strict"
     namespace_module = "array_api_strict"
-    install = 'pip install "bpcore[strict]"'
+    install = (
+        'pip install "array-api-strict>=2.3" (in a clone of bpcore: pip install -e ".[strict]")'
+    )
 
     @classmethod
     def owns_namespace(cls, xp: Namespace) -> bool:

@@ -17,7 +17,11 @@ class TorchBackend(Backend):
 
     name = "torch"
     namespace_module = "array_api_compat.torch"
-    install = 'pip install "bpcore[torch]"'
+    install = (
+        'pip install "torch>=2.4" (in a clone of bpcore: pip install -e ".[torch]"); where pip '
+        "would fetch a CUDA build of several GB and you want the CPU-only one: pip install torch "
+        "--index-url https://download.pytorch.org/whl/cpu"
+    )
 
     @property
     def reads_values_freely(self) -> bool:
