@@ -162,6 +162,7 @@ def check_labels(
     name: str = "t",
     *,
     values: bool | None = None,
+    x_name: str = "x",
 ) -> Array:
     """Validate labels for a batch of ``n`` samples and return them ready for the loss layer.
 
@@ -186,7 +187,7 @@ def check_labels(
         raise TypeError(f"{name} must hold integer class labels or one-hot rows, got {t.dtype}")
     if t.ndim == 0 or t.shape[0] != n:
         got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} labels (shape {tuple(t.shape)})"
-        raise ValueError(f"x holds a batch of {n} samples but {name} holds {got}")
+        raise ValueError(f"{x_name} holds a batch of {n} samples but {name} holds {got}")
     if t.ndim == 2 and t.shape[1] == 1 and n_classes > 1:
         # A column of class labels, as the book's ch07/gradient_check.py passes (shape (1, 1)).
         t = xp.reshape(t, (n,))

@@ -103,9 +103,16 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     The content goes to a temporary file beside ``path`` (readable as a plain ``open`` would
     make it), is flushed to disk, and is renamed into place only when the block ends without an
     error; on any error or interruption the temporary file is removed and ``path`` is untouched.
+    The folder must exist, as for ``open``: a missing one is more often a typo than a wish.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path``'s folder does not exist.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no folder {path.parent} to write {path.name} in")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         _readable_by_all(tmp)
@@ -196,12 +203,19 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
             f"(loading a pickle can run any code in it). The book's weights load with "
             f"net.load_params(path), which reads NumPy arrays and nothing else"
         )
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start != b"PK\x03\x04":  # every .npz is a zip archive, which starts so
+        raise ValueError(f"{path} is not a bpcore checkpoint (not an .npz archive)")
     try:
         # Our own handle: np.load leaks the one it opens when the zip turns out to be corrupt.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise ValueError(f"{path} is not a bpcore checkpoint: {exc}") from None
+    except ValueError:  # object arrays, which only pickle could read
+        raise ValueError(
+            f"{path} is not a bpcore checkpoint: it holds object arrays, which only unpickling "
+            f"could read, and bpcore never unpickles a checkpoint"
+        ) from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise ValueError(
             f"{path} is not a bpcore checkpoint (corrupt or truncated: {exc})"

@@ -266,11 +266,12 @@ def _locate(name: str, data_dir: Any, download: bool, progress: bool) -> dict[st
         found = {key: _find(folder, stem) for key, stem in FILES.items()}
         if all(found.values()):
             return {k: v for k, v in found.items() if v is not None}
-    where = "\n  ".join(str(d) for d in dirs)
+    # One line (the command line prints errors on one): the folders, quoted, by commas.
+    where = ", ".join(f"'{d}'" for d in dirs)
     files = ", ".join(f"{stem}.gz" for stem in FILES.values())
     if not download:
         raise DatasetNotFoundError(
-            f"{name} is not in any of these folders:\n  {where}\nput its four files ({files}) in "
+            f"{name} is not in any of these folders: {where}; put its four files ({files}) in "
             f"one of them, or allow downloading"
         )
     folder = dirs[0]
@@ -282,7 +283,7 @@ def _locate(name: str, data_dir: Any, download: bool, progress: bool) -> dict[st
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
         raise DatasetNotFoundError(
             f"{name} could not be downloaded from {dataset.base_url} ({exc}); put its four files "
-            f"({files}) in one of:\n  {where}\nor set {dataset.mirror_env} to a reachable mirror"
+            f"({files}) in one of {where}, or set {dataset.mirror_env} to a reachable mirror"
         ) from None
 
 

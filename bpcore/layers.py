@@ -612,15 +612,16 @@ class Convolution:
     """
 
     param_names = ("W", "b")
-    #: Networks with this layer run each batch computed on a lazy backend (see
-    #: ``Network.computes_batches``).
-    computes_input = True
+    computes_input = True  # see Layer
 
-    def __init__(self, W: Array, b: Array, stride: int = 1, pad: int = 0) -> None:
-        if W.ndim != 4 or b.ndim != 1 or b.shape[0] != W.shape[0]:
+    def __init__(self, W: Array, b: Array | float, stride: int = 1, pad: int = 0) -> None:
+        if isinstance(b, (int, float)) and not isinstance(b, bool):
+            # One bias for every filter, as the book's ch07/apply_filter.py passes (b = 0).
+            b = namespace(W).full((W.shape[0],), float(b), dtype=W.dtype, device=device(W))
+        if W.ndim != 4 or getattr(b, "ndim", None) != 1 or b.shape[0] != W.shape[0]:
             raise ValueError(
-                f"Convolution expects W of shape (FN, C, FH, FW) and b of shape (FN,); got W "
-                f"{tuple(W.shape)} and b {tuple(b.shape)}"
+                f"Convolution expects W of shape (FN, C, FH, FW) and b of shape (FN,) or a "
+                f"number; got W {tuple(W.shape)} and b {getattr(b, 'shape', b)!r}"
             )
         self.W = W
         self.b = b

@@ -379,7 +379,7 @@ def test_cupy_without_a_cuda_device(monkeypatch):
 
     monkeypatch.setattr(CuPyBackend, "import_namespace", classmethod(lambda cls: object()))
     monkeypatch.setattr(CuPyBackend, "device_count", classmethod(lambda cls: 0))
-    with pytest.raises(ImportError, match=r"sees no CUDA device.*bpcore\[cuda12\]"):
+    with pytest.raises(ImportError, match=r"sees no CUDA device.*cupy-cuda12x"):
         TwoLayerNet(6, 4, 3, backend="cupy")
 
 

@@ -92,7 +92,7 @@ def test_object_arrays_are_refused(tmp_path):
     path = tmp_path / "objects.npz"
     meta = np.frombuffer(json.dumps({"format": "bpcore-checkpoint"}).encode(), dtype=np.uint8)
     np.savez(path, W1=np.array([{"evil": 1}], dtype=object), __bpcore__=meta)
-    with pytest.raises(ValueError, match=r"not a bpcore checkpoint.*pickle"):
+    with pytest.raises(ValueError, match=r"not a bpcore checkpoint.*object arrays.*unpickl"):
         bpcore.load(path)
 
 
@@ -150,3 +150,32 @@ def test_a_checkpoint_written_by_bpcore_0_1_0_resumes_its_run():
     np.testing.assert_allclose(
         trainer.train_loss_list, expected["resumed_loss"], rtol=1e-4, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a zip file", bytes(range(256)), b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'"],
+    ids=["text", "bytes", "npy"],
+)
+def test_a_file_that_is_no_checkpoint_gets_bpcores_word_not_numpys(tmp_path, content):
+    # NumPy's own message advises allow_pickle= or pickle.load(): the opposite of bpcore's policy.
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"garbage.npz is not a bpcore checkpoint") as info:
+        bpcore.load(path)
+    assert "pickle" not in str(info.value)
+    with pytest.raises(ValueError, match="is not a bpcore checkpoint") as resumed:
+        bpcore.Trainer(TwoLayerNet(64, 4, 10), np.zeros((2, 64)), np.zeros(2, int),
+                       np.zeros((2, 64)), np.zeros(2, int), resume=path, verbose=0)  # fmt: skip
+    assert "allow_pickle" not in str(resumed.value)
+
+
+def test_saving_into_a_folder_that_does_not_exist_is_refused(tmp_path):
+    # A missing folder is more often a typo than a wish: nothing is created.
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    target = tmp_path / "no-such-folder" / "net.npz"
+    with pytest.raises(FileNotFoundError, match=r"no folder .*no-such-folder to write net\.npz in"):
+        net.save(target)
+    with pytest.raises(FileNotFoundError):
+        net.save_params(target)
+    assert not target.parent.exists()

@@ -406,3 +406,16 @@ def test_train_writes_the_history(tmp_path):
     }  # fmt: skip
     assert main(["train", "--epochs", "1", "--quiet", "--history", str(tmp_path / "h.csv")]) == 0
     assert (tmp_path / "h.csv").read_text().startswith("epoch,train_loss,test_loss,")
+
+
+def test_the_plot_title_fits_the_figure():
+    # A 10-inch figure at 8 points holds about 130 characters a line; the repr of a network is
+    # often longer (a DeepConvNet's is some 500).
+    from bpcore import DeepConvNet
+    from bpcore.cli.train import plot_title
+
+    net = DeepConvNet(seed=0)
+    lines = plot_title(net).splitlines()
+    assert len(repr(net)) > 400 and len(lines) > 1
+    assert max(len(line) for line in lines) <= 110
+    assert " ".join(lines) == repr(net)

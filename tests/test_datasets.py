@@ -275,6 +275,9 @@ def test_offline_error_says_where_to_put_the_files(isolated, monkeypatch):
     assert str(isolated / "mnist") in message
     assert "train-images-idx3-ubyte.gz" in message
     assert "BPCORE_MNIST_MIRROR" in message
+    # One line, as the command line prints it: no "in one of:; /a; /b".
+    assert "\n" not in message and ":;" not in message
+    assert f"in one of '{isolated / 'mnist'}'" in message
 
 
 def test_checksums_are_those_of_the_real_files(fashion_mnist_dir):

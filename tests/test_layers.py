@@ -350,3 +350,20 @@ def test_dropout_masks_are_drawn_by_the_devices_own_generator(backend):
     assert mask.dtype == np.bool_ and 0 < mask.mean() < 1
     dx = a.backward(backend.asarray(np.ones((8, 5)), "float32"))
     np.testing.assert_array_equal(to_numpy(dx), mask.astype(np.float32))
+
+
+def test_convolution_takes_one_number_as_every_filters_bias(backend, rng):
+    # The book's ch07/apply_filter.py builds Convolution(w, b) with b = 0, a plain number.
+    from bpcore.layers import Convolution
+
+    W = backend.asarray(rng.standard_normal((3, 1, 2, 2)), "float32")
+    x = backend.asarray(rng.standard_normal((2, 1, 4, 4)), "float32")
+    zeros = backend.asarray(np.zeros(3), "float32")
+    for bias in (0, 0.5):
+        out = Convolution(W, bias).forward(x)
+        expected = Convolution(W, zeros).forward(x)
+        assert_close(out, backend.xp.add(expected, bias), rtol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"b of shape \(FN,\) or a number; got W .* and b \[0, 1\]"
+    ):
+        Convolution(W, [0, 1])

@@ -403,3 +403,11 @@ def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(backend, tmp_path):
     assert resumed.train_loss_list == straight.train_loss_list
     for key, value in straight.network.params.items():
         assert to_numpy(resumed.network.params[key]).tobytes() == to_numpy(value).tobytes()
+
+
+def test_mismatched_data_is_named_as_the_trainer_was_given_it():
+    (x, t), (xt, tt) = DIGITS
+    with pytest.raises(ValueError, match="x_train holds a batch of 1437 samples but t_train"):
+        Trainer(MultiLayerNet(64, [8], 10), x, t[:10], xt, tt, verbose=False)
+    with pytest.raises(ValueError, match="x_test holds a batch of 360 samples but t_test"):
+        Trainer(MultiLayerNet(64, [8], 10), x, t, xt, tt[:5], verbose=False)

@@ -240,7 +240,14 @@ def _plot(trainer: Any, path: str, steps: int) -> None:
     ax_acc.plot(list(epochs), trainer.test_acc_list, marker="o", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy")
     ax_acc.legend()
-    fig.suptitle(repr(trainer.network), fontsize=8)
+    fig.suptitle(plot_title(trainer.network), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_title(network: Any, width: int = 110) -> str:
+    """The network's repr, wrapped at its commas to lines that fit the 10-inch figure."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(repr(network), width=width, break_long_words=False))

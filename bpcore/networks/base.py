@@ -443,7 +443,13 @@ class Network(StateMixin, PassesMixin):
         """
         x = self.check_inputs(x, names[0])
         t = _checks.check_labels(
-            t, self.backend_info, x.shape[0], self.output_size, names[1], values=values
+            t,
+            self.backend_info,
+            x.shape[0],
+            self.output_size,
+            names[1],
+            values=values,
+            x_name=names[0],
         )
         _checks.check_same_library(x, t)
         return x, t
