@@ -89,7 +89,8 @@ def check_array(a: Any, name: str, backend: Backend) -> None:
     dev = array_api_compat.device(a)
     if dev != backend.device:
         raise ValueError(
-            f"{name} is on device {dev!r} but this network is on {backend.device!r}; move it "
+            f"{name} is on device {backend.name_of(dev)!r} but this network is on "
+            f"{backend.device_name!r}; move it "
             f"there first: net.xp.asarray({name}, device=net.device)"
         )
 

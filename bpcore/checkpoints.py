@@ -159,7 +159,7 @@ def save(
         "class": type(net).__name__,
         "config": net.config,
         "dtype": net.dtype_name,
-        "saved_from": {"backend": net.backend, "device": str(net.device)},
+        "saved_from": {"backend": net.backend, "device": net.backend_info.device_name},
         "params": list(net.params),
         **({"buffers": list(buffers)} if buffers else {}),
         **(dict(extra_meta) if extra_meta else {}),

@@ -277,3 +277,20 @@ def test_read_floats_reads_a_loops_scalars_back_together(backend):
         assert isinstance(got, np.ndarray) and got.dtype == np.float64
         np.testing.assert_array_equal(got, expected)
     assert type(resolved).read_floats([]).shape == (0,)
+
+
+def test_devices_print_alike_on_every_backend(backend, capsys):
+    # Each library prints its CPU its own way ('cpu', device(type='cpu'), CpuDevice(id=0),
+    # Device('CPU_DEVICE')); bpcore says what its device= options take.
+    from bpcore.cli import main
+
+    net = TwoLayerNet(4, 3, 2, seed=0, **backend.net_kwargs())
+    name = net.backend_info.device_name
+    assert name == backend.device or (name, backend.device) == ("cpu", "cpu")
+    assert f"device='{name}'" in repr(net)
+    assert f"device: {name}" in net.summary()
+    assert resolve_backend(backend.name, name).device == net.device  # the name works as device=
+    if name.startswith("cpu"):
+        assert name == "cpu"
+    assert main(["info"]) == 0
+    assert "CPU_DEVICE" not in capsys.readouterr().out

@@ -73,7 +73,18 @@ class Backend:
             self.name = str(getattr(xp, "__name__", type(xp).__name__))
 
     def __repr__(self) -> str:
-        return f"Backend(name={self.name!r}, device={self.device!r})"
+        return f"Backend(name={self.name!r}, device={self.device_name!r})"
+
+    @property
+    def device_name(self) -> str:
+        """The device as bpcore's ``device=`` options name it, on every backend: ``"cpu"``,
+        ``"cuda:0"``, ... (`device` is the library's own object, which each prints its way)."""
+        return self.name_of(self.device)
+
+    @classmethod
+    def name_of(cls, device: Any) -> str:
+        """bpcore's name for the library's ``device`` object (see `device_name`)."""
+        return str(device)
 
     def __eq__(self, other: object) -> bool:
         return (

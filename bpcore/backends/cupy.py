@@ -66,6 +66,11 @@ class CuPyBackend(Backend):
         return [f"cuda:{i}" for i in range(cls.device_count())]
 
     @classmethod
+    def name_of(cls, device: Any) -> str:
+        """``cuda:N`` for ``cupy.cuda.Device(N)``."""
+        return f"cuda:{int(device.id)}"
+
+    @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
         """Version and devices, each GPU's name and memory, and the CUDA driver and runtime."""
         import cupy

@@ -52,7 +52,12 @@ class JAXBackend(Backend):
     def device_names(cls, xp: Namespace) -> list[str]:
         import jax
 
-        return [_device_name(d) for d in jax.devices()]
+        return [cls.name_of(d) for d in jax.devices()]
+
+    @classmethod
+    def name_of(cls, device: Any) -> str:
+        """``cpu`` for JAX's CPU device, ``cuda:N`` for its N-th GPU, as the other backends."""
+        return _device_name(device)
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:

@@ -35,11 +35,14 @@ class StrictBackend(Backend):
 
     @classmethod
     def device_names(cls, xp: Namespace) -> list[str]:
+        return [cls.name_of(d) for d in xp.__array_namespace_info__().devices()]
+
+    @classmethod
+    def name_of(cls, device: Any) -> str:
+        """``cpu`` for the default CPU_DEVICE (as ``device="cpu"`` picks it), else its name."""
         # array-api-strict names its devices in repr only: Device('device1') -> device1
-        return [
-            re.sub(r"^.*\('(.*)'\)$", r"\1", repr(d))
-            for d in xp.__array_namespace_info__().devices()
-        ]
+        name = re.sub(r"^.*\('(.*)'\)$", r"\1", repr(device))
+        return "cpu" if name == "CPU_DEVICE" else name
 
     @classmethod
     def test_devices(cls, devices: list[str]) -> list[str]:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             "network": repr(net),
             "model": args.model,
             "backend": net.backend,
-            "device": str(net.device),
+            "device": net.backend_info.device_name,
             "method": check.method,
             "dtype": check.dtype,
             "h": check.h,

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         "network": repr(net),
         "dataset": args.dataset,
         "backend": net.backend,
-        "device": str(net.device),
+        "device": net.backend_info.device_name,
         "dtype": args.dtype,
         "model": args.model,
         "hidden": config.get("hidden_size_list", [config.get("hidden_size")]),

@@ -302,7 +302,8 @@ class Network(StateMixin, PassesMixin):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
         return (
-            f"{type(self).__name__}({args}, backend={self.backend!r}, device={self.device!r}, "
+            f"{type(self).__name__}({args}, backend={self.backend!r}, "
+            f"device={self.backend_info.device_name!r}, "
             f"dtype={self._dtype_name!r})"
         )
 

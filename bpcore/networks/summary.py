@@ -51,7 +51,7 @@ def summary(net: Any) -> str:
         *(f"{a:<{name_width}}{b:<{shape_width}}{c:>12,}" for a, b, c in rows),
         rule,
         f"Total params: {total:,} ({size / 1024:,.1f} KiB)",
-        f"dtype: {dtype_name}, backend: {net.backend}, device: {net.device}",
+        f"dtype: {dtype_name}, backend: {net.backend}, device: {net.backend_info.device_name}",
     ]
     return _Text("\n".join(lines))
 
