@@ -419,3 +419,20 @@ def test_the_plot_title_fits_the_figure():
     assert len(repr(net)) > 400 and len(lines) > 1
     assert max(len(line) for line in lines) <= 110
     assert " ".join(lines) == repr(net)
+
+
+def test_gradcheck_says_what_it_runs_before_it_runs(capsys, monkeypatch):
+    # The check takes seconds: a line says what runs before it starts, not only after.
+    import bpcore.cli.gradcheck as command
+
+    seen = []
+
+    def watched(net, x, t, **kwargs):
+        seen.append(capsys.readouterr().out)  # what the user has seen when the check starts
+        return bpcore.gradient_check(net, x, t, **kwargs)
+
+    import bpcore
+
+    monkeypatch.setattr(command, "gradient_check", watched)
+    assert main(["gradcheck", "--hidden", "3"]) == 0
+    assert "checking 4 parameters (2,395 elements) against central differences: 4,790" in seen[0]

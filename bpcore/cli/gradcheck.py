@@ -60,6 +60,16 @@ def run(args: argparse.Namespace) -> int:
     x = net.backend_info.asarray(images)
     t = net.backend_info.asarray(np.array([5, 0, 4]))
     print(f"{net!r}", file=out)
+    # Said before the check, which takes seconds (the element-wise one, two forward passes per
+    # parameter element): the user sees at once what runs, and why it takes a while.
+    elements = sum(int(np.prod(p.shape)) for p in net.params.values())
+    passes = 2 * len(net.params) if args.directional else 2 * elements
+    print(
+        f"checking {len(net.params)} parameters ({elements:,} elements) against central "
+        f"differences: {passes:,} forward passes...",
+        file=out,
+        flush=True,
+    )
     start = time.perf_counter()
     if args.directional:
         check = directional_gradient_check(net, x, t, seed=args.seed)
