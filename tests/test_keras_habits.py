@@ -165,3 +165,15 @@ def test_resume_with_nothing_left_says_so(tmp_path, capsys):
     assert main(["train", "--epochs", "2", "--quiet", "--resume", str(path)]) == 0
     err = capsys.readouterr().err
     assert "nothing to train" in err and "2 epochs done" in err
+
+
+def test_the_run_reads_in_order_and_counts_its_epochs_right(capsys):
+    # The network line came after the epoch lines, and one epoch read "1 epochs".
+    assert main(["train", "--epochs", "1", "--json", "--validation-split", "0.1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    network = next(i for i, line in enumerate(err) if line.startswith("MultiLayerNet("))
+    epoch = next(i for i, line in enumerate(err) if line.startswith("epoch 1/1:"))
+    assert network < epoch
+    assert "val loss" in err[epoch]
+    (summary,) = [line for line in err if line.startswith("digits: test accuracy")]
+    assert " 1 epoch in " in summary and "validation accuracy" in summary
