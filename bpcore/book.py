@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import array_api_compat
-import numpy as np
 
 from .backends import Array, Backend, backend_class_of, namespace
 from .networks import Network, correct_predictions
@@ -49,10 +48,6 @@ class TrainableNetwork(Protocol):
         self, x: Any, t: Any, names: tuple[str, str] = ("x", "t"), *, values: bool | None = None
     ) -> tuple[Array, Array]:
         """The batch validated (as ``Network.check_batch``)."""
-        ...
-
-    def check_label_values(self, t: np.ndarray, name: str = "t") -> None:
-        """Raise ValueError for host labels with values the network cannot take."""
         ...
 
     def check_layers(self) -> None:
@@ -129,9 +124,6 @@ class BookNetwork:
                 f"{names[0]} holds {x.shape[0]} samples but {names[1]} holds {t.shape[0]} labels"
             )
         return x, t
-
-    def check_label_values(self, t: np.ndarray, name: str = "t") -> None:
-        """Nothing to check: the book's network takes its labels as they are."""
 
     def check_layers(self) -> None:
         """Nothing to check: the book's network binds its own layers."""

@@ -23,17 +23,16 @@ def on_device(net: Any, x: Any, t: Any, names: tuple[str, str]) -> tuple[Array, 
     ``names`` name them in error messages (``("x_train", "t_train")``).
     """
     backend = net.backend_info
-    # Labels that arrive on the host are read there; on the device they are read once, here:
-    # either way the steps need no check that waits for the device.
-    t_host = t if isinstance(t, np.ndarray) else None
     with backend.activate():
+        # The labels' values are read once, here (NumPy labels on the host, where that is
+        # free: check_batch does so): the steps then need no check that waits for the device.
+        x, t = net.check_batch(x, t, names=names, values=True)
+        # What check_batch leaves on the host moves now: a Dask network's data (kept chunked,
+        # on a cluster's workers), the book's own class's.
         if isinstance(x, np.ndarray):
             x = backend.asarray(x)
         if isinstance(t, np.ndarray):
             t = backend.asarray(t)
-        x, t = net.check_batch(x, t, names=names, values=t_host is None)
-        if t_host is not None:
-            net.check_label_values(t_host, names[1])
         if t.ndim == 2 and t.dtype != net.dtype:
             t = net.xp.astype(t, net.dtype)
     # Dask: computed once, kept in memory (on a cluster's workers) for every epoch's batches.

@@ -455,13 +455,6 @@ class Network(StateMixin, PassesMixin):
         _checks.check_same_library(x, t)
         return x, t
 
-    def check_label_values(self, t: np.ndarray, name: str = "t") -> None:
-        """Raise the ValueError of `check_batch` for host labels (NumPy) with bad values.
-
-        For labels read on the host before they are moved to the device (a Trainer's).
-        """
-        _checks.check_label_values(t, self.output_size, name)
-
     # -- the gradient-check machinery, which lives in bpcore.gradcheck -------------------------
 
     def check_dtype(self) -> str:
