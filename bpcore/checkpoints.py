@@ -75,6 +75,7 @@ _FORMAT_VERSION = 1
 _BUFFER_PREFIX = "buffers/"
 _OPTIMIZER_PREFIX = "optimizer/"
 _RANDOM_PREFIX = "random/"
+_PICKLE_START = b"\x80"  # the PROTO opcode every pickle since protocol 2 starts with
 
 # Network classes by name: every subclass of networks.Network registers itself (checkpoints
 # cannot import networks, which import this module to save).
@@ -197,14 +198,14 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    if is_pickle(path):
+    with open(path, "rb") as f:
+        start = f.read(4)  # what kind of file, from its first bytes, read once
+    if start[:1] == _PICKLE_START:
         raise ValueError(
             f"{path} is a pickle, not a bpcore checkpoint; bpcore never unpickles a checkpoint "
             f"(loading a pickle can run any code in it). The book's weights load with "
             f"net.load_params(path), which reads NumPy arrays and nothing else"
         )
-    with open(path, "rb") as f:
-        start = f.read(4)
     if start != b"PK\x03\x04":  # every .npz is a zip archive, which starts so
         raise ValueError(f"{path} is not a bpcore checkpoint (not an .npz archive)")
     try:
@@ -239,7 +240,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
 def is_pickle(path: str | os.PathLike[str]) -> bool:
     """Whether the file at ``path`` starts as every pickle since protocol 2 does."""
     with open(path, "rb") as f:
-        return f.read(1) == b"\x80"  # the PROTO opcode
+        return f.read(1) == _PICKLE_START
 
 
 # What a pickle of NumPy arrays names (NumPy 1 and 2 write these modules; protocol 2 encodes
@@ -352,7 +353,8 @@ def load_params_into(net: Any, path: str | os.PathLike[str]) -> None:
             f"{list(net.params)} (missing {missing}, unknown {unknown})"
         )
     try:
-        net.load_arrays({key: arrays[key].astype(np.float64) for key in net.params})
+        # Floats as they are (no copy); integer arrays as floats, which load_arrays requires.
+        net.load_arrays({key: arrays[key].astype(np.float64, copy=False) for key in net.params})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
