@@ -79,11 +79,14 @@ def test_host_labels_are_checked_on_the_host_before_they_move(backend, rng):
 
 def test_another_librarys_arrays_move_by_dlpack(backend, rng):
     # array-api-strict's arrays (PyTorch's, for a strict network) speak DLPack. A Dask network
-    # keeps taking its own and NumPy's arrays only (tests/test_bad_input.py).
-    if backend.name == "dask":
-        pytest.skip("a Dask network takes Dask and NumPy arrays, nothing else")
+    # keeps taking its own and NumPy's arrays only, and says how to move the others.
     net = TwoLayerNet(6, 4, 3, seed=0, **backend.net_kwargs())
     x, t = rng.random((5, 6)).astype(np.float32), np.array([0, 1, 2, 0, 1])
+    if backend.name == "dask":
+        xs = pytest.importorskip("array_api_strict")
+        with pytest.raises(TypeError, match=r"cannot move .* net\.xp\.asarray\(bpcore"):
+            net.loss(xs.asarray(x), t)
+        return
     if backend.name == "array_api_strict":
         source = pytest.importorskip("torch")
         foreign = source.from_numpy(x), source.from_numpy(t)
