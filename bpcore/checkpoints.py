@@ -525,6 +525,11 @@ def load_run(
         if layer is None or not draws_random(layer):
             raise ValueError(f"{path} holds random state for {name!r}, which draws no numbers")
         generators[name] = arrays[key]
+    # A generator's state is its library's, on its device's kind: a run resumed elsewhere
+    # starts its generators afresh (other masks) rather than feed them a foreign state.
+    here = {"backend": net.backend, "device": net.backend_info.device_name}
+    if meta.get("saved_from") != here:
+        generators = {}
     backend = net.backend_info
     with backend.activate():
         rest = restore(net, meta, arrays)

@@ -178,13 +178,15 @@ class Trainer:
         self._progress: Progress | None = None
         self._order: Array | None = None
         self._batch_callbacks: list[Callback] = []
-        if resume is not None:  # first: its seed draws the validation split
-            self._resume(Path(resume))
-
         if validation_data is not None and validation_split is not None:
             raise ValueError("give validation_data or validation_split, not both")
+        if self.checkpoint is not None and not self.checkpoint.parent.is_dir():
+            raise FileNotFoundError(f"no folder {self.checkpoint.parent} for checkpoint=")
+        # The data is checked before a checkpoint is restored: bad data changes no network.
         self.x_train, self.t_train = on_device(network, x_train, t_train, _names("train"))
         self.x_test, self.t_test = on_device(network, x_test, t_test, _names("test"))
+        if resume is not None:  # before the split: the checkpoint's seed draws it
+            self._resume(Path(resume))
         self.x_val: Array | None = None
         self.t_val: Array | None = None
         if validation_split is not None:

@@ -411,3 +411,35 @@ def test_mismatched_data_is_named_as_the_trainer_was_given_it():
         Trainer(MultiLayerNet(64, [8], 10), x, t[:10], xt, tt, verbose=False)
     with pytest.raises(ValueError, match="x_test holds a batch of 360 samples but t_test"):
         Trainer(MultiLayerNet(64, [8], 10), x, t, xt, tt[:5], verbose=False)
+
+
+def test_a_run_resumed_on_another_backend_starts_its_generators_afresh(tmp_path):
+    # The generators' states are the library's own (NumPy's bit generator, a torch.Generator,
+    # a JAX key): elsewhere the resumed run draws other masks, and nothing breaks.
+    path = tmp_path / "run.npz"
+    (x, t), (xt, tt) = DIGITS
+    kwargs = dict(epochs=2, mini_batch_size=64, verbose=False, seed=0)
+
+    def net(backend):
+        return bpcore.MultiLayerNetExtend(64, [16], 10, use_dropout=True, seed=0, backend=backend)
+
+    Trainer(net("numpy"), x[:128], t[:128], xt, tt, checkpoint=path, epochs=1,
+            mini_batch_size=64, verbose=False, seed=0).train()  # fmt: skip
+    pytest.importorskip("torch")
+    resumed = Trainer(net("torch"), x[:128], t[:128], xt, tt, resume=path, **kwargs)
+    resumed.train()
+    assert resumed.epochs_done == 2
+
+
+def test_bad_data_with_resume_changes_no_network_and_a_missing_folder_fails_first(tmp_path):
+    path = tmp_path / "run.npz"
+    (x, t), (xt, tt) = DIGITS
+    Trainer(MultiLayerNet(64, [8], 10, seed=0), x, t, xt, tt, epochs=1, verbose=False,
+            checkpoint=path).train()  # fmt: skip
+    net = MultiLayerNet(64, [8], 10, seed=1)
+    before = to_numpy(net.params["W1"]).copy()
+    with pytest.raises(ValueError, match="t_train holds 10 labels"):
+        Trainer(net, x, t[:10], xt, tt, resume=path, verbose=False)
+    np.testing.assert_array_equal(to_numpy(net.params["W1"]), before)
+    with pytest.raises(FileNotFoundError, match=r"no folder .* for checkpoint="):
+        Trainer(net, x, t, xt, tt, verbose=False, checkpoint=tmp_path / "missing" / "ck.npz")
