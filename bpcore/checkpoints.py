@@ -262,9 +262,7 @@ _BOOK_PICKLE_NAMES = {
 
 def _numpy_object(module: str, name: str) -> Any:
     if module == "codecs":
-        import codecs
-
-        return getattr(codecs, name)
+        return _latin1_bytes
     if not module:
         return getattr(np, name)
     try:  # NumPy 2's private home; NumPy 1 keeps the same functions in numpy.core
@@ -272,6 +270,14 @@ def _numpy_object(module: str, name: str) -> Any:
     except ImportError:  # pragma: no cover - NumPy 1
         found = importlib.import_module(f"numpy.core.{module}")
     return getattr(found, name)
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol 2 pickles of arrays call it (their raw bytes, as latin-1
+    text), and for nothing else: another codec (bz2, zlib, ...) is refused."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with {encoding!r}")
+    return text.encode("latin1")
 
 
 class _ArraysOnly(pickle.Unpickler):

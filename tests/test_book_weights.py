@@ -226,3 +226,19 @@ def test_the_books_real_weights_give_the_books_predictions(
     net = getattr(bpcore, cls)(dtype="float64")
     net.load_params(book / weights)
     np.testing.assert_allclose(to_numpy(net.predict(np.load(images))), np.load(out), atol=1e-10)
+
+
+def test_codecs_encode_serves_latin1_bytes_only(tmp_path):
+    # Protocol 2 pickles of arrays call _codecs.encode(text, "latin1"); any other codec a file
+    # names is refused before it runs.
+    import codecs
+
+    class _Bz2:
+        def __reduce__(self):
+            return codecs.encode, (b"x" * 10, "bz2")
+
+    message = _refusal(tmp_path, pickle.dumps({"W1": _Bz2()}, protocol=2))
+    assert "is not a readable pickle of arrays" in message and "bz2" in message
+    path = tmp_path / "two.pkl"
+    path.write_bytes(pickle.dumps({"W": np.arange(3.0)}, protocol=2))
+    np.testing.assert_array_equal(read_book_params(path)["W"], np.arange(3.0))
