@@ -290,3 +290,40 @@ def test_to_moves_a_copy_to_another_backend_device_and_dtype(backend, rng):
     for key, (_, host) in own.items():
         np.testing.assert_array_equal(to_numpy(back.params[key]), host)
     assert float(moved.loss(xb, tb)) == pytest.approx(float(net.loss(x, t)), rel=1e-5)
+
+
+def _masks(net, x, n=3):
+    """The next ``n`` dropout masks ``net`` draws (forward passes in training mode)."""
+    xb = net.xp.asarray(x, device=net.device, dtype=net.xp.float32)
+    return [to_numpy(net.predict(xb, train_flg=True)) for _ in range(n)]
+
+
+def test_to_carries_the_dropout_generators_and_reads_them_only(backend, rng):
+    x = rng.random((5, 6))
+
+    def build():
+        return bpcore.MultiLayerNetExtend(
+            6, [8], 3, use_dropout=True, seed=0, **backend.net_kwargs()
+        )
+
+    net = build()
+    _masks(net, x, 1)  # the generators away from their start
+    same = net.to(backend.name)  # the library named again: its device and its draws kept
+    assert same.device == net.device
+    # The copy draws what the original draws next, and taking it advanced nothing.
+    expected = _masks(build(), x, 4)[1:]
+    np.testing.assert_array_equal(_masks(same, x), expected)
+    np.testing.assert_array_equal(_masks(net, x), expected)
+    other = "numpy" if backend.name != "numpy" else "array_api_strict"
+    a, b = build().to(other), build().to(other)  # elsewhere: seeded from the state, reproducible
+    np.testing.assert_array_equal(_masks(a, x), _masks(b, x))
+
+
+def test_to_a_library_by_name_stays_on_the_networks_device():
+    import array_api_strict
+
+    device = array_api_strict.Device("device1")
+    net = TwoLayerNet(6, 4, 3, seed=0, backend="array_api_strict", device=device)
+    assert net.to("array_api_strict").device == device
+    assert net.to("array_api_strict", dtype="float64").device == device
+    assert net.to("numpy").device == "cpu"

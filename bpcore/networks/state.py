@@ -11,13 +11,14 @@ summaries (a sample pass) and compiled steps (traced values) are all written on 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backends import Array, Backend, to_numpy
-from ..layers import buffer_names
+from ..backends import Array, Backend, resolve_backend, to_numpy
+from ..layers import buffer_names, draws_random
 from .building import checked_host
 from .params import Params
 
@@ -168,17 +169,22 @@ class StateMixin:
         Notes
         -----
         The arrays go through the host (a NumPy copy each), so the copy is exact, whatever
-        the two backends. The layers of the copy keep nothing from this network's last pass,
-        and its dropout layers draw from fresh generators (seeded by nothing: pass the copy's
-        own state if a run must go on exactly).
+        the two backends. The layers of the copy keep nothing from this network's last pass.
+        Its dropout layers go on from this network's generators where the library and the
+        kind of device stay (the copy draws the masks this network would draw next); elsewhere
+        their generators are seeded from this network's generator state, so the same network
+        gives the same copy. This network's generators are read, never advanced.
         """
+        stays = device is None and backend is not None and not isinstance(backend, Backend)
+        if stays and resolve_backend(backend).name == self.backend_info.name:
+            backend = self.backend_info  # the same library named: stay on this device
         if backend is None:
             backend = self.backend_info
             if device is not None:  # the same library on another device
                 backend = self.backend_info.name
         host = {key: to_numpy(value) for key, value in self.params.items()}
         buffers = {key: to_numpy(value) for key, value in self.buffers.items()}
-        return type(self).from_arrays(  # type: ignore[attr-defined]
+        copy = type(self).from_arrays(  # type: ignore[attr-defined]
             self.config,  # type: ignore[attr-defined]
             host,
             buffers=buffers,
@@ -186,6 +192,8 @@ class StateMixin:
             device=device,
             dtype=self._dtype_name if dtype is None else dtype,
         )
+        _carry_generators(self, copy)
+        return copy
 
     @contextlib.contextmanager
     def using_dtype(self, dtype_name: str) -> Iterator[Any]:
@@ -201,3 +209,29 @@ class StateMixin:
         with self.using_state(cast):
             self._dtype_name = dtype_name
             yield self
+
+
+def _carry_generators(source: Any, copy: Any) -> None:
+    """Start ``copy``'s random layers where ``source``'s are, as far as their libraries allow.
+
+    A generator's state belongs to its library and kind of device: there it is set as it is.
+    Elsewhere the state seeds the new generator (through a hash), so that the copy is
+    reproducible. ``source``'s generators are read, not advanced.
+    """
+    same = (source.backend, source.backend_info.device_name) == (
+        copy.backend,
+        copy.backend_info.device_name,
+    )
+    for name, layer in source.layers.items():
+        generator = layer.generator if draws_random(layer) else None
+        if generator is None or not hasattr(generator, "get_state"):
+            continue  # CuPy's generator cannot say where it is
+        state = np.asarray(generator.get_state())
+        target = copy.layers[name]
+        with copy.backend_info.activate():
+            if same:
+                target.generator.set_state(state)
+            else:
+                digest = hashlib.sha256(state.tobytes()).digest()
+                seed = np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
+                target.generator = copy.backend_info.random_generator(seed)
