@@ -490,14 +490,20 @@ def save_run(
 
 
 def load_run(
-    net: Any, path: str | os.PathLike[str], optimizer: Any, *, batch_size: int
+    net: Any,
+    path: str | os.PathLike[str],
+    optimizer: Any,
+    *,
+    batch_size: int,
+    validation_split: float | None = None,
 ) -> dict[str, Any]:
     """Restore ``net`` and ``optimizer`` from a run checkpoint; return its trainer state.
 
     Everything is checked before anything is set: the file, that it is a run checkpoint, that
-    it `check_fits` the network, that it was trained with mini-batches of ``batch_size`` and
-    with an optimizer of ``optimizer``'s kind (its state replaces the optimizer's, learning
-    rate included), and its base learning rate.
+    it `check_fits` the network, that it was trained with mini-batches of ``batch_size``, with
+    the same ``validation_split`` (the same training samples) and with an optimizer of
+    ``optimizer``'s kind (its state replaces the optimizer's, learning rate included), and its
+    base learning rate.
 
     Raises
     ------
@@ -514,6 +520,12 @@ def load_run(
         raise ValueError(
             f"{path} was trained with mini-batches of {state.get('batch_size')}, not "
             f"{batch_size}: the resumed run would not continue the same one"
+        )
+    if state.get("validation_split") != validation_split:
+        saved = state.get("validation_split")
+        raise ValueError(
+            f"{path} was trained with validation_split={saved!r}, not {validation_split!r}: "
+            f"the resumed run would train on other samples"
         )
     base_lr = state.get("base_lr")
     if base_lr is not None and not (

@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends import Array
 
-__all__ = ["on_device", "split_off"]
+__all__ = ["on_device", "split_count", "split_off"]
 
 
 def on_device(net: Any, x: Any, t: Any, names: tuple[str, str]) -> tuple[Array, Array]:
@@ -39,6 +39,19 @@ def on_device(net: Any, x: Any, t: Any, names: tuple[str, str]) -> tuple[Array, 
     return backend.persist(x), backend.persist(t)
 
 
+def split_count(n: int, fraction: Any) -> int:
+    """How many of ``n`` samples a ``validation_split`` of ``fraction`` holds out; checked."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(f"validation_split must be a number in (0, 1), got {fraction!r}")
+    k = round(n * fraction) if 0 < fraction < 1 else 0
+    if not 0 < k < n:
+        raise ValueError(
+            f"validation_split={fraction!r} of {n} training samples leaves no validation or "
+            f"no training sample; expected a fraction in (0, 1)"
+        )
+    return k
+
+
 def split_off(
     net: Any, x: Array, t: Array, fraction: Any, seed: Any
 ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
@@ -47,15 +60,8 @@ def split_off(
     The validation samples are drawn from ``seed`` (so a resumed run, with its checkpoint's
     seed, holds out the same ones); both parts keep the data's order. Split on the device.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(f"validation_split must be a number in (0, 1), got {fraction!r}")
     n = int(x.shape[0])
-    k = round(n * fraction) if 0 < fraction < 1 else 0
-    if not 0 < k < n:
-        raise ValueError(
-            f"validation_split={fraction!r} of {n} training samples leaves no validation or "
-            f"no training sample; expected a fraction in (0, 1)"
-        )
+    k = split_count(n, fraction)
     order = np.random.default_rng([seed, n, 1]).permutation(n)
     backend, xp = net.backend_info, net.xp
     with backend.activate():

@@ -3,9 +3,9 @@
 The training and test sets are moved to the network's backend and device once, validated once
 and cast to the network's dtype once. Each epoch shuffles with a permutation drawn on the host
 from ``(seed, epoch)`` (so a resumed run shuffles exactly as an uninterrupted one) and copied to
-the device; mini-batches are gathered there with ``take``. Losses stay on the device as 0-d
-arrays and are read back only when the progress bar shows them or an epoch ends, so a GPU is not
-waited for at every step.
+the device, where it is cut into the epoch's batches of indices; mini-batches are gathered
+there with ``take``. Losses stay on the device as 0-d arrays and are read back only when the
+progress bar shows them or an epoch ends, so a GPU is not waited for at every step.
 
 Where the data is placed and split is `bpcore.placement`; what the loop shows is in
 `bpcore.console`; the run checkpoint's format in
@@ -33,13 +33,17 @@ from .checkpoints import atomic_write, load_run, save_run
 from .console import Progress, epoch_line, interactive
 from .networks.passes import evaluate_in_batches
 from .optimizers import OPTIMIZERS, Optimizer
-from .placement import on_device, split_off
+from .placement import on_device, split_count, split_off
 from .steps import TrainingStep, compile_evaluation
 
 __all__ = ["BookNetwork", "Trainer", "TrainingDivergedError"]
 
 # Accuracy is computed over chunks of this many samples, to bound the memory of the scores.
 _EVAL_CHUNK = 10_000
+
+
+# The CSV history's header before any epoch is done.
+_CSV_COLUMNS = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "seconds"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -106,7 +110,9 @@ class Trainer:
         ``train_acc``, ``test_acc``, ``seconds`` (steps and evaluation). `save_history`
         writes it as CSV or JSON.
     stop_training : bool
-        Set it (a callback does) to end `train` after the current epoch.
+        Set it (a callback does) to end `train`: after the current epoch when set at an
+        epoch's end, after the current step when set by ``on_batch_end`` (the epoch then ends
+        there, as in Keras: its steps are evaluated, checkpointed and counted as an epoch).
     base_lr : float or None
         The learning rate the run started from (the optimizer's when `train` or the first
         `train_step` began), kept in checkpoints: a learning-rate schedule counts from it, also
@@ -155,7 +161,11 @@ class Trainer:
             )
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.verbose = _verbosity(verbose)
-        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
+        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.optimizer = _make_optimizer(optimizer, optimizer_param)
         # Set when the run starts (so a rate changed before then counts); a resumed run takes
@@ -176,15 +186,18 @@ class Trainer:
         self.epochs_done = 0
         self.seconds = 0.0
         self._progress: Progress | None = None
-        self._order: Array | None = None
+        self._batches: list[Array] = []
         self._batch_callbacks: list[Callback] = []
         if validation_data is not None and validation_split is not None:
             raise ValueError("give validation_data or validation_split, not both")
+        self.validation_split = validation_split
         if self.checkpoint is not None and not self.checkpoint.parent.is_dir():
             raise FileNotFoundError(f"no folder {self.checkpoint.parent} for checkpoint=")
         # The data is checked before a checkpoint is restored: bad data changes no network.
         self.x_train, self.t_train = on_device(network, x_train, t_train, _names("train"))
         self.x_test, self.t_test = on_device(network, x_test, t_test, _names("test"))
+        if validation_split is not None:  # checked before a resume changes the network
+            split_count(self.x_train.shape[0], validation_split)
         if resume is not None:  # before the split: the checkpoint's seed draws it
             self._resume(Path(resume))
         self.x_val: Array | None = None
@@ -284,17 +297,18 @@ class Trainer:
             self._start_epoch()
         progress = self._progress
         assert progress is not None
-        assert self._order is not None
-        n, size, step = self.x_train.shape[0], self.batch_size, progress.steps_done
-        idx = self._order[step * size : min((step + 1) * size, n)]  # in bounds, as asked
+        idx = self._batches[progress.steps_done]
         loss = self.step.run(self.x_train, self.t_train, idx)  # the device is current already
         progress.step(loss, self.step.hits, samples=int(idx.shape[0]))
         for callback in self._batch_callbacks:  # the loss as a 0-d array: nothing read back
             callback.on_batch_end(self, progress.steps_done, {"loss": loss})
-        if progress.steps_done < progress.steps:
+        if progress.steps_done < progress.steps and not self.stop_training:
             self._count(started)
             return
-        losses = progress.finish()  # the epoch's read-back: waits for the device
+        # The epoch's read-back (it waits for the device). A callback that stopped training
+        # within the epoch ends it here, as in Keras: its steps so far are kept, evaluated,
+        # counted as an epoch and checkpointed; the next epoch starts a new order.
+        losses = progress.finish()
         self._count(started)
         self._end_epoch(losses)
 
@@ -317,7 +331,11 @@ class Trainer:
             callback.on_epoch_begin(self, self.epochs_done + 1)
         n = self.x_train.shape[0]
         order = np.random.default_rng([self.seed, self.epochs_done]).permutation(n)
-        self._order = self.network.backend_info.indices(order)
+        # Copied to the device once and cut into the epoch's batches now: a step then moves
+        # nothing between host and device (JAX uploads the bounds of a slice as scalars).
+        whole = self.network.backend_info.indices(order)
+        size = self.batch_size
+        self._batches = [whole[i : min(i + size, n)] for i in range(0, n, size)]
         self._progress = Progress(
             self.iter_per_epoch,
             f"epoch {self.epochs_done + 1}/{self.epochs}",
@@ -358,7 +376,7 @@ class Trainer:
     def _close_progress(self) -> None:
         if self._progress is not None:
             self._progress.close()
-        self._progress = self._order = None
+        self._progress, self._batches = None, []
 
     def _diverged(self, value: float, step: int) -> TrainingDivergedError:
         return TrainingDivergedError(
@@ -405,12 +423,16 @@ class Trainer:
         """
         path = Path(path)
         if path.suffix.lower() == ".csv":
-            columns = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc"]
-            if self.epoch_history and "val_loss" in self.epoch_history[0]:
-                columns += ["val_loss", "val_acc"]
-            columns.append("seconds")
+            # Every column any row has (a run resumed with validation data has it from then
+            # on), in the rows' order; a row without a value leaves its field empty.
+            keys = dict.fromkeys(key for row in self.epoch_history for key in row)
+            named = dict.fromkeys([*_CSV_COLUMNS[:-1], *keys])
+            columns = [*(key for key in named if key != "seconds"), "seconds"]
             lines = [",".join(columns)]
-            lines += [",".join(repr(row[c]) for c in columns) for row in self.epoch_history]
+            lines += [
+                ",".join(repr(row[c]) if c in row else "" for c in columns)
+                for row in self.epoch_history
+            ]
             text = "\n".join(lines) + "\n"
         else:
             text = json.dumps(
@@ -435,12 +457,19 @@ class Trainer:
             "base_lr": self.base_lr,
             "history": self.history,
             "epoch_history": self.epoch_history,
+            "validation_split": self.validation_split,
         }
         return save_run(self.network, path, self.optimizer, trainer)
 
     def _resume(self, path: Path) -> None:
         # Everything is checked before anything is set (see load_run).
-        state = load_run(self.network, path, self.optimizer, batch_size=self.batch_size)
+        state = load_run(
+            self.network,
+            path,
+            self.optimizer,
+            batch_size=self.batch_size,
+            validation_split=self.validation_split,
+        )
         self.epochs_done = int(state["epochs_done"])
         self.seed = int(state["seed"])
         self.seconds = float(state.get("seconds", 0.0))

@@ -19,11 +19,13 @@ from bpcore.callbacks import (
     BestCheckpoint,
     Callback,
     EarlyStopping,
+    HistoryLogger,
     ReduceLROnPlateau,
     wants_batches,
 )
 from bpcore.cli import main
 from bpcore.datasets import load_digits
+from bpcore.testing import BackendCase
 
 (X, T), (XT, TT) = load_digits()
 X, T = X[:320], T[:320]
@@ -177,3 +179,121 @@ def test_the_run_reads_in_order_and_counts_its_epochs_right(capsys):
     assert "val loss" in err[epoch]
     (summary,) = [line for line in err if line.startswith("digits: test accuracy")]
     assert " 1 epoch in " in summary and "validation accuracy" in summary
+
+
+class _StopAt(Callback):
+    """Stops training from the per-batch hook, at a step of the first epoch."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_batch_end(self, trainer, step, logs):
+        if step == self.step:
+            trainer.stop_training = True
+
+
+def test_a_stop_within_an_epoch_ends_that_epoch_and_keeps_its_steps(backend, tmp_path):
+    # The steps of the epoch that a per-batch callback stopped were lost: no losses, no row,
+    # no checkpoint, and a resume redid them.
+    path = tmp_path / "ck.npz"
+    trainer = _trainer(backend, epochs=3, callbacks=[_StopAt(2)], checkpoint=path)
+    trainer.train()
+    assert trainer.epochs_done == 1 and len(trainer.train_loss_list) == 2
+    row = trainer.epoch_history[-1]
+    assert row["train_loss"] == pytest.approx(np.mean(trainer.train_loss_list))
+    assert row["test_acc"] == trainer.test_acc_list[-1]
+    resumed = _trainer(backend, epochs=3, resume=path)
+    assert resumed.epochs_done == 1 and len(resumed.train_loss_list) == 2
+    resumed.train()
+    assert len(resumed.train_loss_list) == 2 + 2 * resumed.iter_per_epoch
+
+
+def test_a_resume_with_another_validation_split_is_refused(backend, tmp_path):
+    # Resumed without its split, the run trained on the held-out samples too, and its history
+    # file lost the validation columns' values.
+    path = tmp_path / "ck.npz"
+    _trainer(backend, epochs=1, validation_split=0.25, checkpoint=path).train()
+    for split in (None, 0.5):
+        net = MultiLayerNet(64, [16], 10, seed=5, **backend.net_kwargs())
+        before = {key: to_numpy(value).copy() for key, value in net.params.items()}
+        with pytest.raises(ValueError, match=r"validation_split=0\.25, not"):
+            Trainer(net, X, T, XT, TT, resume=path, validation_split=split, mini_batch_size=64,
+                    optimizer="Adam", verbose=0)  # fmt: skip
+        for key, value in before.items():
+            np.testing.assert_array_equal(to_numpy(net.params[key]), value)
+    resumed = _trainer(backend, epochs=2, validation_split=0.25, resume=path)
+    resumed.train()
+    assert [row["epoch"] for row in resumed.epoch_history] == [1, 2]
+
+
+def test_a_history_gains_validation_columns_midway(backend, tmp_path):
+    path = tmp_path / "ck.npz"
+    _trainer(backend, epochs=1, checkpoint=path).train()
+    trainer = _trainer(backend, epochs=2, resume=path, validation_data=(XT[:50], TT[:50]))
+    trainer.train()
+    with open(trainer.save_history(tmp_path / "h.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["epoch"], bool(row["val_acc"])) for row in rows] == [("1", False), ("2", True)]
+    assert list(rows[0])[-1] == "seconds"
+
+
+def test_reduce_lr_on_plateau_in_a_real_run(backend):
+    # Every epoch "stalls" (no gain of 10 in the loss): the rate halves after each, and the
+    # steps of the next epoch use the halved rate.
+    plateau = ReduceLROnPlateau(factor=0.5, patience=1, min_delta=10.0)
+    seen = []
+
+    class Rates(Callback):
+        def on_epoch_begin(self, trainer, epoch):
+            seen.append(trainer.optimizer.lr)
+
+    trainer = _trainer(backend, epochs=3, callbacks=[plateau, Rates()])
+    trainer.train()
+    assert seen == [0.01, 0.01, 0.005]
+    assert plateau.reductions == [(2, 0.005), (3, 0.0025)]
+    assert trainer.optimizer.lr == 0.0025 and plateau.monitor == "test_loss"
+
+
+@pytest.mark.parametrize("callback", ["history", "best"])
+def test_files_in_a_missing_folder_fail_before_any_step(backend, tmp_path, callback):
+    path = tmp_path / "no" / "such" / "h.csv"
+    make = {"history": HistoryLogger, "best": BestCheckpoint}[callback]
+    trainer = _trainer(backend, callbacks=[make(path)])
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        trainer.train()
+    assert trainer.train_loss_list == [] and trainer.epochs_done == 0
+
+
+@pytest.mark.parametrize("option", ["--history", "--checkpoint", "--plot"])
+def test_the_command_line_refuses_a_missing_folder_at_once(tmp_path, capsys, option):
+    assert main(["train", "--epochs", "1", option, str(tmp_path / "missing" / "f.csv")]) == 2
+    assert "no folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True])
+def test_a_bad_seed_is_named(seed):
+    net = MultiLayerNet(64, [16], 10, seed=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        Trainer(net, X, T, XT, TT, seed=seed)
+
+
+def test_an_unused_batch_hook_moves_nothing_during_an_epoch(monkeypatch):
+    # Within an epoch, with callbacks that have no per-batch hook, a step neither reads a value
+    # back nor uploads one: the losses are read once, at the epoch's end, and the batches'
+    # indices go to the device when the epoch starts (JAX uploaded each slice's bounds).
+    jax = pytest.importorskip("jax")
+    trainer = _trainer(BackendCase("jax", "cpu"), epochs=1, callbacks=[EarlyStopping()])
+    reads = []
+    backend = type(trainer.network.backend_info)
+    read_floats = backend.read_floats
+    counted = staticmethod(lambda values: reads.append(1) or read_floats(values))
+    monkeypatch.setattr(backend, "read_floats", counted)
+    trainer.train_step()  # the epoch's order goes to the device here
+    with jax.transfer_guard("disallow"):
+        for _ in range(trainer.iter_per_epoch - 2):
+            trainer.train_step()
+        with pytest.raises(Exception, match="Disallowed host-to-device"):
+            jax.numpy.asarray(np.ones(2))  # the guard is on
+    assert reads == []
+    trainer.train_step()  # the epoch's end: its losses read back in one go
+    assert len(reads) >= 1 and len(trainer.train_loss_list) == trainer.iter_per_epoch
