@@ -6,7 +6,9 @@ epoch's end it passes that epoch's row of ``trainer.epoch_history``: ``epoch``, 
 (the mean of the epoch's steps), ``test_loss``, ``train_acc``, ``test_acc``, with validation
 data ``val_loss`` and ``val_acc``, and ``seconds``. A callback that defines ``on_batch_end`` is
 called after every step too; the others cost nothing per step. A callback stops training by
-setting ``trainer.stop_training = True``.
+setting ``trainer.stop_training = True``: at an epoch's end, training ends there; in
+``on_batch_end``, the epoch ends after that step (as in Keras: its steps are evaluated,
+checkpointed and counted as an epoch).
 
 Callbacks that watch a value (`EarlyStopping`, `ReduceLROnPlateau`, `BestCheckpoint`) watch
 the validation set's by default when the trainer has validation data, else the test set's.
@@ -296,7 +298,8 @@ class BestCheckpoint(Callback):
         self.best: float | None = None
 
     def on_train_begin(self, trainer: Any) -> None:
-        """Choose what to watch."""
+        """Choose what to watch; check that the file's folder exists (before any step)."""
+        _check_folder(self.path, "BestCheckpoint")
         self.monitor, self._larger = _watched(self._given, "acc", trainer)
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
@@ -319,6 +322,17 @@ class HistoryLogger(Callback):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
+    def on_train_begin(self, trainer: Any) -> None:
+        """Check that the file's folder exists, before any step is spent."""
+        _check_folder(self.path, "HistoryLogger")
+
     def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
         """Write the history so far."""
         trainer.save_history(self.path)
+
+
+def _check_folder(path: Path, owner: str) -> None:
+    """Raise FileNotFoundError now, not after an epoch of training, when ``path`` cannot be
+    written for want of its folder (files are written atomically and never make folders)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no folder {path.parent} for {owner}'s file {path.name}")

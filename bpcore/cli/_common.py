@@ -10,6 +10,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO
 
 from ..backends import BACKENDS
@@ -51,6 +52,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """An argparse type: a seed, an integer of at least 0 (what NumPy's generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def number(low: float, low_allowed: bool, high: float | None = None) -> Callable[[str], float]:
     """An argparse type: a finite float above ``low`` (or equal, if allowed), below ``high``."""
     interval = f"{'[' if low_allowed else '('}{low:g}, {'inf' if high is None else f'{high:g}'})"
@@ -66,6 +78,14 @@ def number(low: float, low_allowed: bool, high: float | None = None) -> Callable
         return value
 
     return parse
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write, in a folder that exists (a typo fails at once)."""
+    parent = Path(text).parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {parent} to write {Path(text).name} in")
+    return text
 
 
 def _name(text: str) -> str:

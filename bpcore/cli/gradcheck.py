@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backends import resolve_backend
 from ..gradcheck import directional_gradient_check, gradient_check
-from ._common import EPILOG, add_backend_options, finite, human, options, positive_int
+from ._common import EPILOG, add_backend_options, finite, human, options, positive_int, seed
 from .models import DEFAULT_MODEL, REGISTRY, describe
 
 __all__ = ["add_parser", "run"]
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=50,
         help="hidden layer size of the mlp (default 50)",
     )
-    check.add_argument("--seed", type=int, default=0, help="seed of weights and images")
+    check.add_argument("--seed", type=seed, default=0, help="seed of weights and images")
     check.add_argument(
         "--directional",
         action="store_true",

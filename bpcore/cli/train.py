@@ -11,7 +11,17 @@ from ..backends import resolve_backend
 from ..datasets import DATASETS
 from ..networks import ACTIVATIONS
 from ..optimizers import OPTIMIZERS
-from ._common import EPILOG, UsageError, add_backend_options, human, number, options, positive_int
+from ._common import (
+    EPILOG,
+    UsageError,
+    add_backend_options,
+    human,
+    number,
+    options,
+    output_file,
+    positive_int,
+    seed,
+)
 from .models import DEFAULT_MODEL, REGISTRY, describe
 
 __all__ = ["add_parser", "run"]
@@ -95,13 +105,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     train.add_argument(
         "--epochs", type=positive_int, help="epochs (default: 20 on digits, 10 otherwise)"
     )
-    train.add_argument("--seed", type=int, default=0, help="seed of weights and shuffles")
-    train.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint after each epoch")
+    train.add_argument(
+        "--seed", type=seed, default=0, help="seed of weights and shuffles (an integer >= 0)"
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        type=output_file,
+        help="save a checkpoint after each epoch",
+    )
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
-    train.add_argument("--plot", metavar="PNG", help="save loss and accuracy curves (matplotlib)")
+    train.add_argument(
+        "--plot",
+        metavar="PNG",
+        type=output_file,
+        help="save loss and accuracy curves (matplotlib)",
+    )
     train.add_argument(
         "--history",
         metavar="PATH",
+        type=output_file,
         help="write the per-epoch history (loss, accuracies, seconds) after each epoch: CSV for "
         "a .csv name, else JSON",
     )
