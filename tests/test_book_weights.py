@@ -67,6 +67,31 @@ def test_the_books_pickles_load_on_every_backend(backend, tmp_path, rng, numpy_m
     )
 
 
+@pytest.mark.parametrize("kind", ["TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend"])
+def test_a_fully_connected_nets_pickle_loads(backend, tmp_path, rng, kind):
+    # The book's dense nets keep their weights as W1, b1, ... (and gamma/beta with batch norm).
+    build = {
+        "TwoLayerNet": lambda **k: bpcore.TwoLayerNet(6, 5, 3, **k),
+        "MultiLayerNet": lambda **k: bpcore.MultiLayerNet(6, [5, 4], 3, **k),
+        "MultiLayerNetExtend": lambda **k: bpcore.MultiLayerNetExtend(
+            6, [5], 3, use_batchnorm=True, **k
+        ),
+    }[kind]
+    source = build(dtype="float64", seed=3)
+    arrays = {key: to_numpy(value) for key, value in source.params.items()}
+    path = tmp_path / "params.pkl"
+    path.write_bytes(_book_pickle(arrays, "numpy.core.multiarray"))
+    net = build(seed=4, **backend.net_kwargs())
+    net.load_params(path)
+    x = rng.random((4, 6))
+    np.testing.assert_allclose(
+        to_numpy(net.predict(backend.asarray(x, "float32"))),
+        to_numpy(source.predict(x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 @pytest.mark.parametrize("protocol", [2, 3, 5])
 def test_other_protocols_of_arrays_load(tmp_path, protocol):
     arrays = {"W": np.arange(6.0).reshape(2, 3), "b": np.float32([1, 2, 3]), "n": np.int64([4])}
@@ -225,7 +250,9 @@ def test_the_books_real_weights_give_the_books_predictions(
     )  # fmt: skip
     net = getattr(bpcore, cls)(dtype="float64")
     net.load_params(book / weights)
-    np.testing.assert_allclose(to_numpy(net.predict(np.load(images))), np.load(out), atol=1e-10)
+    np.testing.assert_allclose(
+        to_numpy(net.predict(np.load(images))), np.load(out), rtol=0, atol=1e-12
+    )
 
 
 def test_codecs_encode_serves_latin1_bytes_only(tmp_path):
