@@ -1,4 +1,4 @@
-"""The ``bpcore`` command: ``bpcore train``, ``bpcore gradcheck`` and ``bpcore info``.
+"""The ``bpcore`` command: ``train``, ``gradcheck``, ``bench``, ``compare`` and ``info``.
 
 Its exit status is a contract scripts can rely on (`EXIT_STATUS`): 0 on success, 1 on a failure
 (a failed gradient check, missing or corrupt data or checkpoint, a diverging run), 2 only for a
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..version import __version__
-from . import gradcheck, info, train
+from . import compare, gradcheck, info, train
 from ._common import EPILOG, UsageError
 from .models import REGISTRY
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bpcore {__version__}")
     # Subparsers are made with the parent's class: a command's bad option is one line too.
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (gradcheck, train, info):  # the order --help lists them in
+    for command in (gradcheck, train, compare, info):  # the order --help lists them in
         command.add_parser(sub)
     return parser
 

@@ -1,0 +1,87 @@
+"""``bpcore compare``: every backend's layers against float64 NumPy, in lock step.
+
+It passes on the backends as they are, and it finds a backward pass made wrong on one backend
+only (injected here), naming that backend, that layer and the backward pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import bpcore.layers
+from bpcore.backends import namespace
+from bpcore.cli import main
+from bpcore.compare import compare_backends, tolerance
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs/schemas/compare.schema.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["mlp", "convnet"])
+def test_every_backend_agrees_with_the_reference(backend, model):
+    report = compare_backends([(backend.name, backend.device)], model=model, steps=2)
+    assert report.passed, report.format()
+    document = report.to_json()
+    jsonschema.validate(document, SCHEMA)
+    assert document["first_divergence"] is None
+    passes = {d["pass"] for d in document["departures"]}
+    assert {"forward", "backward"} <= passes
+    layers = {d["layer"] for d in document["departures"]}
+    assert "Affine1" in layers or "Conv1" in layers
+
+
+def _wrong_backward(monkeypatch, library):
+    """Make ``Relu.backward`` 0.1% wrong on arrays of ``library`` only."""
+    right = bpcore.layers.Relu.backward
+
+    def backward(self, dout):
+        dx = right(self, dout)
+        return dx * 1.001 if namespace(dx).__name__.endswith(library) else dx
+
+    monkeypatch.setattr(bpcore.layers.Relu, "backward", backward)
+
+
+def test_a_wrong_backward_pass_is_found_and_named(monkeypatch):
+    _wrong_backward(monkeypatch, "torch")
+    report = compare_backends(["numpy", "torch", "array_api_strict"], model="mlp", steps=1)
+    first = report.first_divergence
+    assert first is not None and not report.passed
+    assert (first.backend, first.layer, first.pass_) == (
+        "torch",
+        "Activation_function1",
+        "backward",
+    )
+    assert first.ratio > 1 and first.departure == pytest.approx(1e-3, rel=0.05)
+    document = report.to_json()
+    jsonschema.validate(document, SCHEMA)
+    assert document["first_divergence"]["pass"] == "backward"
+    # The other backends stay within: only the injected one is named.
+    assert {d.backend for d in report.departures if not d.within} == {"torch"}
+
+
+def test_the_command_exits_1_and_names_the_divergence(monkeypatch, capsys):
+    _wrong_backward(monkeypatch, "numpy")  # NumPy's own layers; the reference is float64 NumPy
+    # ... so the reference is wrong in the same way: array_api_strict then departs.
+    assert main(["compare", "--backends", "array_api_strict", "--steps", "1", "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    jsonschema.validate(document, SCHEMA)
+    assert document["first_divergence"]["backend"] == "array_api_strict"
+    assert document["first_divergence"]["pass"] == "backward"
+
+
+def test_the_command_passes_and_refuses_bad_options(capsys):
+    assert main(["compare", "--backends", "numpy", "--steps", "1"]) == 0
+    assert "every result within its tolerance" in capsys.readouterr().out
+    assert main(["compare", "--backends", "nosuch"]) == 2
+    assert main(["compare", "--steps", "0"]) == 2
+
+
+def test_tolerances_grow_with_the_dtype_the_sum_and_the_depth():
+    assert tolerance("float32", 784, 0) > tolerance("float64", 784, 0) * 1e8
+    assert tolerance("float32", 784, 0) == pytest.approx(tolerance("float32", 49, 0) * 4)
+    assert tolerance("float32", 10, 3) == pytest.approx(tolerance("float32", 10, 0) * 4)
+    with pytest.raises(ValueError, match="unknown model"):
+        compare_backends(["numpy"], model="resnet")
