@@ -4,7 +4,7 @@ Rows in each group ``conv step <model> b100 <dtype>``:
 
 * ``bpcore[<backend>]``: the book's loop through the public API, ``grads = net.gradient(x, t)``
   then ``optimizer.update(net.params, grads)``, inputs as a user holds them (on the device);
-* ``book_numpy``: the book's own im2col code in plain NumPy (``book_reference.py``), bugs fixed;
+* ``book_numpy``: the book's own im2col code in plain NumPy (``bpcore/bench/book_reference.py``), bugs fixed;
 * ``pytorch_eager``: ``nn.Conv2d``, ``ReLU``, ``MaxPool2d``, ``Linear`` (and ``Dropout``),
   ``cross_entropy``, ``torch.optim.SGD``.
 
@@ -78,8 +78,8 @@ def _book_params(model, dtype):
 
 
 def test_book_numpy(benchmark, model):
-    from book_reference import SGD as BookSGD
-    from book_reference import ConvNet
+    from bpcore.bench.book_reference import SGD as BookSGD
+    from bpcore.bench.book_reference import ConvNet
 
     dtype = DTYPE
     _group(benchmark, model, dtype)

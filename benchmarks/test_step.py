@@ -8,7 +8,7 @@ Rows in each group ``step <size> <dtype>``:
   program on JAX; JAX only, elsewhere it is the row above);
 * ``bpcore trainer[<backend>]``: ``Trainer.train_step()`` over ten batches of that size
   (shuffled gathers, the read-back and an evaluation of one sample at each epoch's end);
-* ``book_numpy``: the book's layer code in plain NumPy (``book_reference.py``), bugs fixed;
+* ``book_numpy``: the book's layer code in plain NumPy (``bpcore/bench/book_reference.py``), bugs fixed;
 * ``pytorch_eager``: ``Linear``-``ReLU``-...-``Linear``, ``cross_entropy``, ``torch.optim.SGD``;
 * ``floor[<backend>]``: only the matrix products a step cannot avoid (the forward ones, and in
   backward every weight gradient plus every input gradient but the first layer's), in the
@@ -134,8 +134,8 @@ def test_bpcore_trainer(benchmark, backend, dtype, size):
 
 
 def test_book_numpy(benchmark, dtype, size):
-    from book_reference import SGD as BookSGD
-    from book_reference import TwoLayerNet as BookNet
+    from bpcore.bench.book_reference import SGD as BookSGD
+    from bpcore.bench.book_reference import TwoLayerNet as BookNet
 
     sizes, x, t = _host_data(size, dtype)
     if len(sizes) != 3:

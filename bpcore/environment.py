@@ -58,7 +58,8 @@ def environment_info() -> dict[str, Any]:
         ``bpcore``, ``python``, ``implementation``, ``executable``, ``platform``, ``machine``,
         ``cpus``; ``packages``: the versions of bpcore's own dependencies (None when missing);
         ``backends``: per installed backend, its version and devices, and where the library
-        sees them, GPUs with their memory and the CUDA versions; ``not_installed``;
+        sees them, GPUs with their memory and the CUDA versions, and the settings that let
+        float32 products round to TF32 on NVIDIA GPUs; ``not_installed``;
         ``threadpools``: threadpoolctl's report, taken after every backend is imported so that
         their BLAS and OpenMP libraries are in it; ``environment``: the ``BPCORE_*`` variables
         that are set.
@@ -127,6 +128,19 @@ def format_environment(info: dict[str, Any]) -> str:
             lines.append(f"    GPU: {g['name']}{memory}")
         if "cuda_error" in found:
             lines.append(f"    CUDA: {found['cuda_error']}")
+        precision = [
+            f"{k} {found[k]}"
+            for k in (
+                "float32_matmul_precision",
+                "cuda_matmul_allow_tf32",
+                "cudnn_allow_tf32",
+                "default_matmul_precision",
+                "CUPY_TF32",
+            )
+            if k in found
+        ]
+        if precision:
+            lines.append(f"    matmul: {', '.join(precision)}")
     if info["not_installed"]:
         lines.append(f"  not installed: {', '.join(info['not_installed'])}")
     lines.append("threads (threadpoolctl):")

@@ -72,10 +72,14 @@ class CuPyBackend(Backend):
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
-        """Version and devices, each GPU's name and memory, and the CUDA driver and runtime."""
+        """Version and devices, each GPU's name and memory, the CUDA driver and runtime, and
+        ``CUPY_TF32`` (1: float32 products may round their inputs to TF32 on NVIDIA GPUs)."""
+        import os
+
         import cupy
 
         found = super().report(xp)
+        found["CUPY_TF32"] = os.environ.get("CUPY_TF32", "0")
         runtime = cupy.cuda.runtime
         gpus = []
         for i in range(cls.device_count()):

@@ -61,7 +61,8 @@ class JAXBackend(Backend):
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
-        """Version, jaxlib's, devices; each GPU's kind, and what JAX may allocate of it; the driver.
+        """Version, jaxlib's, devices, the default matmul precision; each GPU's kind, and what
+        JAX may allocate of it; the driver.
 
         JAX reports no GPU's total memory, only its allocator's limit (75% of it by default, or
         ``XLA_PYTHON_CLIENT_MEM_FRACTION``), which is reported as ``jax_memory_limit_gib``.
@@ -72,6 +73,8 @@ class JAXBackend(Backend):
 
         found = super().report(xp)
         found["jaxlib"] = importlib.metadata.version("jaxlib")
+        # None is JAX's default: on NVIDIA GPUs float32 products then round to TF32 or bf16.
+        found["default_matmul_precision"] = jax.config.jax_default_matmul_precision
         gpus = []
         for device in jax.devices():
             if device.platform == "gpu":

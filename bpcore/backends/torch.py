@@ -49,15 +49,21 @@ class TorchBackend(Backend):
 
     @classmethod
     def report(cls, xp: Namespace) -> dict[str, Any]:
-        """Version, devices and intra-op threads; GPUs, CUDA runtime and driver where CUDA is.
+        """Version, devices, intra-op threads, float32 matmul settings; GPUs, CUDA runtime and
+        driver where CUDA is.
 
         The runtime is the CUDA version PyTorch was built with and ships (None for a CPU
-        build); the driver is asked of the driver itself.
+        build); the driver is asked of the driver itself. ``float32_matmul_precision`` and the
+        two TF32 switches say whether float32 products on an NVIDIA GPU may round their inputs
+        to TF32 (10 bits of mantissa): what ``bpcore compare`` then sees as a departure.
         """
         import torch
 
         found = super().report(xp)
         found["threads"] = torch.get_num_threads()
+        found["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+        found["cuda_matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        found["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
         found["cuda_runtime"] = torch.version.cuda
         found["gpus"] = []
         if torch.cuda.is_available():

@@ -8,8 +8,9 @@ on stderr, without a traceback. With ``--json``, stdout holds one JSON document 
 else; the human-readable lines go to stderr.
 
 Each command is a module here that adds its options and, beside them, its handler
-(`bpcore.cli.train`, `bpcore.cli.gradcheck`, `bpcore.cli.info`); the networks ``--model`` names
-are in `bpcore.cli.models`. This module assembles the parser and turns errors into exit statuses.
+(`bpcore.cli.train`, `bpcore.cli.gradcheck`, `bpcore.cli.bench`, `bpcore.cli.compare`,
+`bpcore.cli.info`); the networks ``--model`` names are in `bpcore.cli.models`. This module
+assembles the parser and turns errors into exit statuses.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..version import __version__
-from . import compare, gradcheck, info, train
+from . import bench, compare, gradcheck, info, train
 from ._common import EPILOG, UsageError
 from .models import REGISTRY
 
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bpcore {__version__}")
     # Subparsers are made with the parent's class: a command's bad option is one line too.
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (gradcheck, train, compare, info):  # the order --help lists them in
+    for command in (gradcheck, train, bench, compare, info):  # the order --help lists them in
         command.add_parser(sub)
     return parser
 

@@ -4,7 +4,8 @@ Written in the style of the book's ``common/layers.py`` and ``two_layer_net.py``
 ``dout[mask] = 0``, ``x.reshape``), with the notebook's bugs fixed so that it computes the right
 gradients: ``Affine.backward`` returns its ``dx``, ``SoftmaxWithLoss`` takes integer labels and
 prints nothing, and ``Relu.backward`` copies ``dout`` before zeroing it. It is what a reader of the
-book would run, so it is the baseline bpcore must not be slower than. bpcore never imports it.
+book would run, so it is the baseline bpcore must not be slower than. Only the benchmarks use it
+(`bpcore bench` and ``benchmarks/``, as the ``book numpy`` row); no layer of bpcore imports it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,244 @@
+"""What ``bpcore bench`` reports: rows with their statistics, as a table, a JSON document, a chart.
+
+A `BenchReport` holds one run: its settings, the environment it ran in (`bpcore info`'s report)
+and a `BenchRow` per row and group (model, batch size, dtype). ``to_json`` is the versioned
+document of ``docs/schemas/bench.schema.json``; `BenchReport.mark_baseline` compares the rows
+with those of an earlier document.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BENCH_SCHEMA", "BENCH_SCHEMA_VERSION", "BenchReport", "BenchRow", "load_baseline"]
+
+#: The ``schema`` field of `BenchReport.to_json`'s document, and its version.
+BENCH_SCHEMA = "bpcore-bench"
+BENCH_SCHEMA_VERSION = 1
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass
+class BenchRow:
+    """One row of one group: its timings' statistics, in seconds per training step.
+
+    ``first_call_s`` is the first call, kept out of the statistics; on a compiled row it is
+    the compilation (with one step) and is also given as ``compile_s``. ``ratio_to_fastest`` is
+    the row's median over the group's fastest median. ``baseline`` is set by
+    `BenchReport.mark_baseline`. ``error`` says why a row failed (then its figures are NaN).
+    """
+
+    model: str
+    label: str
+    batch_size: int
+    dtype: str
+    name: str
+    kind: str
+    backend: str | None
+    device: str | None
+    times_s: list[float]
+    iterations: int
+    first_call_s: float
+    stats: dict[str, float]
+    error: str | None = None
+    ratio_to_fastest: float = math.nan
+    baseline: dict[str, Any] | None = None
+
+    @property
+    def median(self) -> float:
+        """The median seconds per step (NaN for a failed row)."""
+        return self.stats["median"]
+
+    @property
+    def group(self) -> tuple[str, int, str]:
+        """(model, batch size, dtype): the rows timed together, interleaved."""
+        return (self.model, self.batch_size, self.dtype)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON row: statistics as ``<name>_s`` fields, NaN as null."""
+        row = asdict(self)
+        stats = row.pop("stats")
+        row.update({f"{k}_s": _finite(v) for k, v in stats.items()})
+        row["rounds"] = len(self.times_s)
+        row["first_call_s"] = _finite(self.first_call_s)
+        row["compile_s"] = row["first_call_s"] if self.kind == "compiled" else None
+        row["per_sample_s"] = _finite(self.median / self.batch_size)
+        row["ratio_to_fastest"] = _finite(self.ratio_to_fastest)
+        return row
+
+
+@dataclass
+class BenchReport:
+    """One ``bpcore bench`` run: settings, environment and rows, in the order they were timed."""
+
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    rows: list[BenchRow] = field(default_factory=list)
+    created: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Whether a row failed (raised, or did not train): ``bpcore bench`` exits with 1."""
+        return any(r.error is not None for r in self.rows)
+
+    def groups(self) -> list[tuple[str, int, str]]:
+        """The groups, in the order they ran."""
+        return list(dict.fromkeys(r.group for r in self.rows))
+
+    def mark_baseline(self, old: dict[str, Any]) -> None:
+        """Compare each row with the row of the same name and group in ``old`` (a document of
+        `to_json`): ``slower`` when this run's first quartile is above the old third quartile,
+        the interquartile ranges apart, so that noise within either run is not called slower."""
+        before = {
+            (r["model"], r["batch_size"], r["dtype"], r["name"]): r
+            for r in old["rows"]
+            if r.get("median_s") is not None
+        }
+        for row in self.rows:
+            was = before.get((*row.group, row.name))
+            if was is None or row.error is not None:
+                continue
+            row.baseline = {
+                "median_s": was["median_s"],
+                "ratio": row.median / was["median_s"],
+                "slower": row.stats["q1"] > was["q3_s"],
+                "faster": row.stats["q3"] < was["q1_s"],
+            }
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of ``docs/schemas/bench.schema.json``."""
+        return {
+            "schema": BENCH_SCHEMA,
+            "version": BENCH_SCHEMA_VERSION,
+            "created": self.created,
+            "settings": self.settings,
+            "environment": self.environment,
+            "failed": self.failed,
+            "rows": [r.as_dict() for r in self.rows],
+        }
+
+    def dumps(self) -> str:
+        """`to_json` as JSON text (strict: no NaN)."""
+        return json.dumps(self.to_json(), indent=1, allow_nan=False)
+
+    def format(self) -> str:
+        """The terminal table: one block per group, the rows fastest first."""
+        lines = []
+        for group in self.groups():
+            rows = sorted(
+                (r for r in self.rows if r.group == group),
+                key=lambda r: (r.error is not None, r.median if math.isfinite(r.median) else 0),
+            )
+            first = rows[0]
+            lines.append(
+                f"{first.model} ({first.label}), batch {first.batch_size}, {first.dtype}, "
+                f"{self.settings.get('rounds')} rounds"
+            )
+            width = max(len(r.name) for r in rows)
+            lines.append(
+                f"  {'row':<{width}}  {'median':>10}  {'IQR':>9}  {'x fastest':>9}  "
+                f"{'per sample':>10}  {'first call':>10}"
+            )
+            for r in rows:
+                if r.error is not None:
+                    lines.append(f"  {r.name:<{width}}  FAILED: {r.error}")
+                    continue
+                mark = ""
+                if r.baseline is not None:
+                    verdict = "slower" if r.baseline["slower"] else ""
+                    verdict = "faster" if r.baseline["faster"] else verdict
+                    mark = f"  {r.baseline['ratio']:.2f}x baseline {verdict}".rstrip()
+                lines.append(
+                    f"  {r.name:<{width}}  {_time(r.median):>10}  {_time(r.stats['iqr']):>9}  "
+                    f"{r.ratio_to_fastest:>9.2f}  {_time(r.median / r.batch_size):>10}  "
+                    f"{_time(r.first_call_s):>10}{mark}"
+                )
+            lines.append("")
+        return "\n".join(lines).rstrip()
+
+    def plot(self, path: str | Path) -> None:
+        """Write a chart: with several batch sizes, each row's time per sample against the
+        batch size (where the lines cross, one device overtakes another); else each row's
+        median with its quartiles, one panel per model."""
+        try:
+            import matplotlib
+        except ImportError as exc:
+            raise ImportError("--plot needs matplotlib: pip install 'bpcore[plot]'") from exc
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        models = list(dict.fromkeys(r.model for r in self.rows))
+        sweep = len({r.batch_size for r in self.rows}) > 1
+        fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+        for ax, model in zip(axes[0], models, strict=True):
+            rows = [r for r in self.rows if r.model == model and r.error is None]
+            if sweep:
+                for name in dict.fromkeys(r.name for r in rows):
+                    mine = sorted((r for r in rows if r.name == name), key=lambda r: r.batch_size)
+                    ax.plot(
+                        [r.batch_size for r in mine],
+                        [r.median / r.batch_size * 1e6 for r in mine],
+                        marker="o",
+                        label=name,
+                    )
+                ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="µs per sample")
+                ax.legend(fontsize=7)
+            else:
+                rows.sort(key=lambda r: r.median)
+                medians = [r.median * 1e3 for r in rows]
+                spread = [
+                    [(r.median - r.stats["q1"]) * 1e3 for r in rows],
+                    [(r.stats["q3"] - r.median) * 1e3 for r in rows],
+                ]
+                ax.barh([r.name for r in rows], medians, xerr=spread, color="tab:blue")
+                ax.invert_yaxis()
+                ax.set(xlabel="ms per step (median, quartiles)")
+                ax.tick_params(axis="y", labelsize=7)
+            ax.set_title(
+                f"{model} ({rows[0].label if rows else ''}), {rows[0].dtype if rows else ''}"
+            )
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def _time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale or unit == "µs":
+            value = seconds / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return "-"  # pragma: no cover (the loop always returns)
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read an earlier ``bpcore bench --json`` document for `BenchReport.mark_baseline`.
+
+    Raises
+    ------
+    ValueError
+        When the file is not JSON, or not a ``bpcore bench`` document of this version.
+    OSError
+        When it cannot be read.
+    """
+    text = Path(path).read_text()
+    try:
+        old = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"baseline {path} is not JSON: {exc}") from exc
+    if not isinstance(old, dict) or old.get("schema") != BENCH_SCHEMA:
+        raise ValueError(f"baseline {path} is not a bpcore bench --json document")
+    if old.get("version") != BENCH_SCHEMA_VERSION:
+        raise ValueError(
+            f"baseline {path} is version {old.get('version')} of the bench document; this "
+            f"bpcore reads version {BENCH_SCHEMA_VERSION}"
+        )
+    return old
