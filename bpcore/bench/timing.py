@@ -118,10 +118,8 @@ def time_interleaved(
     if slowest > 0:
         wanted = min(wanted, math.floor(MAX_ROUND_SECONDS / slowest))
     calls = max(1, min(MAX_ITERATIONS, wanted))
-    for period in {period for _, _, period in rows}:
-        calls = period * math.ceil(calls / period) if calls % period else calls
-    for timing in timings:
-        timing.iterations = calls
+    for timing, (_, _, period) in zip(timings, rows, strict=True):
+        timing.iterations = period * math.ceil(calls / period) if calls > period else calls
     for r in range(rounds):
         order = list(range(r % len(rows), len(rows))) + list(range(r % len(rows)))
         for i in order:

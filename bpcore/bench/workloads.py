@@ -34,7 +34,16 @@ from ..optimizers import SGD
 from ..steps import compile_step
 from ..testing import synchronize
 
-__all__ = ["LR", "MODEL_NAMES", "ModelSpec", "Workload", "bpcore_rows", "parse_model", "peer_rows"]
+__all__ = [
+    "LR",
+    "MODEL_NAMES",
+    "ModelSpec",
+    "Workload",
+    "bpcore_rows",
+    "build",
+    "parse_model",
+    "peer_rows",
+]
 
 #: The SGD learning rate of every row (the book's default).
 LR = 0.01
@@ -142,58 +151,70 @@ def bpcore_rows(
 ) -> list[Workload]:
     """The rows of one backend and device: book loop, trainer, compiled (where it compiles),
     and for an MLP the floor."""
-    where = f"{backend.name}:{backend.device_name}"
+    rows = [
+        build(kind, spec, batch_size, dtype, seed, backend)
+        for kind in ("book loop", "trainer", "compiled", "floor")
+    ]
+    return [r for r in rows if r is not None]
+
+
+def build(
+    kind: str,
+    spec: ModelSpec,
+    batch_size: int,
+    dtype: str,
+    seed: int,
+    backend: Backend | None = None,
+    device: str = "cpu",
+) -> Workload | None:
+    """One row: ``kind`` is ``book loop``, ``trainer``, ``compiled`` or ``floor`` (on
+    ``backend``), ``book numpy`` or ``pytorch eager`` (on ``device``). None where the row does
+    not exist: the compiled step on a backend that compiles none, the floor of a conv net, the
+    book's code for an MLP of several hidden layers.
+    """
     x_host, t_host = spec.host_batch(batch_size, dtype, seed)
+    if kind == "book numpy":
+        return _book_row(spec, x_host, t_host, dtype, seed)
+    if kind == "pytorch eager":
+        import torch
+
+        return _torch_row(torch, spec, x_host, t_host, seed, device)
+    if backend is None:
+        raise ValueError(f"the {kind!r} row needs a backend")
+    if kind == "floor":
+        return _floor_row(spec, backend, x_host, dtype, seed) if spec.is_mlp else None
+    where = f"{backend.name}:{backend.device_name}"
+    net = spec.build(backend=backend, dtype=dtype, seed=seed)
     x, t = backend.asarray(x_host), backend.asarray(t_host)
+    went_down = _went_down(f"{kind} [{where}]", lambda: float(net.loss(x, t)))
+    if kind == "trainer":
+        call = _trainer_call(net, x_host, t_host, seed)
+        return Workload(f"bpcore trainer [{where}]", kind, backend.name, backend.device_name,
+                        call, went_down, period=TRAINER_BATCHES)  # fmt: skip
+    if kind == "compiled":
+        step = compile_step(net, SGD(lr=LR))
+        if not step.compiled:
+            return None
 
-    def net() -> Any:
-        return spec.build(backend=backend, dtype=dtype, seed=seed)
+        def compiled() -> None:
+            synchronize(step(x, t))
 
-    loop_net, optimizer = net(), SGD(lr=LR)
+        return Workload(f"bpcore compiled [{where}]", kind, backend.name, backend.device_name,
+                        compiled, went_down)  # fmt: skip
+    if kind != "book loop":
+        raise ValueError(f"unknown row kind {kind!r}")
+    optimizer = SGD(lr=LR)
 
     def book_loop() -> None:
-        grads = loop_net.gradient(x, t)
-        optimizer.update(loop_net.params, grads)
-        _wait(loop_net)
+        grads = net.gradient(x, t)
+        optimizer.update(net.params, grads)
+        _wait(net)
 
-    rows = [
-        Workload(
-            f"bpcore book loop [{where}]",
-            "book loop",
-            backend.name,
-            backend.device_name,
-            book_loop,
-            _went_down(f"book loop [{where}]", lambda: float(loop_net.loss(x, t))),
-        )
-    ]
-    rows.append(_trainer_row(spec, backend, net(), x_host, t_host, where, seed))
-    compiled_net = net()
-    step = compile_step(compiled_net, SGD(lr=LR))
-    if step.compiled:
-        rows.append(
-            Workload(
-                f"bpcore compiled [{where}]",
-                "compiled",
-                backend.name,
-                backend.device_name,
-                lambda: synchronize(step(x, t)),
-                _went_down(f"compiled [{where}]", lambda: float(compiled_net.loss(x, t))),
-            )
-        )
-    if spec.is_mlp:
-        rows.append(_floor_row(spec, backend, x_host, dtype, seed, where))
-    return rows
+    return Workload(f"bpcore book loop [{where}]", kind, backend.name, backend.device_name,
+                    book_loop, went_down)  # fmt: skip
 
 
-def _trainer_row(
-    spec: ModelSpec,
-    backend: Backend,
-    net: Any,
-    x_host: np.ndarray,
-    t_host: np.ndarray,
-    where: str,
-    seed: int,
-) -> Workload:
+def _trainer_call(net: Any, x_host: np.ndarray, t_host: np.ndarray, seed: int) -> Any:
     from ..training import Trainer
 
     trainer = Trainer(
@@ -210,28 +231,20 @@ def _trainer_row(
         verbose=False,
         seed=seed,
     )
-    x, t = backend.asarray(x_host), backend.asarray(t_host)
 
     def call() -> None:
         trainer.train_step()
         _wait(net)
 
-    return Workload(
-        f"bpcore trainer [{where}]",
-        "trainer",
-        backend.name,
-        backend.device_name,
-        call,
-        _went_down(f"trainer [{where}]", lambda: float(net.loss(x, t))),
-        period=TRAINER_BATCHES,
-    )
+    return call
 
 
 def _floor_row(
-    spec: ModelSpec, backend: Backend, x_host: np.ndarray, dtype: str, seed: int, where: str
+    spec: ModelSpec, backend: Backend, x_host: np.ndarray, dtype: str, seed: int
 ) -> Workload:
     """The matrix products a step cannot avoid: forward, every weight gradient, and every
     input gradient but the first layer's (which no step needs)."""
+    where = f"{backend.name}:{backend.device_name}"
     sizes = (784, *spec.hidden, 10)
     rng = np.random.default_rng(seed + 1)
     weights = [
@@ -266,31 +279,28 @@ def _floor_row(
 def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[Workload]:
     """The peers: the book's NumPy code (one hidden layer or a conv net), and PyTorch eager on
     the CPU and the first CUDA device where PyTorch is installed."""
-    rows = []
-    book = _book_row(spec, batch_size, dtype, seed)
-    if book is not None:
-        rows.append(book)
+    rows = [build("book numpy", spec, batch_size, dtype, seed)]
     try:
         import torch
     except ImportError:
-        return rows
+        return [r for r in rows if r is not None]
     devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
-    rows += [_torch_row(torch, spec, batch_size, dtype, seed, device) for device in devices]
-    return rows
+    rows += [build("pytorch eager", spec, batch_size, dtype, seed, device=d) for d in devices]
+    return [r for r in rows if r is not None]
 
 
-def _book_row(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> Workload | None:
+def _book_row(
+    spec: ModelSpec, x: np.ndarray, t: np.ndarray, dtype: str, seed: int
+) -> Workload | None:
     from . import book_reference
 
     book: Any = book_reference  # the book's code is untyped, as the book writes it
-
     if spec.is_mlp and len(spec.hidden) != 1:
         return None  # the book's TwoLayerNet has one hidden layer
     # The book's code starts from the weights bpcore draws from the seed.
     params = {k: to_numpy(v).copy() for k, v in spec.build(dtype=dtype, seed=seed).params.items()}
-    x, t = spec.host_batch(batch_size, dtype, seed)
     if spec.is_mlp:
-        net: Any = book.TwoLayerNet(params)
+        net = book.TwoLayerNet(params)
     elif spec.name == "convnet":
         net = book.ConvNet.simple(params)
     else:
@@ -335,12 +345,11 @@ def _torch_module(torch: Any, spec: ModelSpec, dtype: Any) -> Any:
 
 
 def _torch_row(
-    torch: Any, spec: ModelSpec, batch_size: int, dtype: str, seed: int, device: str
+    torch: Any, spec: ModelSpec, x_host: np.ndarray, t_host: np.ndarray, seed: int, device: str
 ) -> Workload:
     torch.manual_seed(seed)
-    model = _torch_module(torch, spec, getattr(torch, dtype)).to(device)
+    model = _torch_module(torch, spec, getattr(torch, str(x_host.dtype))).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    x_host, t_host = spec.host_batch(batch_size, dtype, seed)
     x, t = torch.from_numpy(x_host).to(device), torch.from_numpy(t_host).to(device)
     cross_entropy = torch.nn.functional.cross_entropy
 
