@@ -49,6 +49,18 @@ def _threadpools() -> list[dict[str, Any]]:
     return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
 
 
+def _cpu_model() -> str:
+    """The processor's name: Linux's /proc/cpuinfo, else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment_info() -> dict[str, Any]:
     """Collect the environment report as a dictionary that `json.dumps` can write.
 
@@ -56,7 +68,7 @@ def environment_info() -> dict[str, Any]:
     -------
     dict
         ``bpcore``, ``python``, ``implementation``, ``executable``, ``platform``, ``machine``,
-        ``cpus``; ``packages``: the versions of bpcore's own dependencies (None when missing);
+        ``cpu_model``, ``cpus``; ``packages``: the versions of bpcore's own dependencies (None when missing);
         ``backends``: per installed backend, its version and devices, and where the library
         sees them, GPUs with their memory and the CUDA versions, and the settings that let
         float32 products round to TF32 on NVIDIA GPUs; ``not_installed``;
@@ -94,6 +106,7 @@ def environment_info() -> dict[str, Any]:
         "executable": sys.executable,
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
         "packages": {name: _version(name) for name in _dependencies()},
         "backends": backends,
@@ -108,7 +121,7 @@ def format_environment(info: dict[str, Any]) -> str:
     lines = [
         f"bpcore {info['bpcore']}",
         f"python {info['python']} ({info['implementation']}) on {info['platform']}, "
-        f"{info['cpus']} CPUs",
+        f"{info['cpus']} CPUs ({info['cpu_model']})",
         "packages: "
         + ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items()),
         "backends:",
