@@ -37,7 +37,7 @@ def size(request):
 
 def time_row(benchmark, kind, size, dtype, backend=None, *, group="step", rounds=None):
     """Build one row of `bpcore.bench.workloads`, time it, check it."""
-    model, batch = SIZES[size] if size in SIZES else size
+    model, batch = SIZES.get(size, size)
     backend_info = backend.resolve() if backend is not None else None
     work = build(kind, parse_model(model), batch, dtype, 0, backend_info)
     if work is None:

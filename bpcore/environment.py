@@ -68,7 +68,8 @@ def environment_info() -> dict[str, Any]:
     -------
     dict
         ``bpcore``, ``python``, ``implementation``, ``executable``, ``platform``, ``machine``,
-        ``cpu_model``, ``cpus``; ``packages``: the versions of bpcore's own dependencies (None when missing);
+        ``cpu_model``, ``cpus``; ``packages``: the versions of bpcore's own dependencies (None
+        when missing);
         ``backends``: per installed backend, its version and devices, and where the library
         sees them, GPUs with their memory and the CUDA versions, and the settings that let
         float32 products round to TF32 on NVIDIA GPUs; ``not_installed``;
