@@ -75,6 +75,14 @@ def test_plot_writes_a_chart_for_a_sweep_and_for_one_size(sweep, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_document_reads_back_into_the_same_report(sweep):
+    # benchmarks/report.py tabulates and plots committed documents through from_json.
+    document = sweep.to_json()
+    again = BenchReport.from_json(json.loads(json.dumps(document)))
+    assert again.to_json() == document
+    assert again.format() == sweep.format()
+
+
 def _row(name: str, q1: float, median: float, q3: float) -> BenchRow:
     stats = {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1}
     stats.update(min=q1, max=q3, mean=median, stddev=0.0)

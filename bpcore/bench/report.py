@@ -112,6 +112,31 @@ class BenchReport:
                 "faster": row.stats["q3"] < was["q1_s"],
             }
 
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> BenchReport:
+        """The report of a `to_json` document (from ``bpcore bench --json``), to tabulate or
+        plot again; null figures come back as NaN."""
+        stat_names = ("median", "iqr", "q1", "q3", "min", "max", "mean", "stddev")
+        rows = []
+        for r in document["rows"]:
+            stats = {k: math.nan if r[f"{k}_s"] is None else r[f"{k}_s"] for k in stat_names}
+            row = BenchRow(
+                **{k: r[k] for k in ("model", "label", "batch_size", "dtype", "name", "kind")},
+                backend=r["backend"],
+                device=r["device"],
+                times_s=list(r["times_s"]),
+                iterations=r["iterations"],
+                first_call_s=math.nan if r["first_call_s"] is None else r["first_call_s"],
+                stats=stats,
+                error=r["error"],
+                ratio_to_fastest=math.nan
+                if r["ratio_to_fastest"] is None
+                else r["ratio_to_fastest"],
+                baseline=r["baseline"],
+            )
+            rows.append(row)
+        return cls(document["settings"], document["environment"], rows, document["created"])
+
     def to_json(self) -> dict[str, Any]:
         """The document of ``docs/schemas/bench.schema.json``."""
         return {

@@ -3,7 +3,9 @@
 On a shared machine the load drifts over seconds, so rows timed one after another are compared
 under different loads. `time_interleaved` times every row once per round, in an order that
 rotates from round to round, so that each row sees the same drift; a row's first call (where
-libraries cache, and JAX compiles) is timed apart and kept out of the statistics.
+libraries cache, and JAX compiles) is timed apart and kept out of the statistics. Libraries
+in one process disturb each other through their thread pools, which keep spinning for a while
+after a call: the harness lets them settle between rows.
 
 The clock is pytest-benchmark's (`pytest_benchmark.timers.default_timer`) and the statistics are
 its `pytest_benchmark.stats.Stats`: the nox ``bench`` sessions (pytest-benchmark) and
@@ -13,6 +15,7 @@ its `pytest_benchmark.stats.Stats`: the nox ``bench`` sessions (pytest-benchmark
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,13 @@ MIN_ROUND_SECONDS = 0.002
 
 #: The most calls one round repeats (a call of a microsecond needs no more for 2 ms).
 MAX_ITERATIONS = 1000
+
+#: How long the harness waits before each timed round (and each first call), untimed: long
+#: enough for the thread pools of the library just timed (OpenBLAS's workers spin for about
+#: 0.1 s after a call, OpenMP's and XLA's for less) to stop spinning before another library's
+#: row starts. Without it, on two cores, PyTorch eager's SimpleConvNet step measured up to four
+#: times slower in the rounds right after a NumPy row.
+SETTLE_SECONDS = 0.2
 
 #: The longest the slowest row's round should last, where the rows' speeds differ widely: the
 #: fastest row's round may then last less than `MIN_ROUND_SECONDS`.
@@ -89,7 +99,8 @@ def time_interleaved(
     makes of every row: the same number for all (so that each row's round spans the same
     stretch of the machine's load), enough for the fastest row's round to last
     `MIN_ROUND_SECONDS`, and a whole number of every row's periods. Round ``r`` starts at row
-    ``r mod len(rows)``, so that no row always runs first or right after the same neighbour. A
+    ``r mod len(rows)``, so that no row always runs first or right after the same neighbour;
+    before each row's round the harness waits `SETTLE_SECONDS` for other libraries' threads. A
     row that raises is marked with its error and left out of the later rounds; the others go on.
     ``progress`` is called after every timed round of every row.
     """
@@ -101,6 +112,7 @@ def time_interleaved(
         return timings
     fastest, slowest = math.inf, 0.0
     for timing, (_, call, period) in zip(timings, rows, strict=True):
+        time.sleep(SETTLE_SECONDS)
         try:
             start = timer()
             call()
@@ -125,6 +137,7 @@ def time_interleaved(
         for i in order:
             timing, (_, call, _) = timings[i], rows[i]
             if timing.error is None:
+                time.sleep(SETTLE_SECONDS)
                 try:
                     start = timer()
                     for _ in range(timing.iterations):
