@@ -198,11 +198,26 @@ class BenchReport:
             raise ImportError("--plot needs matplotlib: pip install 'bpcore[plot]'") from exc
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
 
         models = list(dict.fromkeys(r.model for r in self.rows))
         sweep = len({r.batch_size for r in self.rows}) > 1
-        fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-        for ax, model in zip(axes[0], models, strict=True):
+        columns = min(len(models), 2)  # two panels a row: wide enough for the rows' names
+        fig, axes = plt.subplots(
+            -(-len(models) // columns), columns, figsize=(7 * columns, 5 * -(-len(models) // 2)),
+            squeeze=False,
+        )  # fmt: skip
+        for ax in axes.flat[len(models) :]:
+            ax.set_visible(False)
+        # One colour per backend (the peers in greys), one line style per kind of row, so that
+        # a chart of many rows still tells them apart.
+        backends = [r.backend for r in self.rows if r.kind not in _PEER_COLOURS]
+        colours = dict(zip(dict.fromkeys(backends), [f"C{i}" for i in range(10)], strict=False))
+
+        def colour(row: BenchRow) -> Any:
+            return _PEER_COLOURS.get(row.kind) or colours.get(row.backend, "k")
+
+        for ax, model in zip(axes.flat, models, strict=False):
             rows = [r for r in self.rows if r.model == model and r.error is None]
             if sweep:
                 for name in dict.fromkeys(r.name for r in rows):
@@ -212,9 +227,11 @@ class BenchReport:
                         [r.median / r.batch_size * 1e6 for r in mine],
                         marker="o",
                         label=name,
+                        color=colour(mine[0]),
+                        linestyle=_LINE_STYLES.get(mine[0].kind, "-"),
                     )
                 ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="µs per sample")
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=7, ncols=2)
             else:
                 rows.sort(key=lambda r: r.median)
                 medians = [r.median * 1e3 for r in rows]
@@ -222,9 +239,18 @@ class BenchReport:
                     [(r.median - r.stats["q1"]) * 1e3 for r in rows],
                     [(r.stats["q3"] - r.median) * 1e3 for r in rows],
                 ]
-                ax.barh([r.name for r in rows], medians, xerr=spread, color="tab:blue")
+                ax.barh(
+                    [r.name for r in rows],
+                    medians,
+                    xerr=spread,
+                    color=[colour(r) for r in rows],
+                )
                 ax.invert_yaxis()
-                ax.set(xlabel="ms per step (median, quartiles)")
+                # log: a Dask row can take a hundred times the fastest one
+                ax.set(xscale="log", xlabel="ms per step (median, quartiles; log scale)")
+                ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # they overlap
                 ax.tick_params(axis="y", labelsize=7)
             ax.set_title(
                 f"{model} ({rows[0].label if rows else ''}), {rows[0].dtype if rows else ''}"
@@ -232,6 +258,11 @@ class BenchReport:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+
+
+#: The chart's line style per kind of row, and the peers' colours.
+_LINE_STYLES = {"book loop": "-", "trainer": "--", "compiled": "-.", "floor": ":"}
+_PEER_COLOURS = {"book numpy": "0.45", "pytorch eager": "black"}
 
 
 def _time(seconds: float) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backends import BACKEND_CLASSES, Backend, available_backends, resolve_backend
 from .report import BenchReport, BenchRow
-from .timing import stats_of, time_interleaved
+from .timing import SETTLE_SECONDS, stats_of, time_interleaved
 from .workloads import ModelSpec, Workload, bpcore_rows, parse_model, peer_rows
 
 __all__ = ["DEFAULT_MODELS", "QUICK", "run_bench"]
@@ -158,10 +158,14 @@ def _group(
         works += peer_rows(spec, batch_size, dtype, seed)
     bar = _bar(progress, rounds * len(works), f"{spec.name} b{batch_size}")
     try:
+        # Rows of one backend share its thread pool: nothing to let settle between them (the
+        # peers count apart: None is the book's code).
+        libraries = {w.backend for w in works}
         timings = time_interleaved(
             [(w.name, w.call, w.period) for w in works],
             rounds,
             progress=bar.update if bar else None,
+            settle=SETTLE_SECONDS if len(libraries) > 1 else 0.0,
         )
     finally:
         if bar is not None:

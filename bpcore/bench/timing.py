@@ -89,6 +89,7 @@ def time_interleaved(
     rounds: int,
     *,
     progress: Callable[[], None] | None = None,
+    settle: float = SETTLE_SECONDS,
 ) -> list[Timing]:
     """Time each ``(name, call, period)`` row ``rounds`` times, interleaved within each round.
 
@@ -100,9 +101,9 @@ def time_interleaved(
     stretch of the machine's load), enough for the fastest row's round to last
     `MIN_ROUND_SECONDS`, and a whole number of every row's periods. Round ``r`` starts at row
     ``r mod len(rows)``, so that no row always runs first or right after the same neighbour;
-    before each row's round the harness waits `SETTLE_SECONDS` for other libraries' threads. A
-    row that raises is marked with its error and left out of the later rounds; the others go on.
-    ``progress`` is called after every timed round of every row.
+    before each row's round the harness waits ``settle`` seconds (`SETTLE_SECONDS`) for other
+    libraries' threads. A row that raises is marked with its error and left out of the later
+    rounds; the others go on. ``progress`` is called after every timed round of every row.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -112,7 +113,7 @@ def time_interleaved(
         return timings
     fastest, slowest = math.inf, 0.0
     for timing, (_, call, period) in zip(timings, rows, strict=True):
-        time.sleep(SETTLE_SECONDS)
+        time.sleep(settle)
         try:
             start = timer()
             call()
@@ -137,7 +138,7 @@ def time_interleaved(
         for i in order:
             timing, (_, call, _) = timings[i], rows[i]
             if timing.error is None:
-                time.sleep(SETTLE_SECONDS)
+                time.sleep(settle)
                 try:
                     start = timer()
                     for _ in range(timing.iterations):
