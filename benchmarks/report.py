@@ -1,247 +1,290 @@
-"""Turn saved pytest-benchmark JSON into the Markdown table and PNG charts of the docs.
+"""Publish the committed benchmark results: every figure of the docs and the README comes from here.
 
-    python benchmarks/report.py benchmarks/results/*.json --out docs/bench
+    python benchmarks/report.py            # rewrite the generated blocks from benchmarks/results
+    python benchmarks/report.py --charts   # ... and draw the charts in docs/bench (matplotlib)
+    python benchmarks/report.py --check    # exit 1 when a published figure is not its file's
 
-Each JSON file is one run, and every ratio is taken between rows of the same run (side by side,
-same machine, same load): a row's median over the median of ``floor[<its backend>]`` (for the
-peers, the floor of the library they use: NumPy for the book's code, PyTorch for PyTorch eager).
-The CPU targets of the benchmark issue are checked for bpcore on NumPy in float32 (the book's
-loop through the public API), and the Fashion-MNIST epochs alternated with PyTorch's; so are those
-of the conv nets (at least twice as fast as the book's NumPy code, at most 1.5 times PyTorch
-eager's time), against the peers of the same run.
+A generated block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in a
+Markdown page; `BLOCKS` says which page holds each block and which result file it is made from.
+Nothing between the markers is written by hand, and no figure is published outside a block, so
+the pages cannot disagree with the files or with each other (``tests/test_published_figures.py``
+runs ``--check``). New measurements go to new files (``benchmarks/results/new/``, ignored by
+git); a result file is committed, and named in `SOURCES`, when it replaces the one before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-TARGETS = {"784-50-10 b100": 1.8, "784-1000-10 b256": 1.25, "784-4096-10 b1024": 1.2}
-PEER_FLOOR = {"book_numpy": "floor[numpy]", "pytorch_eager": "floor[torch-cpu]"}
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The committed result files, by the name the blocks use.
+SOURCES = {
+    # bpcore bench, defaults: the four networks at batch 100 on the five CPU backends, peers.
+    "bench": "benchmarks/results/cpu-2core-bench.json",
+    # bpcore bench --models mlp,convnet --batch-sizes 1,10,100,1000 --rounds 5
+    "sweep": "benchmarks/results/cpu-2core-sweep.json",
+    # pytest-benchmark: benchmarks/test_training_job.py's epochs alternated with PyTorch's
+    "epochs": "benchmarks/results/cpu-2core-speed.json",
+    # pytest-benchmark: benchmarks/test_memory.py's SimpleConvNet step
+    "memory": "benchmarks/results/cpu-2core-conv.json",
+}
+
+_BLOCK = re.compile(
+    r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S
+)
 
 
-def _rows(path: Path) -> tuple[dict, list[dict]]:
-    data = json.loads(path.read_text())
-    machine = {**data.get("machine_info", {}), "datetime": data.get("datetime", "")}
-    rows = []
-    for bench in data["benchmarks"]:
-        info = bench.get("extra_info", {})
-        if "row" not in info:
-            continue
-        stats = bench["stats"]
-        rows.append(
-            {
-                **info,
-                "median": stats["median"],
-                "q1": stats["q1"],
-                "q3": stats["q3"],
-                "group": bench["group"],
-            }
-        )
-    return machine, rows
+def _load(root: Path, source: str) -> dict:
+    return json.loads((root / SOURCES[source]).read_text())
 
 
-def _floor(rows: list[dict], size: str, dtype: str, row: str) -> float | None:
-    name = PEER_FLOOR.get(row) or re.sub(r"^bpcore[^\[]*\[(.*)\]$", r"floor[\1]", row)
-    for r in rows:
-        if r["size"] == size and r["dtype"] == dtype and r["row"] == name:
-            return float(r["median"])
-    return None
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        value = seconds * 1e3
+        return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+    return f"{seconds * 1e6:.0f} µs"
 
 
-def report(paths: list[Path], out: Path) -> str:
-    """Write ``out/report.md``, ``out/ratio_to_floor.png`` and ``out/step_times.png``.
-
-    Returns the Markdown. The step-time chart shows the latest run (by pytest-benchmark's
-    ``datetime``) with step rows: absolute medians, with the interquartile range as error bars.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Benchmark report", ""]
-    chart: dict[str, dict[str, float]] = {}
-    timed: tuple[str, str, list[dict]] = ("", "", [])
-    for path in paths:
-        machine, rows = _rows(path)
-        if any(r["group"].startswith("step ") for r in rows) and machine["datetime"] >= timed[0]:
-            name = f"{path.name}: {machine.get('cpu', {}).get('brand_raw', '?')}"
-            timed = (machine["datetime"], name, rows)
-        cpu = machine.get("cpu", {}).get("brand_raw", "?")
-        lines += [
-            f"## {path.name}",
-            "",
-            f"Machine: {cpu}, {machine.get('cpu', {}).get('count', '?')} CPUs, "
-            f"Python {machine.get('python_version', '?')}.",
-        ]
-        steps = [r for r in rows if r["group"].startswith("step ")]
-        if steps:
-            lines += [
-                "",
-                "| size | dtype | row | median | ratio to floor | target |",
-                "| --- | --- | --- | ---: | ---: | --- |",
-            ]
-        for r in sorted(
-            steps,
-            key=lambda r: (
-                list(TARGETS).index(r["size"]) if r["size"] in TARGETS else 9,
-                r["size"],
-                r["dtype"],
-                r["row"],
-            ),
-        ):
-            floor = _floor(rows, r["size"], r["dtype"], r["row"])
-            ratio = r["median"] / floor if floor and not r["row"].startswith("floor") else None
-            target = ""
-            if r["row"] == "bpcore[numpy]" and r["dtype"] == "float32":
-                limit = TARGETS.get(r["size"])
-                peers = [
-                    p
-                    for p in steps
-                    if p["size"] == r["size"] and p["dtype"] == "float32" and p["row"] in PEER_FLOOR
-                ]
-                slower = [p["row"] for p in peers if r["median"] > p["median"]]
-                verdicts = []
-                if limit is not None and ratio is not None:
-                    verdicts.append(f"<= {limit}: {'met' if ratio <= limit else 'MISSED'}")
-                verdicts.append(
-                    "slower than " + ", ".join(slower) if slower else "not slower than any peer"
-                )
-                target = "; ".join(verdicts)
-            if ratio is not None and r["dtype"] == "float32":
-                chart.setdefault(r["size"], {})[r["row"]] = ratio
-            lines.append(
-                f"| {r['size']} | {r['dtype']} | {r['row']} | {r['median'] * 1e3:.3f} ms | "
-                f"{'' if ratio is None else f'{ratio:.2f}'} | {target} |"
-            )
-        lines += _conv_table(rows)
-        alternated = [r for r in rows if "ratio_to_pytorch" in r]
-        if alternated:
-            lines += [
-                "",
-                "| Fashion-MNIST epoch, alternated with PyTorch eager's | median | PyTorch eager's "
-                "| ratio | target <= 1.0 |",
-                "| --- | ---: | ---: | ---: | --- |",
-            ]
-            lines += [
-                f"| {r['row']} | {r['median']:.3f} s | {r['pytorch_eager_median_s']:.3f} s | "
-                f"{r['ratio_to_pytorch']:.2f} | "
-                f"{'met' if r['ratio_to_pytorch'] <= 1.0 else 'MISSED'} |"
-                for r in alternated
-            ]
-        memory = [r for r in rows if "peak_bytes" in r]
-        if memory:
-            lines += [
-                "",
-                "| memory of a step | dtype | peak | floor | ratio |",
-                "| --- | --- | ---: | ---: | ---: |",
-            ]
-            lines += [
-                f"| {r['size']} | {r['dtype']} | {r['peak_bytes'] / 1024:.0f} KiB | "
-                f"{r['floor_bytes'] / 1024:.0f} KiB | {r['ratio']:.2f} |"
-                for r in memory
-            ]
-        lines.append("")
-    text = "\n".join(lines)
-    (out / "report.md").write_text(text)
-    _chart(chart, out / "ratio_to_floor.png")
-    if timed[2]:
-        _times_chart(timed[1], timed[2], out / "step_times.png")
-    return text
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
-def _conv_table(rows: list[dict]) -> list[str]:
-    """The conv nets' steps: each row next to the book's NumPy code and PyTorch eager."""
-    conv = [r for r in rows if r["group"].startswith("conv step ")]
-    if not conv:
-        return []
-    lines = [
-        "",
-        "| conv net step | dtype | row | median | book_numpy / row | row / pytorch_eager "
-        "| target |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
-    ]
-    for r in sorted(conv, key=lambda r: (r["size"], r["dtype"], r["row"])):
-        peers = {p["row"]: p["median"] for p in conv if p["group"] == r["group"]}
-        book, torch = peers.get("book_numpy"), peers.get("pytorch_eager")
-        speedup = book / r["median"] if book else None
-        versus = r["median"] / torch if torch else None
-        target = ""
-        if r["row"] == "bpcore[numpy]" and r["dtype"] == "float32":
-            verdicts = []
-            if speedup is not None:
-                verdicts.append(f">= 2x book: {'met' if speedup >= 2 else 'MISSED'}")
-            if versus is not None:
-                verdicts.append(f"<= 1.5x torch: {'met' if versus <= 1.5 else 'MISSED'}")
-            target = "; ".join(verdicts)
-        lines.append(
-            f"| {r['size']} | {r['dtype']} | {r['row']} | {r['median'] * 1e3:.1f} ms | "
-            f"{'' if speedup is None else f'{speedup:.2f}'} | "
-            f"{'' if versus is None else f'{versus:.2f}'} | {target} |"
-        )
-    return lines
-
-
-def _chart(chart: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = list(chart)
-    rows = sorted({row for per_size in chart.values() for row in per_size})
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / max(len(rows), 1)
-    for i, row in enumerate(rows):
-        values = [chart[s].get(row, 0.0) for s in sizes]
-        ax.bar([k + i * width for k in range(len(sizes))], values, width, label=row)
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks([k + width * (len(rows) - 1) / 2 for k in range(len(sizes))], sizes)
-    ax.set_ylabel("step time / matrix-product floor (float32)")
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _times_chart(title: str, rows: list[dict], path: Path) -> None:
-    """Float32 step times per size, one panel each: median bars, interquartile error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r for r in rows if r["group"].startswith("step ") and r["dtype"] == "float32"]
-    sizes = sorted(
-        {r["size"] for r in steps}, key=lambda s: list(TARGETS).index(s) if s in TARGETS else 9
+def _bench_machine(doc: dict, source: str, figures: str) -> str:
+    env = doc["environment"]
+    versions = ", ".join(
+        f"{name} {found['version']}"
+        for name, found in env["backends"].items()
+        if "version" in found
     )
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 4.6), squeeze=False)
-    for ax, size in zip(axes[0], sizes, strict=True):
-        here = sorted((r for r in steps if r["size"] == size), key=lambda r: r["median"])
-        ms = [r["median"] * 1e3 for r in here]
-        spread = [
-            [(r["median"] - r["q1"]) * 1e3 for r in here],
-            [(r["q3"] - r["median"]) * 1e3 for r in here],
+    settings = doc["settings"]
+    return (
+        f"Measured with `bpcore bench` on {doc['created'][:10]} (`{SOURCES[source]}`): "
+        f"{env.get('cpu_model', '?')}, {env['cpus']} CPUs, Python {env['python']}; {versions}; "
+        f"{settings['dtype']}, SGD, {settings['rounds']} rounds per row interleaved; {figures}."
+    )
+
+
+def _peer(rows: list[dict], kind: str) -> dict | None:
+    found = [r for r in rows if r["kind"] == kind and r["median_s"] is not None]
+    found.sort(key=lambda r: r["device"] != "cpu")  # PyTorch eager on the CPU first
+    return found[0] if found else None
+
+
+def steps(root: Path) -> str:
+    """One table per network: every row of the ``bench`` run, fastest first, with its ratio to
+    PyTorch eager and to the book's NumPy code of the same run."""
+    doc = _load(root, "bench")
+    lines = [
+        _bench_machine(doc, "bench", "medians, the interquartile range, the first call apart"),
+        "",
+    ]
+    groups = list(dict.fromkeys((r["model"], r["batch_size"]) for r in doc["rows"]))
+    for model, batch in groups:
+        rows = [r for r in doc["rows"] if (r["model"], r["batch_size"]) == (model, batch)]
+        torch_row, book_row = _peer(rows, "pytorch eager"), _peer(rows, "book numpy")
+        lines += [
+            f"**{rows[0]['label']}** (`--models {model}`), batch {batch}:",
+            "",
+            "| row | median | IQR | / PyTorch eager | / book's NumPy | first call |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
-        colors = ["#1f77b4" if r["row"].startswith("bpcore") else "#7f7f7f" for r in here]
-        ax.barh(range(len(here)), ms, xerr=spread, color=colors, capsize=3)
-        ax.set_yticks(range(len(here)), [r["row"] for r in here], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("ms per step (median; bars: quartiles)")
-        ax.set_title(size, fontsize=10)
-    fig.suptitle(f"Training step, float32 ({title})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ok = sorted((r for r in rows if r["median_s"] is not None), key=lambda r: r["median_s"])
+        for r in ok:
+            over = [
+                _ratio(r["median_s"] / peer["median_s"]) if peer else "-"
+                for peer in (torch_row, book_row)
+            ]
+            lines.append(
+                f"| {r['name']} | {_ms(r['median_s'])} | {_ms(r['iqr_s'])} | {over[0]} | "
+                f"{over[1]} | {_ms(r['first_call_s'])} |"
+            )
+        lines += [f"| {r['name']} | failed: {r['error']} | | | | |" for r in rows if r["error"]]
+        lines.append("")
+    return "\n".join(lines)
 
 
-def main() -> None:
+def sweep(root: Path) -> str:
+    """Microseconds per sample against the batch size, one table per network."""
+    doc = _load(root, "sweep")
+    sizes = doc["settings"]["batch_sizes"]
+    lines = [_bench_machine(doc, "sweep", "medians"), ""]
+    for model in doc["settings"]["models"]:
+        rows = [r for r in doc["rows"] if r["model"] == model]
+        lines += [
+            f"**{rows[0]['label']}**, µs per sample (a step's median over its batch size):",
+            "",
+            "| row | " + " | ".join(f"batch {b}" for b in sizes) + " |",
+            "| --- |" + " ---: |" * len(sizes),
+        ]
+        for name in dict.fromkeys(r["name"] for r in rows if r["kind"] != "floor"):
+            cells = []
+            for b in sizes:
+                found = [r for r in rows if r["name"] == name and r["batch_size"] == b]
+                value = found[0]["per_sample_s"] if found else None
+                cells.append("-" if value is None else f"{value * 1e6:.3g}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _pytest_machine(doc: dict, source: str) -> str:
+    machine = doc["machine_info"]
+    day = doc["datetime"][:10]
+    return (
+        f"pytest-benchmark run of {day} (`{SOURCES[source]}`): "
+        f"{machine['cpu'].get('brand_raw', '?')}, {machine['cpu'].get('count', '?')} CPUs, "
+        f"Python {machine['python_version']}"
+    )
+
+
+def _alternated(doc: dict) -> list[dict]:
+    return [b for b in doc["benchmarks"] if b["name"].startswith("test_epochs_alternated[")]
+
+
+def epochs(root: Path) -> str:
+    """The Fashion-MNIST epoch, each bpcore epoch right after a PyTorch eager epoch."""
+    doc = _load(root, "epochs")
+    lines = [
+        _pytest_machine(doc, "epochs") + "; each bpcore epoch timed right after a PyTorch "
+        "eager epoch of the same job, medians:",
+        "",
+        "| backend | rounds | bpcore epoch | PyTorch eager epoch | ratio |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for b in _alternated(doc):
+        backend = b["name"].split("[")[1].rstrip("]")
+        info = b["extra_info"]
+        lines.append(
+            f"| {backend} | {b['stats']['rounds']} | {_ms(b['stats']['median'])} | "
+            f"{_ms(info['pytorch_eager_median_s'])} | **{_ratio(info['ratio_to_pytorch'])}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def epoch_readme(root: Path) -> str:
+    """The README's sentence: the NumPy backend's epoch against PyTorch eager's."""
+    doc = _load(root, "epochs")
+    numpy = next(b for b in _alternated(doc) if b["name"].endswith("[numpy]"))
+    return (
+        f"On this project's {doc['machine_info']['cpu'].get('count', '?')}-core CPU machine an "
+        f"epoch of that job on NumPy took **{_ratio(numpy['extra_info']['ratio_to_pytorch'])}** "
+        "times as long as the same epoch in PyTorch eager, the two alternated "
+        f"{numpy['stats']['rounds']} rounds (`{SOURCES['epochs']}`, {doc['datetime'][:10]}; "
+        "method, every backend and how to reproduce: [docs/benchmarks.md](docs/benchmarks.md)).\n"
+    )
+
+
+def memory(root: Path) -> str:
+    """The SimpleConvNet step's peak memory against its floor."""
+    doc = _load(root, "memory")
+    b = next(b for b in doc["benchmarks"] if b["name"].startswith("test_conv_step_peak_memory"))
+    info = b["extra_info"]
+    return (
+        f"{_pytest_machine(doc, 'memory')}: the peak of a `{info['size']}` step in "
+        f"{info['dtype']} (through `net.gradient` and SGD, on NumPy) is "
+        f"{info['peak_bytes'] / 1e6:.1f} MB against a floor of {info['floor_bytes'] / 1e6:.1f} MB, "
+        f"**{info['ratio']:.2f}** times; the im2col matrix is {info['im2col_bytes'] / 1e6:.1f} MB "
+        "of the floor.\n"
+    )
+
+
+#: Each block: the page that shows it, and the function that writes it from its result file.
+BLOCKS: dict[str, tuple[str, Callable[[Path], str]]] = {
+    "steps": ("docs/benchmarks.md", steps),
+    "epochs": ("docs/benchmarks.md", epochs),
+    "memory": ("docs/benchmarks.md", memory),
+    "epoch-readme": ("README.md", epoch_readme),
+    "sweep": ("docs/comparing.md", sweep),
+}
+
+#: The charts ``--charts`` draws, from the bench documents (`bpcore.bench.BenchReport.plot`).
+CHARTS = {"bench": "docs/bench/steps.png", "sweep": "docs/bench/sweep.png"}
+
+
+def render(root: Path) -> dict[str, str]:
+    """Every page with its blocks as the result files give them: {page: new text}.
+
+    Raises ValueError when a page lacks the markers of one of its blocks.
+    """
+    pages: dict[str, str] = {}
+    for name, (page, write) in BLOCKS.items():
+        text = pages.get(page, (root / page).read_text())
+        found = [m for m in _BLOCK.finditer(text) if m.group("name") == name]
+        if len(found) != 1:
+            raise ValueError(
+                f"{page}: expected one <!-- figures:{name} --> block, found {len(found)}"
+            )
+        m = found[0]
+        pages[page] = text[: m.start("body")] + write(root) + text[m.end("body") :]
+    return pages
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """What differs between the pages and their result files: one line per block, empty when
+    every published figure is its file's."""
+    problems = []
+    try:
+        pages = render(root)
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        return [f"cannot render the figures: {type(exc).__name__}: {exc}"]
+    for page, text in pages.items():
+        old = (root / page).read_text()
+        if old == text:
+            continue
+        new_blocks = {m.group("name"): m.group("body") for m in _BLOCK.finditer(text)}
+        for m in _BLOCK.finditer(old):
+            if new_blocks.get(m.group("name")) != m.group("body"):
+                problems.append(
+                    f"{page}: block {m.group('name')!r} is not what "
+                    f"{SOURCES.get(_source(m.group('name')), 'its result file')} gives"
+                )
+    return problems
+
+
+def _source(block: str) -> str:
+    return {"steps": "bench", "sweep": "sweep", "epoch-readme": "epochs"}.get(block, block)
+
+
+def charts(root: Path) -> None:
+    """Draw `CHARTS` from the bench documents (needs matplotlib)."""
+    from bpcore.bench import BenchReport
+
+    for source, out in CHARTS.items():
+        (root / out).parent.mkdir(parents=True, exist_ok=True)
+        BenchReport.from_json(_load(root, source)).plot(root / out)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="+", type=Path, help="pytest-benchmark JSON files")
-    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
-    args = parser.parse_args()
-    print(report(args.json, args.out))
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 on a difference"
+    )
+    parser.add_argument("--charts", action="store_true", help="also draw docs/bench/*.png")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(ROOT)
+        for line in problems:
+            print(line, file=sys.stderr)
+        return 1 if problems else 0
+    for page, text in render(ROOT).items():
+        (ROOT / page).write_text(text)
+    if args.charts:
+        charts(ROOT)
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(f"figures written from {', '.join(SOURCES.values())} at {stamp}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
