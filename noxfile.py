@@ -121,27 +121,36 @@ def docs(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def bench(session: nox.Session, backend: str) -> None:
-    """Run the benchmarks on one backend, beside the peers; JSON to benchmarks/results/."""
+    """Benchmark one backend beside the peers: the pytest-benchmark suite, then ``bpcore bench``.
+
+    Writes ``benchmarks/results/new/<backend>.json`` and ``bench-<backend>.json`` (ignored by
+    git): a run never writes over a committed result (``benchmarks/report.py`` says how one is
+    published).
+    """
     _install_for(session, backend)
     if backend != "torch":
         _install(session, TORCH)  # the PyTorch-eager peer row
+    out = Path("benchmarks/results/new")
+    out.mkdir(parents=True, exist_ok=True)
     session.run(
         "python",
         "-m",
         "pytest",
         "benchmarks",
         "--benchmark-enable",
-        f"--benchmark-json=benchmarks/results/{backend}.json",
+        f"--benchmark-json={out / f'{backend}.json'}",
         *session.posargs,
         env={"BPCORE_BACKENDS": backend},
     )
+    with (out / f"bench-{backend}.json").open("w") as document:
+        # the table and the progress bar on the terminal, the document in the file
+        session.run(
+            "bpcore", "bench", "--backends", backend, "--json", stdout=document, stderr=None
+        )
 
 
 @nox.session
 def bench_report(session: nox.Session) -> None:
-    """Turn the saved benchmark JSON into docs/bench/report.md and its two charts."""
-    _install(session, "matplotlib>=3.8")
-    files = session.posargs or sorted(str(p) for p in Path("benchmarks/results").glob("*.json"))
-    if not files:
-        session.error("no benchmarks/results/*.json: run nox -s bench first")
-    session.run("python", "benchmarks/report.py", *files, "--out", "docs/bench")
+    """Rewrite the docs' and the README's figures, and the charts, from the committed results."""
+    _install(session, "-e", ".", "matplotlib>=3.8")
+    session.run("python", "benchmarks/report.py", "--charts")

@@ -3,8 +3,10 @@
 # package index (see ../shared/device/README.md), run the test suite on cupy and torch-cuda, the
 # gradient checks (the conv nets' too) and the benchmarks (the book's loop through the public API,
 # the Trainer's step, the compiled JAX step where JAX sees the GPU, the conv nets' steps), train on
-# Fashion-MNIST (SimpleConvNet for one epoch), and write the JSON and a summary to the folder given
-# as the only argument. Meant to finish in under 5 minutes.
+# Fashion-MNIST (SimpleConvNet for one epoch), run `bpcore compare` and `bpcore bench` on every GPU
+# backend, and write the JSON and a summary to the folder given as the only argument. Meant to
+# finish in under 5 minutes. bpcore's own dependencies must be importable there: run
+# ../shared/device/wheels.sh with `tqdm threadpoolctl` as extra arguments if the machine lacks them.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUTPUT_FOLDER}
 mkdir -p "$out"
@@ -38,6 +40,20 @@ for model in convnet deepconvnet; do  # the conv nets, elementwise, and the jax 
     run "gradcheck-$model-jax" python3 -m bpcore gradcheck --model "$model" --backend jax --device cuda
   fi
 done
+# bpcore compare and bpcore bench on every GPU backend, NumPy on the CPU beside them: which backend
+# departs from float64 NumPy, in which layer and pass (TF32 shows here), and each step's time
+# beside PyTorch eager and the book's NumPy code; the sweep shows from which batch size the GPU
+# overtakes the CPU. The settings that make float32 products TF32 are in the JSON's environment.
+gpus="cupy,torch:cuda"
+if python3 -c "import jax; assert jax.devices('gpu')" 2>/dev/null; then gpus="$gpus,jax:cuda"; fi
+for model in mlp convnet; do
+  run "compare-$model" bash -c "python3 -m bpcore compare --model $model \
+    --backends numpy,$gpus --json > '$out/compare-$model.json'"
+done
+run bench-quick bash -c "python3 -m bpcore bench --quick --backends numpy,torch,$gpus \
+  --json --plot '$out/bench-quick.png' > '$out/bench-quick.json'"
+run bench-sweep bash -c "python3 -m bpcore bench --models mlp --batch-sizes 1,10,100,1000,10000 \
+  --rounds 3 --backends numpy,$gpus --json --plot '$out/bench-sweep.png' > '$out/bench-sweep.json'"
 run bench python3 -m pytest -q benchmarks/test_step.py benchmarks/test_layers.py \
   --benchmark-enable --benchmark-min-rounds=3 --benchmark-max-time=0.2 \
   --benchmark-json="$out/gpu.json"
