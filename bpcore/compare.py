@@ -174,7 +174,8 @@ class Comparison:
     def format(self) -> str:
         """The report ``bpcore compare`` prints: a line per backend, then the verdict."""
         lines = [
-            f"{self.model}, {self.dtype}, {self.steps} SGD steps of {self.batch_size} samples, "
+            f"{self.model}, {self.dtype}, {self.steps} SGD step{'s' * (self.steps != 1)} of "
+            f"{self.batch_size} samples, "
             f"seed {self.seed}: each layer against float64 NumPy"
         ]
         for key, d in self.worst().items():
