@@ -5,20 +5,24 @@ two backends' results part, the place where they part says why. `compare_backend
 seeded network per backend and device, and a float64 NumPy copy of it as the reference, then
 trains them all in lock step (SGD, the same batch). At every step each layer's forward output,
 each layer's backward output (the gradient it passes down) and its parameters' gradients are
-compared with the reference's. The report names the first backend, layer and pass (forward,
-backward) whose result leaves its tolerance, and by how much.
+compared with the reference's. Each layer is judged alone: on every backend it is given the
+reference's input (forward) and the reference's gradient from above (backward), cast to the
+backend's dtype, so that rounding does not pile up from layer to layer and an error shows in the
+layer that makes it. The report names the first backend, layer and pass (forward, backward)
+whose result leaves its tolerance, and by how much.
 
 Tolerances come from the dtype and the layer: a result may depart from the reference by
-``SLACK * eps * sqrt(n) * (depth + 1)`` times the reference's largest magnitude, where ``eps``
-is the dtype's machine epsilon, ``n`` the length of the sums behind the result (a layer's
-fan-in forward, its batch or fan-out backward: rounding grows as their square root) and
-``depth`` how many layers the value went through since the input (each adds its rounding).
-Errors of a wrong kernel are orders of magnitude larger; rounding of a correct one stays well
-inside (the five CPU backends pass at float32, by test).
+``SLACK * eps * sqrt(n) * step`` times the reference's largest magnitude, where ``eps`` is the
+dtype's machine epsilon, ``n`` the length of the sums behind the result (a layer's fan-in
+forward, its fan-out backward, the batch, and a convolution's output pixels, for parameter
+gradients: rounding grows as their square root; 1 for elementwise layers) and ``step`` counts
+the steps so far (the weights carry the rounding of the updates before). Rounding of a correct
+layer stays well inside (the five CPU backends pass in float32 and float64, by test); a
+layer made 0.1% wrong departs by about a thousand times its tolerance.
 
-Where a backend also has a compiled step (`bpcore.compile_step` on JAX), the parameters after
-the compiled steps are compared with those after the eager steps, pass ``"compiled step"`` (not
-for networks with dropout, whose compiled step draws masks of its own).
+Where a backend also has a compiled step (`bpcore.compile_step` on JAX), the parameters' change
+over the compiled steps is compared with their change over the eager steps, pass
+``"compiled step"`` (not for networks with dropout, whose compiled step draws masks of its own).
 Dropout masks are drawn once by the reference and given to every backend, so that all compute
 the same function.
 """
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .backends import resolve_backend, to_numpy
+from .environment import environment_info
 from .layers import backward_params, holds_mask, param_names, takes_train_flg
 from .optimizers import SGD
 from .steps import compile_step
@@ -132,6 +137,9 @@ class Comparison:
     seed: int
     backends: list[dict[str, str]]
     departures: list[Departure] = field(default_factory=list)
+    #: The `bpcore.environment.environment_info` report of the machine it ran on: versions,
+    #: devices, and the settings that make float32 products TF32 on NVIDIA GPUs.
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def first_divergence(self) -> Departure | None:
@@ -169,6 +177,7 @@ class Comparison:
             "first_divergence": None if first is None else first.as_dict(),
             "worst": {key: d.as_dict() for key, d in self.worst().items()},
             "departures": [d.as_dict() for d in self.departures],
+            "environment": self.environment,
         }
 
     def format(self) -> str:
@@ -201,7 +210,12 @@ class Comparison:
 
 
 def tolerance(dtype_name: str, length: int, depth: int) -> float:
-    """The relative departure a result may show: ``SLACK * eps * sqrt(length) * (depth+1)``."""
+    """The relative departure a result may show: ``SLACK * eps * sqrt(length) * (depth+1)``.
+
+    ``length`` is the length of the sums behind the result; ``depth`` how many roundings of the
+    same size it carries besides its own (the earlier steps', for a layer's result; every
+    layer's, for the compiled step's updates).
+    """
     eps = float(np.finfo(np.dtype(dtype_name)).eps)
     return SLACK * eps * math.sqrt(max(length, 1)) * (depth + 1)
 
@@ -266,10 +280,10 @@ def compare_backends(
         i: {k: to_numpy(v).copy() for k, v in net.params.items()} for i, net in enumerate(nets)
     }
     for step in range(1, steps + 1):
-        expected = _traced_step(reference, x_host, t_host, masks=None)
+        expected, given = _traced_step(reference, x_host, t_host, masks=None)
         masks = _masks(reference)
         for net in nets:
-            found = _traced_step(net, x_host, t_host, masks=masks)
+            found, _ = _traced_step(net, x_host, t_host, masks=masks, given=given)
             report.departures += _compare(net, step, expected, found, dtype)
     random = any(holds_mask(layer) for layer in reference.layers.values())
     if compiled and not random:  # a compiled step draws its own dropout masks
@@ -279,6 +293,7 @@ def compare_backends(
                     net, start[i], x_host, t_host, steps, dtype
                 )
     report.departures.sort(key=lambda d: (d.step, _PASS_ORDER[d.pass_], d.position))
+    report.environment = environment_info()
     return report
 
 
@@ -306,16 +321,36 @@ def _masks(net: Any) -> dict[str, np.ndarray]:
     }
 
 
+Record = tuple[str, str, str, np.ndarray, int]
+
+
 def _traced_step(
-    net: Any, x_host: np.ndarray, t_host: np.ndarray, masks: dict[str, np.ndarray] | None
-) -> list[tuple[str, str, str, np.ndarray, int]]:
+    net: Any,
+    x_host: np.ndarray,
+    t_host: np.ndarray,
+    masks: dict[str, np.ndarray] | None,
+    given: dict[tuple[str, str], np.ndarray] | None = None,
+) -> tuple[list[Record], dict[tuple[str, str], np.ndarray]]:
     """One SGD step of ``net``, recording every layer's results on the host.
 
-    Returns ``(layer, pass, quantity, value, sum length)`` in the order they are computed.
-    With ``masks``, the dropout layers use those instead of drawing their own.
+    Returns the records ``(layer, pass, quantity, value, sum length)`` in the order they are
+    computed, and what each layer was given: ``("forward", layer)`` its input,
+    ``("forward", "loss")`` the scores, ``("backward", layer)`` the gradient from above. With
+    ``given`` (the reference's), each layer is given those instead of what the layer before it
+    computed on this backend, so that each result is judged alone: rounding does not pile up
+    from layer to layer, and a tolerance can be that of one layer. With ``masks``, the dropout
+    layers use those instead of drawing their own.
     """
     backend, xp = net.backend_info, net.xp
-    records: list[tuple[str, str, str, np.ndarray, int]] = []
+    records: list[Record] = []
+    inputs: dict[tuple[str, str], np.ndarray] = {}
+
+    def take(key: tuple[str, str], own: Any) -> Any:
+        inputs[key] = to_numpy(own) if given is None else given[key]
+        if given is None:
+            return own
+        return xp.asarray(given[key], device=net.device, dtype=net.dtype)
+
     with backend.activate():
         x = xp.asarray(x_host, device=net.device, dtype=net.dtype)
         t = xp.asarray(t_host, device=net.device)
@@ -325,31 +360,32 @@ def _traced_step(
                 layer.mask = xp.asarray(masks[name], device=net.device)
                 held.append((layer, layer.hold_mask))
                 layer.hold_mask = True
-        # ``reach``: the longest sum any value so far went through (an elementwise layer
-        # passes on the rounding of the products before it).
-        reach = 1
+        batch = x_host.shape[0]
         try:
             h = x
             for name, layer in net.layers.items():
+                h = take(("forward", name), h)
                 h = layer.forward(h, True) if takes_train_flg(layer) else layer.forward(h)
-                reach = max(reach, _fan_in(layer))
-                records.append((name, "forward", "output", to_numpy(h), reach))
+                records.append((name, "forward", "output", to_numpy(h), _fan_in(layer, batch)))
+            h = take(("forward", "loss"), h)
             net.last_layer.forward(h, t)
             dout = net.last_layer.backward(1)
-            records.append(("loss", "backward", "dx", to_numpy(dout), reach))
-            reach = max(reach, x_host.shape[0])  # parameter gradients sum over the batch
+            classes = int(h.shape[-1])  # the softmax's sums
+            records.append(("loss", "backward", "dx", to_numpy(dout), classes))
             names = list(net.layers)
             for name in reversed(names):
                 layer = net.layers[name]
+                dout = take(("backward", name), dout)
+                grads_from = dout
                 if name == names[0]:
                     backward_params(layer, dout)
                 else:
                     dout = layer.backward(dout)
-                    reach = max(reach, _fan_out(layer))
-                    records.append((name, "backward", "dx", to_numpy(dout), reach))
+                    records.append((name, "backward", "dx", to_numpy(dout), _fan_out(layer, batch)))
                 for p in param_names(layer):
                     grad = getattr(layer, "d" + p)
-                    records.append((name, "backward", "d" + p, to_numpy(grad), reach))
+                    length = _summed_over(layer, grads_from)
+                    records.append((name, "backward", "d" + p, to_numpy(grad), length))
         finally:
             for layer, was in held:
                 layer.hold_mask = was
@@ -359,11 +395,13 @@ def _traced_step(
             layer, attribute = net.params.layer_of(key)
             grads[key] = getattr(layer, "d" + attribute)
         SGD(lr=LR).update(net.params, grads)
-    return records
+    return records, inputs
 
 
-def _fan_in(layer: Any) -> int:
+def _fan_in(layer: Any, batch: int) -> int:
     """The length of the sums behind a layer's forward output (1 for elementwise layers)."""
+    if getattr(layer, "gamma", None) is not None:
+        return batch  # batch normalization: the batch's mean and variance
     W = getattr(layer, "W", None)
     if W is None:
         return 1
@@ -371,8 +409,10 @@ def _fan_in(layer: Any) -> int:
     return int(shape[0]) if len(shape) == 2 else int(np.prod(shape[1:]))
 
 
-def _fan_out(layer: Any) -> int:
+def _fan_out(layer: Any, batch: int) -> int:
     """The length of the sums behind a layer's input gradient."""
+    if getattr(layer, "gamma", None) is not None:
+        return batch
     W = getattr(layer, "W", None)
     if W is None:
         return 1
@@ -380,15 +420,27 @@ def _fan_out(layer: Any) -> int:
     return int(shape[1]) if len(shape) == 2 else int(shape[0] * shape[2] * shape[3])
 
 
+def _summed_over(layer: Any, dout: Any) -> int:
+    """The length of the sums behind a layer's parameter gradients: every position of the
+    output gradient that one output feature has (the batch, and for a convolution the
+    output's pixels too)."""
+    features = getattr(layer, "b", None)
+    if features is None:
+        features = getattr(layer, "beta", None)
+    size = math.prod(int(n) for n in dout.shape)
+    per_feature = int(math.prod(int(n) for n in features.shape)) if features is not None else 1
+    return max(size // per_feature, 1)
+
+
 def _compare(
     net: Any,
     step: int,
-    expected: list[tuple[str, str, str, np.ndarray, int]],
-    found: list[tuple[str, str, str, np.ndarray, int]],
+    expected: list[Record],
+    found: list[Record],
     dtype: str,
 ) -> list[Departure]:
     rows = []
-    for depth, (want, got) in enumerate(zip(expected, found, strict=True)):
+    for position, (want, got) in enumerate(zip(expected, found, strict=True)):
         layer, pass_, quantity, reference, length = want
         value = got[3]
         rows.append(
@@ -400,8 +452,10 @@ def _compare(
                 pass_=pass_,
                 quantity=quantity,
                 departure=_relative(value, reference),
-                tolerance=tolerance(dtype, length, depth + step - 1),
-                position=depth,
+                # each layer is given the reference's inputs; only the weights carry the
+                # rounding of the steps before this one
+                tolerance=tolerance(dtype, length, step - 1),
+                position=position,
             )
         )
     return rows
@@ -424,7 +478,9 @@ def _compiled_against_eager(
     steps: int,
     dtype: str,
 ) -> list[Departure]:
-    """The parameters after ``steps`` compiled steps against those after the eager steps."""
+    """The parameters' change over ``steps`` compiled steps against their change over the eager
+    steps (the change, not the parameters: those are mostly their initial values, which would
+    hide an error in the updates)."""
     eager = {k: to_numpy(v) for k, v in net.params.items()}
     twin = type(net).from_arrays(net.config, start, backend=net.backend_info, dtype=dtype)
     step = compile_step(twin, SGD(lr=LR), donate=False)
@@ -433,6 +489,12 @@ def _compiled_against_eager(
     for _ in range(steps):
         step(x, t)
     rows = []
+    # The updates went through every layer, forward and backward: the longest sum of any
+    # layer and all the layers' rounding.
+    batch = x_host.shape[0]
+    length = max(
+        batch, *(max(_fan_in(la, batch), _fan_out(la, batch)) for la in net.layers.values())
+    )
     depth = len(net.layers) * 3
     for key, value in twin.params.items():
         layer, _ = twin.params.layer_of(key)
@@ -445,8 +507,8 @@ def _compiled_against_eager(
                 layer=name,
                 pass_="compiled step",
                 quantity=key,
-                departure=_relative(to_numpy(value), eager[key]),
-                tolerance=tolerance(dtype, x_host.shape[0], depth),
+                departure=_relative(to_numpy(value) - start[key], eager[key] - start[key]),
+                tolerance=tolerance(dtype, length, depth),
             )
         )
     return rows

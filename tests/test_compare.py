@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 import bpcore.layers
+import bpcore.optimizers
 from bpcore.backends import namespace
 from bpcore.cli import main
 from bpcore.compare import compare_backends, tolerance
@@ -20,9 +21,12 @@ from bpcore.compare import compare_backends, tolerance
 SCHEMA = json.loads((Path(__file__).parents[1] / "docs/schemas/compare.schema.json").read_text())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("model", ["mlp", "convnet"])
-def test_every_backend_agrees_with_the_reference(backend, model):
-    report = compare_backends([(backend.name, backend.device)], model=model, steps=2)
+def test_every_backend_agrees_with_the_reference(backend, model, dtype):
+    if not backend.resolve().has_dtype(dtype):
+        pytest.skip(f"{backend.name} on {backend.device} has no {dtype}")
+    report = compare_backends([(backend.name, backend.device)], model=model, steps=2, dtype=dtype)
     assert report.passed, report.format()
     document = report.to_json()
     jsonschema.validate(document, SCHEMA)
@@ -60,6 +64,37 @@ def test_a_wrong_backward_pass_is_found_and_named(monkeypatch):
     assert document["first_divergence"]["pass"] == "backward"
     # The other backends stay within: only the injected one is named.
     assert {d.backend for d in report.departures if not d.within} == {"torch"}
+
+
+def test_each_layer_is_judged_alone_in_a_deep_network(monkeypatch):
+    # Every layer is given the reference's inputs, so a small error deep in a conv net stands
+    # as far above its tolerance as in the MLP: rounding does not pile up from layer to layer.
+    _wrong_backward(monkeypatch, "torch")
+    report = compare_backends(["numpy", "torch"], model="convnet", steps=1)
+    first = report.first_divergence
+    assert (first.backend, first.pass_, first.quantity) == ("torch", "backward", "dx")
+    assert first.layer.startswith("Relu") and first.ratio > 100
+    worst_correct = report.worst()["numpy:cpu"]
+    assert worst_correct.within and worst_correct.ratio < 0.5
+
+
+def test_the_compiled_step_is_compared_with_the_eager_one(monkeypatch):
+    pytest.importorskip("jax")  # the backend whose step compiles
+    report = compare_backends(["jax"], model="mlp", steps=2)
+    compiled = [d for d in report.departures if d.pass_ == "compiled step"]
+    assert {d.quantity for d in compiled} == {"W1", "b1", "W2", "b2"}
+    assert report.passed and all(d.within for d in compiled)
+    # A compiled step that updates 1% too far is caught, and named as the compiled step.
+    import bpcore.compare as compare_module
+
+    right = compare_module.compile_step
+
+    def off_by_one_percent(net, optimizer, **kwargs):
+        return right(net, bpcore.optimizers.SGD(lr=optimizer.lr * 1.01), **kwargs)
+
+    monkeypatch.setattr(compare_module, "compile_step", off_by_one_percent)
+    first = compare_backends(["jax"], model="mlp", steps=2).first_divergence
+    assert first is not None and (first.backend, first.pass_) == ("jax", "compiled step")
 
 
 def test_the_command_exits_1_and_names_the_divergence(monkeypatch, capsys):
