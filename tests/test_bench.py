@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from pathlib import Path
 
 import jsonschema
@@ -161,6 +162,39 @@ def test_a_baseline_that_is_not_a_bench_document_is_a_usage_error(tmp_path, caps
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not JSON"):
         load_baseline(tmp_path / "broken.json")
+    # A bench document whose rows lack their quartiles: refused before any timing.
+    document = json.loads(BenchReport({"rounds": 3}, {}, [_row("a", 1.0, 1.1, 1.2)]).dumps())
+    del document["rows"][0]["q3_s"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    assert main(["bench", "--baseline", str(tmp_path / "old.json")]) == 2
+    assert "row 0 lacks q3_s" in capsys.readouterr().err
+
+
+def test_too_few_rounds_call_nothing_slower():
+    old = BenchReport({"rounds": 2}, {}, [_row("a", 1.0, 1.0, 1.0)])
+    new = BenchReport({"rounds": 5}, {}, [_row("a", 2.0, 2.0, 2.0)])
+    new.mark_baseline(json.loads(old.dumps()))
+    (row,) = new.rows
+    assert row.baseline["ratio"] == 2.0 and not row.baseline["slower"]
+
+
+def test_a_peer_that_cannot_be_built_fails_its_row_only(monkeypatch, capsys):
+    import bpcore.bench.workloads as workloads
+
+    pytest.importorskip("torch")  # the PyTorch eager peer
+    right = workloads.build
+
+    def build(kind, *args, **kwargs):
+        if kind == "pytorch eager":
+            raise MemoryError("out of memory")
+        return right(kind, *args, **kwargs)
+
+    monkeypatch.setattr(workloads, "build", build)
+    assert main(["bench", "--models", "mlp", "--backends", "numpy", "--rounds", "1", "--json"]) == 1
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["pytorch eager [cpu]"]["error"] == "MemoryError: out of memory"
+    assert rows["book numpy"]["error"] is None and rows["book numpy"]["median_s"] > 0
+    assert rows["bpcore book loop [numpy:cpu]"]["error"] is None
 
 
 def test_models_parse_as_documented():
@@ -195,7 +229,31 @@ def test_rounds_interleave_and_a_failing_row_leaves_the_others_timed():
     assert runs == [("a", n), ("b", 3), ("t", 2 * m), ("a", n), ("t", m), ("a", n)]
 
 
+def test_a_slow_row_still_times_whole_periods(monkeypatch):
+    # A Trainer row does its once-an-epoch work every `period` calls: every round must hold
+    # whole periods, also when one call lasts longer than a round should.
+    import bpcore.bench.timing as timing
+
+    monkeypatch.setattr(timing, "MAX_ROUND_SECONDS", 1e-4)  # any call is "slow"
+    counts = {"slow": 0, "epoch": 0}
+
+    def call(name):
+        def run():
+            time.sleep(0.001)  # longer than a round may last
+            counts[name] += 1
+
+        return run
+
+    rows = [("slow", call("slow"), 1), ("epoch", call("epoch"), 4)]
+
+    fast, epoch = time_interleaved(rows, rounds=2, settle=0.0)
+    assert fast.iterations == 1 and epoch.iterations == 4
+    assert counts["epoch"] == 1 + 3 + 4 + 2 * 4  # first call, rest of a period, a timed period
+
+
 def test_stats_are_pytest_benchmarks():
     stats = stats_of([3.0, 1.0, 2.0, 4.0])
     assert stats["median"] == 2.5 and stats["min"] == 1.0 and stats["max"] == 4.0
+    # pytest-benchmark's quartiles (the medians of each half), which the baseline compares
+    assert (stats["q1"], stats["q3"], stats["iqr"]) == (1.5, 3.5, 2.0)
     assert all(math.isnan(v) for v in stats_of([]).values())

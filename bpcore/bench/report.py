@@ -25,6 +25,11 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+#: The fewest rounds a run (and its baseline) must have for `BenchReport.mark_baseline` to call
+#: a row slower or faster: below it, the quartiles are the extremes of one or two rounds.
+MIN_BASELINE_ROUNDS = 3
+
+
 @dataclass
 class BenchRow:
     """One row of one group: its timings' statistics, in seconds per training step.
@@ -95,7 +100,11 @@ class BenchReport:
     def mark_baseline(self, old: dict[str, Any]) -> None:
         """Compare each row with the row of the same name and group in ``old`` (a document of
         `to_json`): ``slower`` when this run's first quartile is above the old third quartile,
-        the interquartile ranges apart, so that noise within either run is not called slower."""
+        the interquartile ranges apart, so that noise within either run is not called slower.
+        With fewer than `MIN_BASELINE_ROUNDS` rounds in either run there are no quartiles to
+        speak of: the ratio is given, and nothing is called slower or faster."""
+        enough = min(self.settings.get("rounds", 0), old["settings"].get("rounds", 0))
+        enough = enough >= MIN_BASELINE_ROUNDS
         before = {
             (r["model"], r["batch_size"], r["dtype"], r["name"]): r
             for r in old["rows"]
@@ -108,8 +117,8 @@ class BenchReport:
             row.baseline = {
                 "median_s": was["median_s"],
                 "ratio": row.median / was["median_s"],
-                "slower": row.stats["q1"] > was["q3_s"],
-                "faster": row.stats["q3"] < was["q1_s"],
+                "slower": enough and row.stats["q1"] > was["q3_s"],
+                "faster": enough and row.stats["q3"] < was["q1_s"],
             }
 
     @classmethod
@@ -297,4 +306,17 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
             f"baseline {path} is version {old.get('version')} of the bench document; this "
             f"bpcore reads version {BENCH_SCHEMA_VERSION}"
         )
+    # What mark_baseline reads, checked now rather than after minutes of timing.
+    rows, settings = old.get("rows"), old.get("settings")
+    if not isinstance(rows, list) or not isinstance(settings, dict):
+        raise ValueError(f"baseline {path} has no rows or no settings")
+    keys = ("model", "batch_size", "dtype", "name", "median_s", "q1_s", "q3_s")
+    for i, row in enumerate(rows):
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(f"baseline {path}: row {i} lacks {', '.join(missing)}")
+        if row["median_s"] is not None and not all(
+            isinstance(row[k], int | float) and row[k] > 0 for k in ("median_s", "q1_s", "q3_s")
+        ):
+            raise ValueError(f"baseline {path}: row {i} ({row['name']}) has no positive times")
     return old

@@ -132,7 +132,9 @@ def time_interleaved(
         wanted = min(wanted, math.floor(MAX_ROUND_SECONDS / slowest))
     calls = max(1, min(MAX_ITERATIONS, wanted))
     for timing, (_, _, period) in zip(timings, rows, strict=True):
-        timing.iterations = period * math.ceil(calls / period) if calls > period else calls
+        # whole periods always: a Trainer row's rounds then all hold the same share of the
+        # once-an-epoch work, also where one step is slower than a round should last
+        timing.iterations = period * math.ceil(calls / period)
     for r in range(rounds):
         order = list(range(r % len(rows), len(rows))) + list(range(r % len(rows)))
         for i in order:

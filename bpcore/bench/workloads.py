@@ -279,14 +279,30 @@ def _floor_row(
 def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[Workload]:
     """The peers: the book's NumPy code (one hidden layer or a conv net), and PyTorch eager on
     the CPU and the first CUDA device where PyTorch is installed."""
-    rows = [build("book numpy", spec, batch_size, dtype, seed)]
+    try:
+        rows = [build("book numpy", spec, batch_size, dtype, seed)]
+    except Exception as exc:
+        rows = [_failed("book numpy", "book numpy", None, exc)]
     try:
         import torch
     except ImportError:
         return [r for r in rows if r is not None]
     devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
-    rows += [build("pytorch eager", spec, batch_size, dtype, seed, device=d) for d in devices]
+    for device in devices:
+        try:
+            rows.append(build("pytorch eager", spec, batch_size, dtype, seed, device=device))
+        except Exception as exc:  # out of memory, say: a failed row, the others still timed
+            rows.append(_failed(f"pytorch eager [{device}]", "pytorch eager", "pytorch", exc))
     return [r for r in rows if r is not None]
+
+
+def _failed(name: str, kind: str, backend: str | None, exc: Exception) -> Workload:
+    """A row that could not be built: its call raises what building it raised."""
+
+    def call() -> None:
+        raise exc
+
+    return Workload(name, kind, backend, None, call, lambda: None)
 
 
 def _book_row(
