@@ -145,7 +145,15 @@ def bench(session: nox.Session, backend: str) -> None:
     with (out / f"bench-{backend}.json").open("w") as document:
         # the table and the progress bar on the terminal, the document in the file
         session.run(
-            "bpcore", "bench", "--backends", backend, "--json", stdout=document, stderr=None
+            "python",
+            "-m",
+            "bpcore",
+            "bench",
+            "--backends",
+            backend,
+            "--json",
+            stdout=document,
+            stderr=None,
         )
 
 
