@@ -2,7 +2,7 @@
 
     python benchmarks/report.py            # rewrite the generated blocks from benchmarks/results
     python benchmarks/report.py --charts   # ... and draw the charts in docs/bench (matplotlib)
-    python benchmarks/report.py --check    # exit 1 when a published figure is not its file's
+    python benchmarks/report.py --check    # exit 1 when a figure or chart is not its file's
 
 A generated block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in a
 Markdown page; `BLOCKS` says which page holds each block and which result file it is made from.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import re
 import sys
@@ -231,13 +232,18 @@ def render(root: Path) -> dict[str, str]:
 
 
 def check(root: Path = ROOT) -> list[str]:
-    """What differs between the pages and their result files: one line per block, empty when
-    every published figure is its file's."""
+    """What differs between the pages and charts and their result files: one line per block or
+    chart, empty when every published figure is its file's."""
     problems = []
     try:
         pages = render(root)
     except (OSError, ValueError, KeyError, StopIteration) as exc:
         return [f"cannot render the figures: {type(exc).__name__}: {exc}"]
+    for source, chart in CHARTS.items():
+        path = root / chart
+        stamp = _png_text(path).get("Source") if path.is_file() else None
+        if stamp != _stamp(root, source):
+            problems.append(f"{chart} is not drawn from {SOURCES[source]} as it is now")
     for page, text in pages.items():
         old = (root / page).read_text()
         if old == text:
@@ -256,13 +262,33 @@ def _source(block: str) -> str:
     return {"steps": "bench", "sweep": "sweep", "epoch-readme": "epochs"}.get(block, block)
 
 
+def _stamp(root: Path, source: str) -> str:
+    """What a chart stores of its result file: the path and the SHA-256 of its bytes."""
+    digest = hashlib.sha256((root / SOURCES[source]).read_bytes()).hexdigest()
+    return f"{SOURCES[source]} sha256:{digest}"
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    """The tEXt entries of a PNG file (where matplotlib writes ``metadata``)."""
+    data, found, at = path.read_bytes(), {}, 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = body.partition(b"\0")
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length
+    return found
+
+
 def charts(root: Path) -> None:
-    """Draw `CHARTS` from the bench documents (needs matplotlib)."""
+    """Draw `CHARTS` from the bench documents (needs matplotlib), each stamped with its source."""
     from bpcore.bench import BenchReport
 
     for source, out in CHARTS.items():
         (root / out).parent.mkdir(parents=True, exist_ok=True)
-        BenchReport.from_json(_load(root, source)).plot(root / out)
+        document = BenchReport.from_json(_load(root, source))
+        document.plot(root / out, metadata={"Source": _stamp(root, source)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ report = _report_module()
 def copy(tmp_path):
     """The result files and the pages that publish them, in a scratch root."""
     paths = {*report.SOURCES.values(), *(page for page, _ in report.BLOCKS.values())}
+    paths |= set(report.CHARTS.values())
     for path in paths:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / path, tmp_path / path)
@@ -89,7 +90,20 @@ def test_writing_the_figures_makes_the_check_pass(copy):
         if row["per_sample_s"] is not None:
             row["per_sample_s"] *= 2
     sweep.write_text(json.dumps(document))
-    assert report.check(copy)
+    problems = report.check(copy)
+    assert any("'sweep'" in p for p in problems)
+    assert any("docs/bench/sweep.png" in p for p in problems)  # drawn from the file before
     for page, text in report.render(copy).items():
         (copy / page).write_text(text)
+    report.charts(copy)
     assert report.check(copy) == []
+
+
+def test_a_chart_is_checked_against_its_file(copy):
+    bench = copy / report.SOURCES["bench"]
+    bench.write_text(bench.read_text() + "\n")  # the same figures, other bytes: redraw it
+    (problem,) = report.check(copy)
+    assert problem.startswith("docs/bench/steps.png is not drawn from")
+    (copy / "docs/bench/steps.png").unlink()
+    (problem,) = report.check(copy)
+    assert "steps.png" in problem

@@ -197,10 +197,11 @@ class BenchReport:
             lines.append("")
         return "\n".join(lines).rstrip()
 
-    def plot(self, path: str | Path) -> None:
+    def plot(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         """Write a chart: with several batch sizes, each row's time per sample against the
         batch size (where the lines cross, one device overtakes another); else each row's
-        median with its quartiles, one panel per model."""
+        median with its quartiles, one panel per model. ``metadata``: text to store in the
+        PNG (``benchmarks/report.py`` stores which result file the chart was drawn from)."""
         try:
             import matplotlib
         except ImportError as exc:
@@ -265,7 +266,7 @@ class BenchReport:
                 f"{model} ({rows[0].label if rows else ''}), {rows[0].dtype if rows else ''}"
             )
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, metadata=metadata)
         plt.close(fig)
 
 
