@@ -66,6 +66,20 @@ def test_a_wrong_backward_pass_is_found_and_named(monkeypatch):
     assert {d.backend for d in report.departures if not d.within} == {"torch"}
 
 
+def test_a_wrong_forward_pass_is_named_before_the_backward_passes(monkeypatch):
+    # "First" follows the computation: the forward pass of step 1 comes before any backward.
+    _wrong_backward(monkeypatch, "torch")
+    right = bpcore.layers.Affine.forward
+
+    def forward(self, x):
+        out = right(self, x)
+        return out * 1.001 if namespace(out).__name__.endswith("torch") else out
+
+    monkeypatch.setattr(bpcore.layers.Affine, "forward", forward)
+    first = compare_backends(["numpy", "torch"], model="mlp", steps=1).first_divergence
+    assert (first.backend, first.layer, first.pass_) == ("torch", "Affine1", "forward")
+
+
 def test_each_layer_is_judged_alone_in_a_deep_network(monkeypatch):
     # Every layer is given the reference's inputs, so a small error deep in a conv net stands
     # as far above its tolerance as in the MLP: rounding does not pile up from layer to layer.
