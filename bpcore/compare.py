@@ -7,9 +7,12 @@ trains them all in lock step (SGD, the same batch). At every step each layer's f
 each layer's backward output (the gradient it passes down) and its parameters' gradients are
 compared with the reference's. Each layer is judged alone: on every backend it is given the
 reference's input (forward) and the reference's gradient from above (backward), cast to the
-backend's dtype, so that rounding does not pile up from layer to layer and an error shows in the
-layer that makes it. The report names the first backend, layer and pass (forward, backward)
-whose result leaves its tolerance, and by how much.
+backend's dtype (the reference computes from them rounded to that dtype too), so that rounding
+does not pile up from layer to layer and an error shows in the layer that makes it. Before each
+step, each backend's own chain of layers is compared too, by the network's scores (layer
+``network``): a fault between the layers, which no single layer shows. The report names the
+first backend, layer and pass (forward, backward) whose result leaves its tolerance, and by how
+much.
 
 Tolerances come from the dtype and the layer: a result may depart from the reference by
 ``SLACK * eps * sqrt(n) * step`` times the reference's largest magnitude, where ``eps`` is the
@@ -279,8 +282,16 @@ def compare_backends(
     start = {
         i: {k: to_numpy(v).copy() for k, v in net.params.items()} for i, net in enumerate(nets)
     }
+    longest = 1
     for step in range(1, steps + 1):
-        expected, given = _traced_step(reference, x_host, t_host, masks=None)
+        # Each backend's own chain of layers, unforced, before the step: what the per-layer
+        # checks cannot see (a layer that writes into another's output, a dtype lost between
+        # layers), with the tolerance of every layer's rounding together.
+        scores = to_numpy(reference.predict(reference.xp.asarray(x_host)))
+        for net in nets:
+            report.departures.append(_chained(net, x_host, scores, step, dtype))
+        expected, given = _traced_step(reference, x_host, t_host, masks=None, rounded_to=dtype)
+        longest = max(longest, *(record[4] for record in expected))
         masks = _masks(reference)
         for net in nets:
             found, _ = _traced_step(net, x_host, t_host, masks=masks, given=given)
@@ -290,11 +301,34 @@ def compare_backends(
         for i, net in enumerate(nets):
             if compile_step(net, SGD(lr=LR), donate=False).compiled:
                 report.departures += _compiled_against_eager(
-                    net, start[i], x_host, t_host, steps, dtype
+                    net, start[i], x_host, t_host, steps, dtype, longest
                 )
     report.departures.sort(key=lambda d: (d.step, _PASS_ORDER[d.pass_], d.position))
-    report.environment = environment_info()
+    report.environment = environment_info({net.backend for net in nets})
     return report
+
+
+def _chained(
+    net: Any, x_host: np.ndarray, reference: np.ndarray, step: int, dtype: str
+) -> Departure:
+    """The network's scores (inference mode) from its own chain of layers, against the
+    reference's: pass ``forward``, layer ``network``, after every single layer's results."""
+    with net.backend_info.activate():
+        x = net.xp.asarray(x_host, device=net.device, dtype=net.dtype)
+        scores = to_numpy(net.predict(x))
+    batch = x_host.shape[0]
+    longest = max(_fan_in(layer, batch) for layer in net.layers.values())
+    return Departure(
+        backend=net.backend,
+        device=net.backend_info.device_name,
+        step=step,
+        layer="network",
+        pass_="forward",
+        quantity="scores, layers chained",
+        departure=_relative(scores, reference),
+        tolerance=tolerance(dtype, longest, len(net.layers) + step - 1),
+        position=len(net.layers) + 1,  # after the layers' own forward results
+    )
 
 
 _PASS_ORDER = {"forward": 0, "backward": 1, "compiled step": 2}
@@ -330,6 +364,7 @@ def _traced_step(
     t_host: np.ndarray,
     masks: dict[str, np.ndarray] | None,
     given: dict[tuple[str, str], np.ndarray] | None = None,
+    rounded_to: str | None = None,
 ) -> tuple[list[Record], dict[tuple[str, str], np.ndarray]]:
     """One SGD step of ``net``, recording every layer's results on the host.
 
@@ -339,17 +374,25 @@ def _traced_step(
     ``given`` (the reference's), each layer is given those instead of what the layer before it
     computed on this backend, so that each result is judged alone: rounding does not pile up
     from layer to layer, and a tolerance can be that of one layer. With ``masks``, the dropout
-    layers use those instead of drawing their own.
+    layers use those instead of drawing their own. With ``rounded_to`` (the reference's run),
+    each layer's input is first rounded to that dtype, so that the reference and the backends
+    compute from the same values: two inputs of a pooling window that differ in float64 but
+    round to one float32 would otherwise send the gradient to different places.
     """
     backend, xp = net.backend_info, net.xp
     records: list[Record] = []
     inputs: dict[tuple[str, str], np.ndarray] = {}
 
     def take(key: tuple[str, str], own: Any) -> Any:
-        inputs[key] = to_numpy(own) if given is None else given[key]
-        if given is None:
-            return own
-        return xp.asarray(given[key], device=net.device, dtype=net.dtype)
+        if given is not None:
+            inputs[key] = given[key]
+            return xp.asarray(given[key], device=net.device, dtype=net.dtype)
+        value = to_numpy(own)
+        if rounded_to is not None:
+            value = value.astype(rounded_to).astype(value.dtype)
+            own = xp.asarray(value, device=net.device, dtype=net.dtype)
+        inputs[key] = value
+        return own
 
     with backend.activate():
         x = xp.asarray(x_host, device=net.device, dtype=net.dtype)
@@ -477,6 +520,7 @@ def _compiled_against_eager(
     t_host: np.ndarray,
     steps: int,
     dtype: str,
+    longest: int,
 ) -> list[Departure]:
     """The parameters' change over ``steps`` compiled steps against their change over the eager
     steps (the change, not the parameters: those are mostly their initial values, which would
@@ -490,11 +534,7 @@ def _compiled_against_eager(
         step(x, t)
     rows = []
     # The updates went through every layer, forward and backward: the longest sum of any
-    # layer and all the layers' rounding.
-    batch = x_host.shape[0]
-    length = max(
-        batch, *(max(_fan_in(la, batch), _fan_out(la, batch)) for la in net.layers.values())
-    )
+    # layer's results (``longest``, from the reference's records) and all the layers' rounding.
     depth = len(net.layers) * 3
     for key, value in twin.params.items():
         layer, _ = twin.params.layer_of(key)
@@ -508,7 +548,7 @@ def _compiled_against_eager(
                 pass_="compiled step",
                 quantity=key,
                 departure=_relative(to_numpy(value) - start[key], eager[key] - start[key]),
-                tolerance=tolerance(dtype, length, depth),
+                tolerance=tolerance(dtype, longest, depth),
             )
         )
     return rows

@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Collection
 from typing import Any
 
 from .backends import BACKEND_CLASSES
@@ -61,8 +62,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_info() -> dict[str, Any]:
+def environment_info(backends: Collection[str] | None = None) -> dict[str, Any]:
     """Collect the environment report as a dictionary that `json.dumps` can write.
+
+    Parameters
+    ----------
+    backends : collection of str, optional
+        Report only these backends (by default every one bpcore knows): a report of a NumPy
+        run need not import JAX, which on a GPU would reserve most of its memory.
 
     Returns
     -------
@@ -84,9 +91,11 @@ def environment_info() -> dict[str, Any]:
     >>> info["backends"]["numpy"]["devices"]
     ['cpu']
     """
-    backends: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     missing = []
     for name, cls in BACKEND_CLASSES.items():
+        if backends is not None and name not in backends:
+            continue
         try:
             xp = cls.import_namespace()
         except ImportError:
@@ -94,12 +103,12 @@ def environment_info() -> dict[str, Any]:
             continue
         except Exception as exc:  # a broken install (a jaxlib that does not match jax, CUDA
             # libraries missing under torch) is what a bug report is for: say what broke
-            backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            found[name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         try:
-            backends[name] = cls.report(xp)
+            found[name] = cls.report(xp)
         except Exception as exc:  # a broken driver, likewise
-            backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            found[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return {
         "bpcore": __version__,
         "python": platform.python_version(),
@@ -110,7 +119,7 @@ def environment_info() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
         "packages": {name: _version(name) for name in _dependencies()},
-        "backends": backends,
+        "backends": found,
         "not_installed": missing,
         "threadpools": _threadpools(),
         "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("BPCORE_")},

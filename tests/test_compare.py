@@ -111,6 +111,31 @@ def test_the_compiled_step_is_compared_with_the_eager_one(monkeypatch):
     assert first is not None and (first.backend, first.pass_) == ("jax", "compiled step")
 
 
+def test_pooling_ties_made_by_rounding_are_not_divergences():
+    # Seed 39: two inputs of a max-pooling window differ in float64 and round to one float32.
+    # The reference pools the rounded values too, so the gradient goes to the same place.
+    report = compare_backends(["numpy"], model="convnet", steps=2, seed=39)
+    assert report.passed, report.format()
+
+
+def test_the_chained_network_is_compared_too(monkeypatch):
+    # A fault in the network's own loop over its layers, which no single layer shows.
+    from bpcore.networks import MultiLayerNet
+
+    right = MultiLayerNet.predict
+
+    def predict(self, x, train_flg=False):
+        scores = right(self, x, train_flg)
+        return scores * 1.001 if namespace(scores).__name__.endswith("torch") else scores
+
+    monkeypatch.setattr(MultiLayerNet, "predict", predict)
+    report = compare_backends(["numpy", "torch"], model="mlp", steps=1)
+    first = report.first_divergence
+    assert (first.backend, first.layer, first.pass_) == ("torch", "network", "forward")
+    layers = [d for d in report.departures if d.layer != "network"]
+    assert all(d.within for d in layers)
+
+
 def test_the_command_exits_1_and_names_the_divergence(monkeypatch, capsys):
     _wrong_backward(monkeypatch, "numpy")  # NumPy's own layers; the reference is float64 NumPy
     # ... so the reference is wrong in the same way: array_api_strict then departs.
