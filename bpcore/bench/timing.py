@@ -99,11 +99,12 @@ def time_interleaved(
     steps of an epoch, 1 elsewhere), and one more period is timed to set how many calls a round
     makes of every row: the same number for all (so that each row's round spans the same
     stretch of the machine's load), enough for the fastest row's round to last
-    `MIN_ROUND_SECONDS`, and a whole number of every row's periods. Round ``r`` starts at row
-    ``r mod len(rows)``, so that no row always runs first or right after the same neighbour;
-    before each row's round the harness waits ``settle`` seconds (`SETTLE_SECONDS`) for other
-    libraries' threads. A row that raises is marked with its error and left out of the later
-    rounds; the others go on. ``progress`` is called after every timed round of every row.
+    `MIN_ROUND_SECONDS`, then rounded up to a whole number of each row's period. Round ``r``
+    starts at row ``r mod len(rows)``, so that no row always runs first or right after the same
+    neighbour; before each row's round the harness waits ``settle`` seconds
+    (`SETTLE_SECONDS`) for other libraries' threads. A row that raises is marked with its error
+    and left out of the later rounds; the others go on. ``progress`` is called after every
+    timed round of every row.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")

@@ -282,7 +282,7 @@ def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[W
     try:
         rows = [build("book numpy", spec, batch_size, dtype, seed)]
     except Exception as exc:
-        rows = [_failed("book numpy", "book numpy", None, exc)]
+        rows = [_failed("book numpy", "book numpy", None, None, exc)]
     try:
         import torch
     except ImportError:
@@ -292,17 +292,20 @@ def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[W
         try:
             rows.append(build("pytorch eager", spec, batch_size, dtype, seed, device=device))
         except Exception as exc:  # out of memory, say: a failed row, the others still timed
-            rows.append(_failed(f"pytorch eager [{device}]", "pytorch eager", "pytorch", exc))
+            name = f"pytorch eager [{device}]"
+            rows.append(_failed(name, "pytorch eager", "pytorch", device, exc))
     return [r for r in rows if r is not None]
 
 
-def _failed(name: str, kind: str, backend: str | None, exc: Exception) -> Workload:
+def _failed(
+    name: str, kind: str, backend: str | None, device: str | None, exc: Exception
+) -> Workload:
     """A row that could not be built: its call raises what building it raised."""
 
     def call() -> None:
         raise exc
 
-    return Workload(name, kind, backend, None, call, lambda: None)
+    return Workload(name, kind, backend, device, call, lambda: None)
 
 
 def _book_row(
