@@ -16,7 +16,7 @@ from typing import Any
 from ..backends import BACKEND_CLASSES, Backend, available_backends, resolve_backend
 from .report import BenchReport, BenchRow
 from .timing import SETTLE_SECONDS, stats_of, time_interleaved
-from .workloads import ModelSpec, Workload, bpcore_rows, parse_model, peer_rows
+from .workloads import PEER_BACKENDS, ModelSpec, Workload, bpcore_rows, parse_model, peer_rows
 
 __all__ = ["DEFAULT_MODELS", "QUICK", "run_bench"]
 
@@ -102,7 +102,13 @@ def run_bench(
             "seed": int(seed),
             "peers": bool(peers),
         },
-        environment=environment if environment is not None else environment_info(),
+        # Only the libraries this run uses (the PyTorch peer's included): on a GPU machine,
+        # reporting JAX would start it, and it would reserve most of the GPU's memory.
+        environment=environment
+        if environment is not None
+        else environment_info(
+            {b.name for b in resolved} | (PEER_BACKENDS if peers else frozenset())
+        ),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     for spec in specs:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend, to_numpy
+from ..backends import Backend, TorchBackend, to_numpy
 from ..optimizers import SGD
 from ..steps import compile_step
 from ..testing import synchronize
@@ -274,6 +274,10 @@ def _floor_row(
             raise RuntimeError(f"floor [{where}]: the first weight gradient is zero or not finite")
 
     return Workload(f"floor [{where}]", "floor", backend.name, backend.device_name, call, check)
+
+
+#: The backends whose libraries the peers use (PyTorch eager), for the environment report.
+PEER_BACKENDS = frozenset({TorchBackend.name})
 
 
 def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[Workload]:
