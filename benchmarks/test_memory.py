@@ -143,3 +143,48 @@ def test_conv_step_peak_memory_next_to_its_floor(benchmark):
     )
     benchmark.pedantic(lambda: None, rounds=1)  # the figures travel in extra_info
     assert 1.0 <= ratio < 4.0, (peak - base, floor)
+
+
+def _book_first_layer(dtype):
+    """The book's SimpleConvNet first layer (30 filters 5x5 on one channel) and a batch of 100,
+    as bpcore's layer and as the book's own code (`bpcore.bench.book_reference`), same values."""
+    from bpcore.bench import book_reference
+    from bpcore.layers import Convolution
+
+    rng = np.random.default_rng(0)
+    W = (0.01 * rng.standard_normal((30, 1, 5, 5))).astype(dtype)
+    b = np.zeros(30, dtype)
+    x = rng.random((100, 1, 28, 28)).astype(dtype)
+    dout = rng.standard_normal((100, 30, 24, 24)).astype(dtype)
+    layers = {"bpcore": Convolution(W, b), "book": book_reference.Convolution(W, b)}
+    for layer in layers.values():
+        layer.forward(x)
+    return layers, dout
+
+
+def _peak(call):
+    call()  # warm-up
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("impl", ["bpcore", "book"])
+def test_first_conv_layer_backward_beside_the_books(benchmark, dtype, impl):
+    """``Convolution.backward`` with the input gradient (as the book's classes ask for it, the
+    first layer's included), bpcore's layer and the book's, side by side in one group: time,
+    and the peak memory in ``extra_info``."""
+    layers, dout = _book_first_layer(dtype)
+    layer = layers[impl]
+    benchmark.group = f"Convolution.backward, the book's first layer, {dtype}"
+    benchmark.extra_info["peak_bytes"] = _peak(lambda: layer.backward(dout))
+    dx = benchmark(layer.backward, dout)
+    assert dx.shape == (100, 1, 28, 28)
+    np.testing.assert_allclose(dx, layers["book"].backward(dout), rtol=1e-4, atol=1e-6)

@@ -190,14 +190,14 @@ def add_window_slices(
 
     ``parts[k]`` (shape ``(N, out_h, out_w, C)``) is added back where offset ``k`` of every
     window took its values from. Windows that tile the image (stride = window, no padding) are
-    interleaved by two stacks, each copying whole channel rows; otherwise this is `col2im_nhwc`
-    of the stacked parts.
+    interleaved by two stacks, each copying whole channel rows; otherwise each part is padded
+    with zeros to the padded image's size, at its offset, and the parts are summed.
     """
     xp = namespace(parts[0])
     n, c, h, w = input_shape
     out_h, out_w = _check_geometry(tuple(input_shape), filter_h, filter_w, stride, pad)
     if not (stride == filter_h == filter_w and pad == 0):
-        return col2im_nhwc(xp.stack(parts, axis=-1), input_shape, filter_h, filter_w, stride, pad)
+        return _add_offsets(parts, (n, c, h, w), filter_w, stride, pad)
     rows = []
     for y in range(filter_h):
         row = xp.stack(parts[y * filter_w : (y + 1) * filter_w], axis=3)  # (N, OH, OW, fw, C)
@@ -222,21 +222,37 @@ def col2im_nhwc(
     if stride == filter_h == filter_w:
         return _tile_back(col, (n, c, h, w), stride, pad)
     col = xp.reshape(col, (n, out_h, out_w, c, filter_h * filter_w))
-    if stride > 1:
-        col = _dilate(col, stride)  # window (i, j) now starts at (i*stride, j*stride) too
+    parts = [col[..., k] for k in range(filter_h * filter_w)]
+    return _add_offsets(parts, (n, c, h, w), filter_w, stride, pad)
+
+
+def _add_offsets(
+    parts: list[Array], input_shape: tuple[int, int, int, int], filter_w: int, stride: int, pad: int
+) -> Array:
+    """The images ``(N, H, W, C)`` that offset ``k`` of every window took ``parts[k]`` from,
+    summed over the offsets: each part (spread out by the stride) is padded with zeros to the
+    padded image's size, at its offset, and added. Memory stays at a few images, where padding
+    the whole ``col`` would copy it at a larger size (the first layer of a conv net has one
+    channel and 25 offsets: the parts are small, the image is small)."""
+    _, _, h, w = input_shape
     hp, wp = h + 2 * pad, w + 2 * pad
-    # Pad so that the contribution of filter offset (y, x) to the padded image is the slice of
-    # `col` starting at (filter_h - 1 - y, filter_w - 1 - x): the rows before and after each
-    # window's own position are zeros.
-    rows, cols = col.shape[1], col.shape[2]
-    col = _pad_hw5(col, (filter_h - 1, filter_w - 1), (hp - rows, wp - cols))
     img = None
-    for y in range(filter_h):
+    # Row by row of the filter: the row's offsets are placed along W and summed at the parts'
+    # height, then the sum is placed once along H (fewer and smaller copies than placing each
+    # part in the whole image).
+    for y in range(len(parts) // filter_w):
+        line = None
         for x in range(filter_w):
-            top, left = filter_h - 1 - y, filter_w - 1 - x
-            part = col[:, top : top + hp, left : left + wp, :, y * filter_w + x]
-            img = part if img is None else img + part
-    assert img is not None  # filter_h, filter_w >= 1
+            part = parts[y * filter_w + x]
+            if stride > 1:
+                part = _dilate(part, stride)  # window (i, j) starts at (i*stride, j*stride)
+            cols = part.shape[2]
+            placed = _pad_or_crop_hw(part, (0, x), (0, wp - x - cols))
+            line = placed if line is None else line + placed
+        assert line is not None  # filter_w >= 1
+        placed = _pad_or_crop_hw(line, (y, 0), (hp - y - line.shape[1], 0))
+        img = placed if img is None else img + placed
+    assert img is not None  # filter_h >= 1
     return img[:, pad : pad + h, pad : pad + w, :] if pad else img
 
 
@@ -335,15 +351,6 @@ def _pad_or_crop_hw(img: Array, before: tuple[int, int], after: tuple[int, int])
     if pads_before == (0, 0) and pads_after == (0, 0):
         return img
     return _pad_hw(img, pads_before, pads_after, 0.0)
-
-
-def _pad_hw5(col: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:
-    """Zeros around axes 1 and 2 of a 5-d array (axes 3 and 4 folded while padding)."""
-    xp = namespace(col)
-    n, rows, cols, c, k = col.shape
-    flat = xp.reshape(col, (n, rows, cols, c * k))
-    flat = _pad_hw(flat, before, after, 0.0)
-    return xp.reshape(flat, (n, flat.shape[1], flat.shape[2], c, k))
 
 
 def _tile_back(col: Array, input_shape: tuple[int, ...], size: int, pad: int) -> Array:

@@ -664,15 +664,59 @@ class Convolution:
     def backward(self, dout: Array) -> Array:
         """Set ``dW`` and ``db``; return the gradient with respect to the input.
 
-        The book's ``col2im(dout @ col_W.T)``, computed as the equivalent convolution of the
-        spread-out ``dout`` with the rotated filters (`bpcore.im2col.transposed_windows`): one
-        stack and one product instead of a product and many adds into shifted slices.
+        The book's ``col2im(dout @ col_W.T)``, by whichever of two equal computations moves
+        less memory:
+
+        * with fewer input channels than filters (a first layer: one channel, 30 filters), as
+          the book does: the product gives each window's gradient, ``(N*OH*OW, FH*FW*C)``, and
+          `bpcore.im2col.add_window_slices` adds them back, one offset at a time;
+        * otherwise, as the convolution of the spread-out ``dout`` with the rotated filters
+          (`bpcore.im2col.transposed_windows`): one stack of ``(N*H*W, FH*FW*FN)`` and one
+          product, no adds into shifted slices.
+
+        The first would cost ``FN / C`` times less memory where ``FN > C``; the second saves
+        ``FH*FW`` passes over the image where ``FN <= C``.
         """
-        self.backward_params(dout)
         x = _require_forward(self.x, self)
         xp = namespace(dout)
-        fn, c, fh, fw = self.W.shape
+        fn, c, _fh, _fw = self.W.shape
         n, _, h, w = x.shape
+        rows = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))  # once, for both
+        self._set_param_grads(rows)
+        if c < fn:
+            # Each window's gradient, transposed: a row per (offset, channel), so that each
+            # offset's part is read whole when it is added back (the book's dcol would be read
+            # with a stride of FH*FW*C elements).
+            col_W = xp.asarray(_require_forward(self.col_W, self))  # Dask: its filters NumPy
+            dcol_t = col_W @ xp.matrix_transpose(rows)
+            del rows  # not held while the windows are added back: the book's peak, no more
+            return self._input_grad_by_windows(dcol_t, dout.shape, (n, c, h, w))
+        return self._input_grad_by_transposed(dout, (n, c, h, w))
+
+    def _input_grad_by_windows(
+        self, dcol_t: Array, out_shape: tuple[int, ...], in_shape: tuple[int, int, int, int]
+    ) -> Array:
+        """The book's way: every window's gradient, ``dcol_t = col_W @ dout_rows.T`` (the
+        book's ``dcol`` transposed: rows by offset, then channel), added back where the window
+        was."""
+        xp = namespace(dcol_t)
+        _fn, c, fh, fw = self.W.shape
+        n, _, h, w = in_shape
+        out_h, out_w = out_shape[2], out_shape[3]
+        parts = [
+            xp.permute_dims(
+                xp.reshape(dcol_t[k * c : (k + 1) * c, :], (c, n, out_h, out_w)), (1, 2, 3, 0)
+            )
+            for k in range(fh * fw)
+        ]
+        img = add_window_slices(parts, (n, c, h, w), fh, fw, self.stride, self.pad)
+        return xp.permute_dims(img, (0, 3, 1, 2))
+
+    def _input_grad_by_transposed(self, dout: Array, in_shape: tuple[int, int, int, int]) -> Array:
+        """The convolution of the spread-out output gradient with the rotated filters."""
+        xp = namespace(dout)
+        fn, c, fh, fw = self.W.shape
+        n, _, h, w = in_shape
         windows = transposed_windows(
             xp.permute_dims(dout, (0, 2, 3, 1)), (h, w), fh, fw, self.stride, self.pad
         )
@@ -684,12 +728,17 @@ class Convolution:
 
     def backward_params(self, dout: Array) -> None:
         """Set ``dW`` and ``db`` only: for a first layer, whose input gradient nobody uses."""
+        fn = self.W.shape[0]
+        xp = namespace(dout)
+        self._set_param_grads(xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn)))
+
+    def _set_param_grads(self, rows: Array) -> None:
+        """``dW`` and ``db`` from the output gradient as rows, ``(N*OH*OW, FN)``."""
         col = _require_forward(self.col, self)
-        xp = namespace(dout, col)
+        xp = namespace(rows, col)
         fn, c, fh, fw = self.W.shape
-        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
-        self.db = xp.sum(dout, axis=0)
-        dW = xp.reshape((col.T @ dout).T, (fn, fh, fw, c))  # columns by offset, then channel
+        self.db = xp.sum(rows, axis=0)
+        dW = xp.reshape((col.T @ rows).T, (fn, fh, fw, c))  # columns by offset, then channel
         self.dW = xp.permute_dims(dW, (0, 3, 1, 2))
 
 

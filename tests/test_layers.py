@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bpcore import to_numpy
-from bpcore.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
+from bpcore.layers import Affine, Convolution, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 from bpcore.testing import RTOL, assert_close
 
 
@@ -367,3 +367,33 @@ def test_convolution_takes_one_number_as_every_filters_bias(backend, rng):
         ValueError, match=r"b of shape \(FN,\) or a number; got W .* and b \[0, 1\]"
     ):
         Convolution(W, [0, 1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_first_conv_layers_input_gradient_costs_no_more_memory_than_the_books(dtype):
+    # The book's SimpleConvNet calls backward on its first layer too. Its input gradient is
+    # taken the book's way there (one channel, 30 filters); the transposed convolution would
+    # stack 30 x 25 copies of the output gradient (478 MiB in float64). NumPy reports its
+    # allocations to tracemalloc, which counts bytes, not time: deterministic.
+    import tracemalloc
+
+    from bpcore.bench import book_reference
+
+    rng = np.random.default_rng(0)
+    W = (0.01 * rng.standard_normal((30, 1, 5, 5))).astype(dtype)
+    b = np.zeros(30, dtype)
+    x = rng.random((100, 1, 28, 28)).astype(dtype)
+    dout = rng.standard_normal((100, 30, 24, 24)).astype(dtype)
+    peaks = {}
+    for name, layer in (("bpcore", Convolution(W, b)), ("book", book_reference.Convolution(W, b))):
+        layer.forward(x)
+        layer.backward(dout)
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            dx = layer.backward(dout)
+            peaks[name] = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        assert dx.shape == x.shape
+    assert peaks["bpcore"] <= peaks["book"], peaks

@@ -104,11 +104,15 @@ def _layer_backward(layer, backend, x_host, dout_host):
     return y, dx
 
 
-# (N, C, H, W), filters, filter (h, w), stride, pad: square and non-square, stride 2, padding 1.
+# (N, C, H, W), filters, filter (h, w), stride, pad: square and non-square, stride 2, padding 1;
+# fewer channels than filters (the input gradient by the windows, as a first layer: the book's
+# SimpleConvNet's, smaller) and as many or more (by the transposed convolution).
 CONVOLUTIONS = [
     ((2, 3, 7, 5), 4, (3, 2), 1, 0),
     ((2, 2, 7, 6), 3, (3, 3), 2, 1),
     ((1, 2, 9, 8), 2, (4, 3), 3, 2),
+    ((2, 4, 7, 6), 2, (3, 3), 2, 1),
+    ((3, 1, 12, 12), 6, (5, 5), 1, 0),
 ]
 
 
@@ -130,6 +134,24 @@ def test_convolution_matches_autograd(backend, rng, shape, fn, window, stride, p
     assert_close(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12, xp=backend.xp)
     assert_close(layer.dW, Wt.grad.numpy(), rtol=1e-12, atol=1e-12)
     assert_close(layer.db, bt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("shape", "fn", "window", "stride", "pad"), CONVOLUTIONS)
+def test_both_input_gradients_of_a_convolution_agree(backend, rng, shape, fn, window, stride, pad):
+    # Convolution.backward takes one of two computations by the channels; each must give the
+    # other's result on every geometry, whichever one backward picks for it.
+    from bpcore.layers import Convolution
+
+    W = backend.asarray(rng.standard_normal((fn, shape[1], *window)))
+    layer = Convolution(W, backend.asarray(rng.standard_normal(fn)), stride, pad)
+    out = layer.forward(backend.asarray(rng.standard_normal(shape)))
+    dout = backend.asarray(rng.standard_normal(tuple(out.shape)))
+    rows = backend.xp.reshape(backend.xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
+    n, c, h, w = shape
+    dcol_t = backend.xp.asarray(layer.col_W) @ backend.xp.matrix_transpose(rows)
+    by_windows = layer._input_grad_by_windows(dcol_t, tuple(dout.shape), (n, c, h, w))
+    by_transposed = layer._input_grad_by_transposed(dout, (n, c, h, w))
+    assert_close(by_windows, to_numpy(by_transposed), rtol=1e-12, atol=1e-12, xp=backend.xp)
 
 
 # (N, C, H, W), window (h, w), stride, pad: overlapping windows (stride 1 and 2 on 3x3),
