@@ -6,6 +6,8 @@ network written with ``torch.nn.functional`` in float64, whose gradients autogra
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -138,13 +140,15 @@ def test_convolution_matches_autograd(backend, rng, shape, fn, window, stride, p
 
 @pytest.mark.parametrize(("shape", "fn", "window", "stride", "pad"), CONVOLUTIONS)
 def test_both_input_gradients_of_a_convolution_agree(backend, rng, shape, fn, window, stride, pad):
-    # Convolution.backward takes one of two computations by the channels; each must give the
-    # other's result on every geometry, whichever one backward picks for it.
+    # Convolution.backward's reference code takes one of two computations by the channels;
+    # each must give the other's result on every geometry, whichever one backward picks for it.
+    from bpcore.kernels import reference_kernels
     from bpcore.layers import Convolution
 
     W = backend.asarray(rng.standard_normal((fn, shape[1], *window)))
     layer = Convolution(W, backend.asarray(rng.standard_normal(fn)), stride, pad)
-    out = layer.forward(backend.asarray(rng.standard_normal(shape)))
+    with reference_kernels():
+        out = layer.forward(backend.asarray(rng.standard_normal(shape)))
     dout = backend.asarray(rng.standard_normal(tuple(out.shape)))
     rows = backend.xp.reshape(backend.xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
     n, c, h, w = shape
@@ -152,6 +156,37 @@ def test_both_input_gradients_of_a_convolution_agree(backend, rng, shape, fn, wi
     by_windows = layer._input_grad_by_windows(dcol_t, tuple(dout.shape), (n, c, h, w))
     by_transposed = layer._input_grad_by_transposed(dout, (n, c, h, w))
     assert_close(by_windows, to_numpy(by_transposed), rtol=1e-12, atol=1e-12, xp=backend.xp)
+
+
+@pytest.mark.parametrize(
+    ("shape", "fn", "window", "stride", "pad"),
+    # the book's SimpleConvNet first layer and a DeepConvNet layer, beside the list above
+    [*CONVOLUTIONS, ((4, 1, 28, 28), 30, (5, 5), 1, 0), ((4, 16, 14, 14), 32, (3, 3), 1, 1)],
+)
+def test_a_librarys_own_convolution_equals_the_reference(
+    backend, rng, shape, fn, window, stride, pad
+):
+    # Where a backend offers its own kernel (bpcore.kernels), forward and backward must give
+    # the Array API reference path's values: the same layer, with the reference forced.
+    from bpcore.kernels import native_conv2d, reference_kernels
+    from bpcore.layers import Convolution
+
+    W = backend.asarray(rng.standard_normal((fn, shape[1], *window)))
+    x = backend.asarray(rng.standard_normal(shape))
+    if native_conv2d(x, W) is None:
+        pytest.skip(f"{backend.name} has no convolution of its own: the reference is its only path")
+    b = backend.asarray(rng.standard_normal(fn))
+    results = {}
+    for forced in (False, True):
+        layer = Convolution(W, b, stride, pad)
+        with reference_kernels(forced):
+            out = layer.forward(x)
+            dout = backend.asarray(np.linspace(-1, 1, math.prod(out.shape)).reshape(out.shape))
+            dx = layer.backward(dout)
+        assert (layer.kernel is None) == forced
+        results[forced] = [to_numpy(a) for a in (out, dx, layer.dW, layer.db)]
+    for native, reference in zip(results[False], results[True], strict=True):
+        assert_close(native, reference, rtol=1e-12, atol=1e-12)
 
 
 # (N, C, H, W), window (h, w), stride, pad: overlapping windows (stride 1 and 2 on 3x3),

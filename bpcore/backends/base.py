@@ -65,6 +65,11 @@ class Backend:
     install: ClassVar[str] = ""
     #: Whether arrays are lazy graphs that run only when computed (Dask's).
     is_lazy: ClassVar[bool] = False
+    #: The library's own 2-d convolution for `bpcore.layers.Convolution` (see `bpcore.kernels`):
+    #: an object with ``forward(x, W, b, stride, pad)`` and
+    #: ``backward(x, W, dout, stride, pad, input_grad) -> (dx or None, dW, db)``; None where
+    #: the layer's Array API code is the only path.
+    native_conv2d: ClassVar[Any] = None
 
     def __init__(self, xp: Namespace, device: Any) -> None:
         self.xp = xp

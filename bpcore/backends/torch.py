@@ -12,10 +12,34 @@ from .base import Array, Backend, Namespace, cuda_driver_version, gpu, int_seed
 __all__ = ["TorchBackend"]
 
 
+class _TorchConv2d:
+    """PyTorch's own convolution (oneDNN on the CPU, cuDNN on CUDA) behind
+    `bpcore.layers.Convolution`: the book's cross-correlation, with its stride and padding."""
+
+    @staticmethod
+    def forward(x: Array, W: Array, b: Array, stride: int, pad: int) -> Array:
+        import torch
+
+        return torch.nn.functional.conv2d(x, W, b, stride=stride, padding=pad)
+
+    @staticmethod
+    def backward(
+        x: Array, W: Array, dout: Array, stride: int, pad: int, input_grad: bool
+    ) -> tuple[Array | None, Array, Array]:
+        import torch
+
+        dx, dW, db = torch.ops.aten.convolution_backward(
+            dout, x, W, [W.shape[0]], [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1,
+            [input_grad, True, True],
+        )  # fmt: skip
+        return dx, dW, db
+
+
 class TorchBackend(Backend):
     """PyTorch tensors (through ``array_api_compat.torch``) on one ``torch.device``."""
 
     name = "torch"
+    native_conv2d = _TorchConv2d()
     namespace_module = "array_api_compat.torch"
     install = (
         'pip install "torch>=2.4" (in a clone of bpcore: pip install -e ".[torch]"); where pip '

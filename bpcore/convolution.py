@@ -1,0 +1,306 @@
+"""The book's chapter 7 layers, `Convolution` and `Pooling` (also in `bpcore.layers`).
+
+Both work on windows of the image, taken offset by offset as strided slices (`bpcore.im2col`),
+on the Array API; a library's own convolution may run behind `Convolution` instead
+(`bpcore.kernels`), tested equal to this code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device
+
+from .backends import Array, index_dtype, namespace
+from .im2col import add_window_slices, check_window_int, transposed_windows, window_slices
+from .kernels import native_conv2d
+
+__all__ = ["Convolution", "Pooling"]
+
+
+def require_forward(value: Any, layer: object) -> Any:
+    """``value`` (what a layer's forward pass kept); RuntimeError naming the layer when it is
+    None, because backward was called before forward (every layer of `bpcore.layers`)."""
+    if value is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    return value
+
+
+class Convolution:
+    """2-d convolution (cross-correlation, as in the book) by ``im2col`` and one matrix product.
+
+    Parameters
+    ----------
+    W : array, shape (FN, C, FH, FW)
+        ``FN`` filters of ``C`` channels and ``FH x FW`` pixels.
+    b : array, shape (FN,)
+    stride : int, default 1
+    pad : int, default 0
+        Zeros added on every side of the image.
+
+    Attributes
+    ----------
+    dW, db : array or None
+        Gradients from the last backward pass.
+    x : array or None
+        The input of the last forward pass.
+    col : array or None
+        Its windows as rows, shape ``(N*OH*OW, FH*FW*C)``: the layer's largest buffer. The
+        columns are ordered by filter offset, then channel (`bpcore.im2col` returns the book's
+        order, channel first): the same matrix with its columns permuted.
+    col_W : array or None
+        The filters as columns, shape ``(FH*FW*C, FN)``, in the same order. Both None where
+        the library's own convolution ran instead (``kernel``).
+    kernel : object or None
+        The library's own convolution, where the last forward pass used it (PyTorch's; see
+        `bpcore.kernels`, and ``BPCORE_REFERENCE_KERNELS=1`` to force this class's own code).
+    """
+
+    param_names = ("W", "b")
+    computes_input = True  # see Layer
+
+    def __init__(self, W: Array, b: Array | float, stride: int = 1, pad: int = 0) -> None:
+        if isinstance(b, (int, float)) and not isinstance(b, bool):
+            # One bias for every filter, as the book's ch07/apply_filter.py passes (b = 0).
+            b = namespace(W).full((W.shape[0],), float(b), dtype=W.dtype, device=device(W))
+        if W.ndim != 4 or getattr(b, "ndim", None) != 1 or b.shape[0] != W.shape[0]:
+            raise ValueError(
+                f"Convolution expects W of shape (FN, C, FH, FW) and b of shape (FN,) or a "
+                f"number; got W {tuple(W.shape)} and b {getattr(b, 'shape', b)!r}"
+            )
+        self.W = W
+        self.b = b
+        self.stride = check_window_int(stride, "stride", 1)
+        self.pad = check_window_int(pad, "pad", 0)
+        self.x: Array | None = None
+        self.col: Array | None = None
+        self.col_W: Array | None = None
+        self.dW: Array | None = None
+        self.db: Array | None = None
+        self.kernel: Any = None  # the library's own convolution, where forward used it
+
+    def __repr__(self) -> str:
+        fn, c, fh, fw = self.W.shape
+        return f"Convolution({c}->{fn}, {fh}x{fw}, stride={self.stride}, pad={self.pad})"
+
+    def forward(self, x: Array) -> Array:
+        """Return the convolution of ``x`` (N, C, H, W) with the filters, shape (N, FN, OH, OW)."""
+        xp = namespace(x, self.W, self.b)
+        fn, c, fh, fw = self.W.shape
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(
+                f"Convolution expects input of shape (N, {c}, H, W); got {tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        self.kernel = native_conv2d(x, self.W)
+        if self.kernel is not None:  # the library's own (bpcore.kernels), tested equal to this
+            self.x, self.col, self.col_W = x, None, None
+            return self.kernel.forward(x, self.W, self.b, self.stride, self.pad)
+        # The windows of the image in (N, H, W, C) order, offset by offset: the book's im2col
+        # matrix with its columns ordered by offset, then channel (the book's: channel, then
+        # offset), so that each offset's slice is copied whole, and the filters to match.
+        col = xp.stack(
+            window_slices(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad), axis=3
+        )
+        _, out_h, out_w, _, _ = col.shape
+        self.x = x
+        self.col = xp.reshape(col, (n * out_h * out_w, fh * fw * c))
+        wxp = namespace(self.W)  # the filters' own namespace: on Dask they are NumPy arrays
+        self.col_W = wxp.reshape(wxp.permute_dims(self.W, (0, 2, 3, 1)), (fn, fh * fw * c)).T
+        out = self.col @ self.col_W
+        out += self.b  # into the product's fresh array
+        return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
+
+    def backward(self, dout: Array) -> Array:
+        """Set ``dW`` and ``db``; return the gradient with respect to the input.
+
+        The book's ``col2im(dout @ col_W.T)``, by whichever of two equal computations moves
+        less memory:
+
+        * with fewer input channels than filters (a first layer: one channel, 30 filters), as
+          the book does: the product gives each window's gradient, ``(N*OH*OW, FH*FW*C)``, and
+          `bpcore.im2col.add_window_slices` adds them back, one offset at a time;
+        * otherwise, as the convolution of the spread-out ``dout`` with the rotated filters
+          (`bpcore.im2col.transposed_windows`): one stack of ``(N*H*W, FH*FW*FN)`` and one
+          product, no adds into shifted slices.
+
+        The first would cost ``FN / C`` times less memory where ``FN > C``; the second saves
+        ``FH*FW`` passes over the image where ``FN <= C``.
+        """
+        x = require_forward(self.x, self)
+        if self.kernel is not None:
+            grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, True)
+            dx, self.dW, self.db = grads
+            return dx
+        xp = namespace(dout)
+        fn, c, _fh, _fw = self.W.shape
+        n, _, h, w = x.shape
+        rows = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))  # once, for both
+        self._set_param_grads(rows)
+        if c < fn:
+            # Each window's gradient, transposed: a row per (offset, channel), so that each
+            # offset's part is read whole when it is added back (the book's dcol would be read
+            # with a stride of FH*FW*C elements).
+            col_W = xp.asarray(require_forward(self.col_W, self))  # Dask: its filters NumPy
+            dcol_t = col_W @ xp.matrix_transpose(rows)
+            del rows  # not held while the windows are added back: the book's peak, no more
+            return self._input_grad_by_windows(dcol_t, dout.shape, (n, c, h, w))
+        return self._input_grad_by_transposed(dout, (n, c, h, w))
+
+    def _input_grad_by_windows(
+        self, dcol_t: Array, out_shape: tuple[int, ...], in_shape: tuple[int, int, int, int]
+    ) -> Array:
+        """The book's way: every window's gradient, ``dcol_t = col_W @ dout_rows.T`` (the
+        book's ``dcol`` transposed: rows by offset, then channel), added back where the window
+        was."""
+        xp = namespace(dcol_t)
+        _fn, c, fh, fw = self.W.shape
+        n, _, h, w = in_shape
+        out_h, out_w = out_shape[2], out_shape[3]
+        parts = [
+            xp.permute_dims(
+                xp.reshape(dcol_t[k * c : (k + 1) * c, :], (c, n, out_h, out_w)), (1, 2, 3, 0)
+            )
+            for k in range(fh * fw)
+        ]
+        img = add_window_slices(parts, (n, c, h, w), fh, fw, self.stride, self.pad)
+        return xp.permute_dims(img, (0, 3, 1, 2))
+
+    def _input_grad_by_transposed(self, dout: Array, in_shape: tuple[int, int, int, int]) -> Array:
+        """The convolution of the spread-out output gradient with the rotated filters."""
+        xp = namespace(dout)
+        fn, c, fh, fw = self.W.shape
+        n, _, h, w = in_shape
+        windows = transposed_windows(
+            xp.permute_dims(dout, (0, 2, 3, 1)), (h, w), fh, fw, self.stride, self.pad
+        )
+        wxp = namespace(self.W)
+        rotated = wxp.flip(self.W, axis=(2, 3))  # (FN, C, FH, FW), turned by 180 degrees
+        rotated = wxp.reshape(wxp.permute_dims(rotated, (2, 3, 0, 1)), (fh * fw * fn, c))
+        dx = xp.reshape(windows, (n * h * w, fh * fw * fn)) @ rotated
+        return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
+
+    def backward_params(self, dout: Array) -> None:
+        """Set ``dW`` and ``db`` only: for a first layer, whose input gradient nobody uses."""
+        if self.kernel is not None:
+            x = require_forward(self.x, self)
+            grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, False)
+            _, self.dW, self.db = grads
+            return
+        fn = self.W.shape[0]
+        xp = namespace(dout)
+        self._set_param_grads(xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn)))
+
+    def _set_param_grads(self, rows: Array) -> None:
+        """``dW`` and ``db`` from the output gradient as rows, ``(N*OH*OW, FN)``."""
+        col = require_forward(self.col, self)
+        xp = namespace(rows, col)
+        fn, c, fh, fw = self.W.shape
+        self.db = xp.sum(rows, axis=0)
+        dW = xp.reshape((col.T @ rows).T, (fn, fh, fw, c))  # columns by offset, then channel
+        self.dW = xp.permute_dims(dW, (0, 3, 1, 2))
+
+
+class Pooling:
+    """Max pooling over ``pool_h x pool_w`` windows: the maximum of the book's im2col rows.
+
+    The rows are not built: the maximum is taken over the window offsets, one strided slice of
+    the image each (the im2col matrix's columns), which gives the same values.
+
+    ``backward`` sends each window's gradient to the element that was the maximum; where several
+    elements tie, to the first of them in the window, row by row (``argmax``'s choice, as in
+    the book and in ``torch.nn.functional.max_pool2d``). Padding holds ``-inf``, so it never is
+    the maximum (the book pads with zeros, which wins over negative inputs; after a ReLU, as in
+    the book's networks, the two agree).
+
+    Parameters
+    ----------
+    pool_h, pool_w : int
+        The window's height and width.
+    stride : int, default 1
+    pad : int, default 0
+
+    Attributes
+    ----------
+    x : array or None
+        The input of the last forward pass.
+    out : array or None
+        Its maxima, shape ``(N, OH, OW, C)``: what backward compares the windows with.
+    arg_max : array
+        Where each window's maximum was, an index into the window (computed on demand).
+    """
+
+    computes_input = True
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 1, pad: int = 0) -> None:
+        self.pool_h = check_window_int(pool_h, "pool_h", 1)
+        self.pool_w = check_window_int(pool_w, "pool_w", 1)
+        self.stride = check_window_int(stride, "stride", 1)
+        self.pad = check_window_int(pad, "pad", 0)
+        self.x: Array | None = None
+        self.out: Array | None = None
+
+    def _windows(self, x: Array) -> list[Array]:
+        """What each window offset sees of ``x``, in (N, H, W, C) order; padding is -inf."""
+        xp = namespace(x)
+        return window_slices(
+            xp.permute_dims(x, (0, 2, 3, 1)),
+            self.pool_h,
+            self.pool_w,
+            self.stride,
+            self.pad,
+            pad_value=-float("inf"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Pooling({self.pool_h}, {self.pool_w}, stride={self.stride}, pad={self.pad})"
+
+    def forward(self, x: Array) -> Array:
+        """Return the maximum of each window, shape (N, C, OH, OW)."""
+        xp = namespace(x)
+        if x.ndim != 4:
+            raise ValueError(f"Pooling expects input of shape (N, C, H, W); got {tuple(x.shape)}")
+        # The book's im2col rows, one column (filter offset) at a time, without stacking them:
+        # a running maximum over the offsets (several times faster than a max along a short
+        # last axis). Backward finds which offset held it.
+        slices = self._windows(x)
+        out = slices[0]
+        for s in slices[1:]:
+            out = xp.maximum(out, s)
+        self.x = x
+        self.out = out
+        return xp.permute_dims(out, (0, 3, 1, 2))
+
+    def backward(self, dout: Array) -> Array:
+        """Return ``dout`` at each window's maximum, else 0 (summed where windows overlap)."""
+        x, out = require_forward(self.x, self), require_forward(self.out, self)
+        xp = namespace(dout, out)
+        d = xp.permute_dims(dout, (0, 2, 3, 1))
+        slices = self._windows(x)
+        # dout goes to the first offset (row by row) that holds the maximum, as argmax would
+        # choose: boolean masks, no index arrays and no assignment.
+        parts, seen = [], None
+        for s in slices:
+            at_max = s == out
+            first = at_max if seen is None else xp.logical_and(at_max, xp.logical_not(seen))
+            seen = at_max if seen is None else xp.logical_or(seen, at_max)
+            parts.append(d * xp.astype(first, d.dtype))
+        dx = add_window_slices(
+            parts, tuple(x.shape), self.pool_h, self.pool_w, self.stride, self.pad
+        )
+        return xp.permute_dims(dx, (0, 3, 1, 2))
+
+    @property
+    def arg_max(self) -> Array:
+        """Where each window's maximum is, as an index into the window, shape (N, OH, OW, C).
+
+        The first such element row by row where several tie. Computed on demand: backward
+        does not need it.
+        """
+        x, out = require_forward(self.x, self), require_forward(self.out, self)
+        xp = namespace(x)
+        slices = self._windows(x)
+        index = xp.zeros(out.shape, dtype=index_dtype(xp), device=device(x))
+        for k in range(len(slices) - 1, -1, -1):
+            index = xp.where(slices[k] == out, k, index)
+        return index

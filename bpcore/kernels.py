@@ -1,0 +1,54 @@
+"""Libraries' own kernels behind the layers, and the switch that forces the reference path.
+
+The layers are written once on the Array API; that code is the reference. Where a library has
+its own kernel for the same computation (PyTorch's convolution: oneDNN on the CPU, cuDNN on
+CUDA), its backend class offers it (`bpcore.backends.Backend.native_conv2d`) and the layer uses
+it: the same values within rounding (tests hold every kernel to the reference, values and
+gradients), several times faster where the reference has to build the im2col matrix.
+
+``BPCORE_REFERENCE_KERNELS=1`` in the environment, or `reference_kernels` around a block, makes
+every layer take the reference path: to compare the two (``bpcore bench`` and
+``bpcore compare`` take ``--reference-kernels``), or to rule a library's kernel out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .backends import backend_class_of
+
+__all__ = ["native_conv2d", "reference_kernels", "using_reference_kernels"]
+
+_FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar("bpcore_reference", default=False)
+
+
+@contextlib.contextmanager
+def reference_kernels(enabled: bool = True) -> Iterator[None]:
+    """Within the block, every layer takes the Array API reference path (``enabled=False``:
+    the libraries' kernels again, where the environment does not force the reference)."""
+    token = _FORCED.set(enabled)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def using_reference_kernels() -> bool:
+    """Whether the layers take the reference path now (`reference_kernels`, or
+    ``BPCORE_REFERENCE_KERNELS=1``)."""
+    return _FORCED.get() or os.environ.get("BPCORE_REFERENCE_KERNELS", "") == "1"
+
+
+def native_conv2d(x: Any, W: Any) -> Any:
+    """The convolution kernel of ``x``'s library, or None: where it has none, where the filters
+    are another library's arrays, or where the reference path is forced."""
+    if using_reference_kernels():
+        return None
+    cls = backend_class_of(x)
+    if cls.native_conv2d is None or backend_class_of(W) is not cls:
+        return None
+    return cls.native_conv2d
