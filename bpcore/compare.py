@@ -42,6 +42,7 @@ import numpy as np
 
 from .backends import resolve_backend, to_numpy
 from .environment import environment_info
+from .kernels import using_reference_kernels
 from .layers import backward_params, holds_mask, param_names, takes_train_flg
 from .optimizers import SGD
 from .steps import compile_step
@@ -143,6 +144,9 @@ class Comparison:
     #: The `bpcore.environment.environment_info` report of the machine it ran on: versions,
     #: devices, and the settings that make float32 products TF32 on NVIDIA GPUs.
     environment: dict[str, Any] = field(default_factory=dict)
+    #: Whether the layers ran on their Array API code only (`bpcore.kernels.reference_kernels`),
+    #: not on a library's own kernels.
+    reference_kernels: bool = False
 
     @property
     def first_divergence(self) -> Departure | None:
@@ -181,6 +185,7 @@ class Comparison:
             "worst": {key: d.as_dict() for key, d in self.worst().items()},
             "departures": [d.as_dict() for d in self.departures],
             "environment": self.environment,
+            "reference_kernels": self.reference_kernels,
         }
 
     def format(self) -> str:
@@ -188,7 +193,8 @@ class Comparison:
         lines = [
             f"{self.model}, {self.dtype}, {self.steps} SGD step{'s' * (self.steps != 1)} of "
             f"{self.batch_size} samples, "
-            f"seed {self.seed}: each layer against float64 NumPy"
+            + ("the layers on their reference code, " if self.reference_kernels else "")
+            + f"seed {self.seed}: each layer against float64 NumPy"
         ]
         for key, d in self.worst().items():
             lines.append(
@@ -305,6 +311,7 @@ def compare_backends(
                 )
     report.departures.sort(key=lambda d: (d.step, _PASS_ORDER[d.pass_], d.position))
     report.environment = environment_info({net.backend for net in nets})
+    report.reference_kernels = using_reference_kernels()
     return report
 
 

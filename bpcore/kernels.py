@@ -7,8 +7,10 @@ it: the same values within rounding (tests hold every kernel to the reference, v
 gradients), several times faster where the reference has to build the im2col matrix.
 
 ``BPCORE_REFERENCE_KERNELS=1`` in the environment, or `reference_kernels` around a block, makes
-every layer take the reference path: to compare the two (``bpcore bench`` and
-``bpcore compare`` take ``--reference-kernels``), or to rule a library's kernel out.
+every layer take the reference path: to compare the two, or to rule a library's kernel out.
+``bpcore bench`` times a conv net's book loop both ways where a backend has a kernel of its
+own (the row marked ``reference kernels``); ``bpcore compare --reference-kernels`` checks the
+reference code against float64 NumPy, as ``bpcore compare`` checks the kernels.
 """
 
 from __future__ import annotations

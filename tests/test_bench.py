@@ -257,3 +257,12 @@ def test_stats_are_pytest_benchmarks():
     # pytest-benchmark's quartiles (the medians of each half), which the baseline compares
     assert (stats["q1"], stats["q3"], stats["iqr"]) == (1.5, 3.5, 2.0)
     assert all(math.isnan(v) for v in stats_of([]).values())
+
+
+def test_a_library_kernel_is_timed_beside_the_reference_code(capsys):
+    pytest.importorskip("torch")  # the backend with a convolution of its own
+    argv = ["bench", "--models", "convnet", "--backends", "torch", "--rounds", "1", "--no-peers"]
+    assert main([*argv, "--json"]) == 0
+    names = {r["name"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert "bpcore book loop [torch:cpu]" in names
+    assert "bpcore book loop [torch:cpu] reference kernels" in names

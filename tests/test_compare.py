@@ -159,3 +159,15 @@ def test_tolerances_grow_with_the_dtype_the_sum_and_the_depth():
     assert tolerance("float32", 10, 3) == pytest.approx(tolerance("float32", 10, 0) * 4)
     with pytest.raises(ValueError, match="unknown model"):
         compare_backends(["numpy"], model="resnet")
+
+
+def test_the_layers_reference_code_can_be_compared_too(capsys):
+    # --reference-kernels runs every layer on its Array API code, not on a library's own
+    # kernels (PyTorch's convolution); the document says which ran.
+    argv = ["compare", "--model", "convnet", "--backends", "numpy", "--steps", "1", "--json"]
+    assert main([*argv, "--reference-kernels"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    jsonschema.validate(document, SCHEMA)
+    assert document["reference_kernels"] is True
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["reference_kernels"] is False

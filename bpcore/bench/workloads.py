@@ -20,6 +20,7 @@ seeded weights on every backend, and the book's code from those same weights.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, TorchBackend, to_numpy
+from ..kernels import reference_kernels
 from ..optimizers import SGD
 from ..steps import compile_step
 from ..testing import synchronize
@@ -150,12 +152,30 @@ def bpcore_rows(
     spec: ModelSpec, backend: Backend, batch_size: int, dtype: str, seed: int
 ) -> list[Workload]:
     """The rows of one backend and device: book loop, trainer, compiled (where it compiles),
-    and for an MLP the floor."""
+    and for an MLP the floor; for a conv net on a backend whose library has its own convolution
+    (`bpcore.kernels`), the book loop once more on the layers' reference code, beside it."""
     rows = [
         build(kind, spec, batch_size, dtype, seed, backend)
         for kind in ("book loop", "trainer", "compiled", "floor")
     ]
+    if not spec.is_mlp and backend.native_conv2d is not None:
+        rows.append(
+            _on_reference_kernels(build("book loop", spec, batch_size, dtype, seed, backend))
+        )
     return [r for r in rows if r is not None]
+
+
+def _on_reference_kernels(row: Workload | None) -> Workload | None:
+    """``row``, its steps run on the layers' Array API code (`reference_kernels`)."""
+    if row is None:
+        return None
+    call = row.call
+
+    def on_reference() -> None:
+        with reference_kernels():
+            call()
+
+    return dataclasses.replace(row, name=f"{row.name} reference kernels", call=on_reference)
 
 
 def build(

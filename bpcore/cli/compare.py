@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--no-compiled", action="store_true", help="skip the compiled-against-eager comparison"
     )
     compare.add_argument(
+        "--reference-kernels",
+        action="store_true",
+        help="run the layers on their Array API code only, not on a library's own kernels "
+        "(PyTorch's convolution): see bpcore.kernels",
+    )
+    compare.add_argument(
         "--json", action="store_true", help="print the report as one JSON document on stdout"
     )
     compare.set_defaults(handler=run)
@@ -83,15 +89,18 @@ def run(args: argparse.Namespace) -> int:
             resolve_backend(*b) if isinstance(b, tuple) else resolve_backend(b)
             for b in (backends or [])
         ] or None
-    report = compare_backends(
-        resolved,
-        model=args.model,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        seed=args.seed,
-        compiled=not args.no_compiled,
-    )
+    from ..kernels import reference_kernels
+
+    with reference_kernels(args.reference_kernels):
+        report = compare_backends(
+            resolved,
+            model=args.model,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            seed=args.seed,
+            compiled=not args.no_compiled,
+        )
     print(report.format(), file=human(args))
     if args.json:
         print(report.dumps())
