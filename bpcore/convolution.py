@@ -13,7 +13,7 @@ from array_api_compat import device
 
 from .backends import Array, index_dtype, namespace
 from .im2col import add_window_slices, check_window_int, transposed_windows, window_slices
-from .kernels import native_conv2d
+from .kernels import native_conv2d, native_max_pool2d
 
 __all__ = ["Convolution", "Pooling"]
 
@@ -228,6 +228,9 @@ class Pooling:
         Its maxima, shape ``(N, OH, OW, C)``: what backward compares the windows with.
     arg_max : array
         Where each window's maximum was, an index into the window (computed on demand).
+    kernel : object or None
+        The library's own max pooling, where the last forward pass used it (PyTorch's; see
+        `bpcore.kernels`).
     """
 
     computes_input = True
@@ -239,6 +242,8 @@ class Pooling:
         self.pad = check_window_int(pad, "pad", 0)
         self.x: Array | None = None
         self.out: Array | None = None
+        self.kernel: Any = None  # the library's own max pooling, where forward used it
+        self._state: Any = None  # what that kernel keeps for backward (PyTorch: the indices)
 
     def _windows(self, x: Array) -> list[Array]:
         """What each window offset sees of ``x``, in (N, H, W, C) order; padding is -inf."""
@@ -263,17 +268,26 @@ class Pooling:
         # The book's im2col rows, one column (filter offset) at a time, without stacking them:
         # a running maximum over the offsets (several times faster than a max along a short
         # last axis). Backward finds which offset held it.
+        kernel = native_max_pool2d(x)
+        native = kernel and kernel.forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        self.x, self.kernel = x, kernel if native else None
+        if native:  # the library's own (bpcore.kernels), tested equal to the code below
+            out, self._state = native
+            self.out = xp.permute_dims(out, (0, 2, 3, 1))  # as the code below keeps it
+            return out
         slices = self._windows(x)
         out = slices[0]
         for s in slices[1:]:
             out = xp.maximum(out, s)
-        self.x = x
         self.out = out
         return xp.permute_dims(out, (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
         """Return ``dout`` at each window's maximum, else 0 (summed where windows overlap)."""
         x, out = require_forward(self.x, self), require_forward(self.out, self)
+        if self.kernel is not None:
+            args = (self.pool_h, self.pool_w, self.stride, self.pad)
+            return self.kernel.backward(x, dout, self._state, *args)
         xp = namespace(dout, out)
         d = xp.permute_dims(dout, (0, 2, 3, 1))
         slices = self._windows(x)

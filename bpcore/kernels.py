@@ -1,10 +1,11 @@
 """Libraries' own kernels behind the layers, and the switch that forces the reference path.
 
 The layers are written once on the Array API; that code is the reference. Where a library has
-its own kernel for the same computation (PyTorch's convolution: oneDNN on the CPU, cuDNN on
-CUDA), its backend class offers it (`bpcore.backends.Backend.native_conv2d`) and the layer uses
-it: the same values within rounding (tests hold every kernel to the reference, values and
-gradients), several times faster where the reference has to build the im2col matrix.
+its own kernel for the same computation (PyTorch's convolution and max pooling: oneDNN on the
+CPU, cuDNN on CUDA), its backend class offers it (`bpcore.backends.Backend.native_conv2d`,
+``native_max_pool2d``) and the layer uses it: the same values within rounding (tests hold
+every kernel to the reference, values and gradients), several times faster where the reference
+has to build the im2col matrix.
 
 ``BPCORE_REFERENCE_KERNELS=1`` in the environment, or `reference_kernels` around a block, makes
 every layer take the reference path: to compare the two, or to rule a library's kernel out.
@@ -23,7 +24,7 @@ from typing import Any
 
 from .backends import backend_class_of
 
-__all__ = ["native_conv2d", "reference_kernels", "using_reference_kernels"]
+__all__ = ["native_conv2d", "native_max_pool2d", "reference_kernels", "using_reference_kernels"]
 
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar("bpcore_reference", default=False)
 
@@ -43,6 +44,14 @@ def using_reference_kernels() -> bool:
     """Whether the layers take the reference path now (`reference_kernels`, or
     ``BPCORE_REFERENCE_KERNELS=1``)."""
     return _FORCED.get() or os.environ.get("BPCORE_REFERENCE_KERNELS", "") == "1"
+
+
+def native_max_pool2d(x: Any) -> Any:
+    """The max pooling kernel of ``x``'s library, or None: where it has none, or where the
+    reference path is forced."""
+    if using_reference_kernels():
+        return None
+    return backend_class_of(x).native_max_pool2d
 
 
 def native_conv2d(x: Any, W: Any) -> Any:

@@ -200,6 +200,40 @@ POOLINGS = [
 
 
 @pytest.mark.parametrize("values", ["distinct", "ties"])
+@pytest.mark.parametrize(
+    ("shape", "window", "stride", "pad"),
+    # the book's pooling (2x2, stride 2), and padding over half the window (no PyTorch kernel)
+    [*POOLINGS, ((3, 4, 24, 24), (2, 2), 2, 0), ((2, 2, 7, 7), (2, 2), 1, 2)],
+)
+def test_a_librarys_own_max_pooling_equals_the_reference(
+    backend, rng, shape, window, stride, pad, values
+):
+    from bpcore.kernels import native_max_pool2d, reference_kernels
+    from bpcore.layers import Pooling
+
+    if values == "ties":
+        x_host = rng.integers(0, 3, shape).astype(np.float64)
+    else:
+        x_host = rng.standard_normal(shape)
+    x = backend.asarray(x_host)
+    if native_max_pool2d(x) is None:
+        pytest.skip(f"{backend.name} has no max pooling of its own: the reference is its only path")
+    results = {}
+    for forced in (False, True):
+        layer = Pooling(*window, stride, pad)
+        with reference_kernels(forced):
+            out = layer.forward(x)
+            dout = backend.asarray(np.linspace(-1, 1, math.prod(out.shape)).reshape(out.shape))
+            dx = layer.backward(dout)
+        assert (layer.kernel is None) == (forced or 2 * pad > min(window))
+        results[forced] = [to_numpy(a) for a in (out, layer.arg_max, dx)]
+    (out, arg_max, dx), (ref_out, ref_arg_max, ref_dx) = results[False], results[True]
+    np.testing.assert_array_equal(out, ref_out)  # a maximum is one of the inputs, exactly
+    np.testing.assert_array_equal(arg_max, ref_arg_max)  # the same element of each window
+    assert_close(dx, ref_dx, rtol=1e-12, atol=1e-12)  # overlapping windows: sums reordered
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties"])
 @pytest.mark.parametrize(("shape", "window", "stride", "pad"), POOLINGS)
 def test_max_pooling_matches_autograd(backend, rng, shape, window, stride, pad, values):
     # With ties (integers 0 to 2, many equal maxima per window) the whole gradient goes to the

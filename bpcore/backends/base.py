@@ -70,6 +70,11 @@ class Backend:
     #: ``backward(x, W, dout, stride, pad, input_grad) -> (dx or None, dW, db)``; None where
     #: the layer's Array API code is the only path.
     native_conv2d: ClassVar[Any] = None
+    #: The library's own max pooling for `bpcore.layers.Pooling`: ``forward(x, pool_h, pool_w,
+    #: stride, pad) -> (out, state)`` or None where it cannot (padding over half the window),
+    #: and ``backward(x, dout, state, pool_h, pool_w, stride, pad) -> dx``; None where the
+    #: layer's Array API code is the only path.
+    native_max_pool2d: ClassVar[Any] = None
 
     def __init__(self, xp: Namespace, device: Any) -> None:
         self.xp = xp

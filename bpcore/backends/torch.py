@@ -35,11 +35,40 @@ class _TorchConv2d:
         return dx, dW, db
 
 
+class _TorchMaxPool2d:
+    """PyTorch's own max pooling behind `bpcore.layers.Pooling`: the gradient goes to the
+    first maximum of each window, row by row, as the layer's own code sends it."""
+
+    @staticmethod
+    def forward(
+        x: Array, pool_h: int, pool_w: int, stride: int, pad: int
+    ) -> tuple[Array, Any] | None:
+        import torch
+
+        if 2 * pad > min(pool_h, pool_w):
+            return None  # PyTorch pads at most half a window: the layer's own code does it
+        out, indices = torch.nn.functional.max_pool2d(
+            x, (pool_h, pool_w), stride, pad, return_indices=True
+        )
+        return out, indices
+
+    @staticmethod
+    def backward(
+        x: Array, dout: Array, indices: Any, pool_h: int, pool_w: int, stride: int, pad: int
+    ) -> Array:
+        import torch
+
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            dout, x, [pool_h, pool_w], [stride, stride], [pad, pad], [1, 1], False, indices
+        )
+
+
 class TorchBackend(Backend):
     """PyTorch tensors (through ``array_api_compat.torch``) on one ``torch.device``."""
 
     name = "torch"
     native_conv2d = _TorchConv2d()
+    native_max_pool2d = _TorchMaxPool2d()
     namespace_module = "array_api_compat.torch"
     install = (
         'pip install "torch>=2.4" (in a clone of bpcore: pip install -e ".[torch]"); where pip '
