@@ -50,6 +50,10 @@ for model in mlp convnet; do
   run "compare-$model" bash -c "python3 -m bpcore compare --model $model \
     --backends numpy,$gpus --json > '$out/compare-$model.json'"
 done
+# cuDNN's convolution and pooling behind the torch layers (bpcore.kernels), and the layers' own
+# Array API code on the same GPU, each against float64 NumPy.
+run compare-convnet-reference bash -c "python3 -m bpcore compare --model convnet \
+  --backends numpy,$gpus --reference-kernels --json > '$out/compare-convnet-reference.json'"
 run bench-quick bash -c "python3 -m bpcore bench --quick --backends numpy,torch,$gpus \
   --json --plot '$out/bench-quick.png' > '$out/bench-quick.json'"
 run bench-sweep bash -c "python3 -m bpcore bench --models mlp --batch-sizes 1,10,100,1000,10000 \
