@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bpcore.bench.report import format_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The committed result files, by the name the blocks use.
@@ -46,22 +48,11 @@ def _load(root: Path, source: str) -> dict:
     return json.loads((root / SOURCES[source]).read_text())
 
 
-def _ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        value = seconds * 1e3
-        return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _bench_machine(doc: dict, source: str, figures: str) -> str:
+def _bench_machine(doc: dict, path: str, figures: str) -> str:
     env = doc["environment"]
     versions = ", ".join(
         f"{name} {found['version']}"
@@ -70,7 +61,7 @@ def _bench_machine(doc: dict, source: str, figures: str) -> str:
     )
     settings = doc["settings"]
     return (
-        f"Measured with `bpcore bench` on {doc['created'][:10]} (`{SOURCES[source]}`): "
+        f"Measured with `bpcore bench` on {doc['created'][:10]} (`{path}`): "
         f"{env.get('cpu_model', '?')}, {env['cpus']} CPUs, Python {env['python']}; {versions}; "
         f"{settings['dtype']}, SGD, {settings['rounds']} rounds per row interleaved; {figures}."
     )
@@ -82,12 +73,11 @@ def _peer(rows: list[dict], kind: str) -> dict | None:
     return found[0] if found else None
 
 
-def steps(root: Path) -> str:
-    """One table per network: every row of the ``bench`` run, fastest first, with its ratio to
-    PyTorch eager and to the book's NumPy code of the same run."""
-    doc = _load(root, "bench")
+def steps(doc: dict, path: str) -> str:
+    """One table per network: every row of a ``bpcore bench`` run, fastest first, with its
+    ratio to PyTorch eager and to the book's NumPy code of the same run."""
     lines = [
-        _bench_machine(doc, "bench", "medians, the interquartile range, the first call apart"),
+        _bench_machine(doc, path, "medians, the interquartile range, the first call apart"),
         "",
     ]
     groups = list(dict.fromkeys((r["model"], r["batch_size"]) for r in doc["rows"]))
@@ -106,20 +96,19 @@ def steps(root: Path) -> str:
                 _ratio(r["median_s"] / peer["median_s"]) if peer else "-"
                 for peer in (torch_row, book_row)
             ]
-            lines.append(
-                f"| {r['name']} | {_ms(r['median_s'])} | {_ms(r['iqr_s'])} | {over[0]} | "
-                f"{over[1]} | {_ms(r['first_call_s'])} |"
+            median, iqr, first = (
+                format_seconds(r[f"{k}_s"]) for k in ("median", "iqr", "first_call")
             )
+            lines.append(f"| {r['name']} | {median} | {iqr} | {over[0]} | {over[1]} | {first} |")
         lines += [f"| {r['name']} | failed: {r['error']} | | | | |" for r in rows if r["error"]]
         lines.append("")
     return "\n".join(lines)
 
 
-def sweep(root: Path) -> str:
+def sweep(doc: dict, path: str) -> str:
     """Microseconds per sample against the batch size, one table per network."""
-    doc = _load(root, "sweep")
     sizes = doc["settings"]["batch_sizes"]
-    lines = [_bench_machine(doc, "sweep", "medians"), ""]
+    lines = [_bench_machine(doc, path, "medians"), ""]
     for model in doc["settings"]["models"]:
         rows = [r for r in doc["rows"] if r["model"] == model]
         lines += [
@@ -139,11 +128,11 @@ def sweep(root: Path) -> str:
     return "\n".join(lines)
 
 
-def _pytest_machine(doc: dict, source: str) -> str:
+def _pytest_machine(doc: dict, path: str) -> str:
     machine = doc["machine_info"]
     day = doc["datetime"][:10]
     return (
-        f"pytest-benchmark run of {day} (`{SOURCES[source]}`): "
+        f"pytest-benchmark run of {day} (`{path}`): "
         f"{machine['cpu'].get('brand_raw', '?')}, {machine['cpu'].get('count', '?')} CPUs, "
         f"Python {machine['python_version']}"
     )
@@ -153,11 +142,10 @@ def _alternated(doc: dict) -> list[dict]:
     return [b for b in doc["benchmarks"] if b["name"].startswith("test_epochs_alternated[")]
 
 
-def epochs(root: Path) -> str:
+def epochs(doc: dict, path: str) -> str:
     """The Fashion-MNIST epoch, each bpcore epoch right after a PyTorch eager epoch."""
-    doc = _load(root, "epochs")
     lines = [
-        _pytest_machine(doc, "epochs") + "; each bpcore epoch timed right after a PyTorch "
+        _pytest_machine(doc, path) + "; each bpcore epoch timed right after a PyTorch "
         "eager epoch of the same job, medians:",
         "",
         "| backend | rounds | bpcore epoch | PyTorch eager epoch | ratio |",
@@ -166,33 +154,35 @@ def epochs(root: Path) -> str:
     for b in _alternated(doc):
         backend = b["name"].split("[")[1].rstrip("]")
         info = b["extra_info"]
+        ours, theirs = (
+            format_seconds(b["stats"]["median"]),
+            format_seconds(info["pytorch_eager_median_s"]),
+        )
         lines.append(
-            f"| {backend} | {b['stats']['rounds']} | {_ms(b['stats']['median'])} | "
-            f"{_ms(info['pytorch_eager_median_s'])} | **{_ratio(info['ratio_to_pytorch'])}** |"
+            f"| {backend} | {b['stats']['rounds']} | {ours} | {theirs} | "
+            f"**{_ratio(info['ratio_to_pytorch'])}** |"
         )
     return "\n".join(lines) + "\n"
 
 
-def epoch_readme(root: Path) -> str:
+def epoch_readme(doc: dict, path: str) -> str:
     """The README's sentence: the NumPy backend's epoch against PyTorch eager's."""
-    doc = _load(root, "epochs")
     numpy = next(b for b in _alternated(doc) if b["name"].endswith("[numpy]"))
     return (
         f"On this project's {doc['machine_info']['cpu'].get('count', '?')}-core CPU machine an "
         f"epoch of that job on NumPy took **{_ratio(numpy['extra_info']['ratio_to_pytorch'])}** "
         "times as long as the same epoch in PyTorch eager, the two alternated "
-        f"{numpy['stats']['rounds']} rounds (`{SOURCES['epochs']}`, {doc['datetime'][:10]}; "
+        f"{numpy['stats']['rounds']} rounds (`{path}`, {doc['datetime'][:10]}; "
         "method, every backend and how to reproduce: [docs/benchmarks.md](docs/benchmarks.md)).\n"
     )
 
 
-def memory(root: Path) -> str:
+def memory(doc: dict, path: str) -> str:
     """The SimpleConvNet step's peak memory against its floor."""
-    doc = _load(root, "memory")
     b = next(b for b in doc["benchmarks"] if b["name"].startswith("test_conv_step_peak_memory"))
     info = b["extra_info"]
     return (
-        f"{_pytest_machine(doc, 'memory')}: the peak of a `{info['size']}` step in "
+        f"{_pytest_machine(doc, path)}: the peak of a `{info['size']}` step in "
         f"{info['dtype']} (through `net.gradient` and SGD, on NumPy) is "
         f"{info['peak_bytes'] / 1e6:.1f} MB against a floor of {info['floor_bytes'] / 1e6:.1f} MB, "
         f"**{info['ratio']:.2f}** times; the im2col matrix is {info['im2col_bytes'] / 1e6:.1f} MB "
@@ -200,13 +190,14 @@ def memory(root: Path) -> str:
     )
 
 
-#: Each block: the page that shows it, and the function that writes it from its result file.
-BLOCKS: dict[str, tuple[str, Callable[[Path], str]]] = {
-    "steps": ("docs/benchmarks.md", steps),
-    "epochs": ("docs/benchmarks.md", epochs),
-    "memory": ("docs/benchmarks.md", memory),
-    "epoch-readme": ("README.md", epoch_readme),
-    "sweep": ("docs/comparing.md", sweep),
+#: Each block: the page that shows it, the result file (a key of `SOURCES`) it is made from,
+#: and the function that writes it from that file's document and path.
+BLOCKS: dict[str, tuple[str, str, Callable[[dict, str], str]]] = {
+    "steps": ("docs/benchmarks.md", "bench", steps),
+    "epochs": ("docs/benchmarks.md", "epochs", epochs),
+    "memory": ("docs/benchmarks.md", "memory", memory),
+    "epoch-readme": ("README.md", "epochs", epoch_readme),
+    "sweep": ("docs/comparing.md", "sweep", sweep),
 }
 
 #: The charts ``--charts`` draws, from the bench documents (`bpcore.bench.BenchReport.plot`).
@@ -219,7 +210,7 @@ def render(root: Path) -> dict[str, str]:
     Raises ValueError when a page lacks the markers of one of its blocks.
     """
     pages: dict[str, str] = {}
-    for name, (page, write) in BLOCKS.items():
+    for name, (page, source, write) in BLOCKS.items():
         text = pages.get(page, (root / page).read_text())
         found = [m for m in _BLOCK.finditer(text) if m.group("name") == name]
         if len(found) != 1:
@@ -227,7 +218,8 @@ def render(root: Path) -> dict[str, str]:
                 f"{page}: expected one <!-- figures:{name} --> block, found {len(found)}"
             )
         m = found[0]
-        pages[page] = text[: m.start("body")] + write(root) + text[m.end("body") :]
+        body = write(_load(root, source), SOURCES[source])
+        pages[page] = text[: m.start("body")] + body + text[m.end("body") :]
     return pages
 
 
@@ -253,13 +245,9 @@ def check(root: Path = ROOT) -> list[str]:
             if new_blocks.get(m.group("name")) != m.group("body"):
                 problems.append(
                     f"{page}: block {m.group('name')!r} is not what "
-                    f"{SOURCES.get(_source(m.group('name')), 'its result file')} gives"
+                    f"{SOURCES[BLOCKS[m.group('name')][1]]} gives"
                 )
     return problems
-
-
-def _source(block: str) -> str:
-    return {"steps": "bench", "sweep": "sweep", "epoch-readme": "epochs"}.get(block, block)
 
 
 def _stamp(root: Path, source: str) -> str:

@@ -30,7 +30,7 @@ report = _report_module()
 @pytest.fixture
 def copy(tmp_path):
     """The result files and the pages that publish them, in a scratch root."""
-    paths = {*report.SOURCES.values(), *(page for page, _ in report.BLOCKS.values())}
+    paths = {*report.SOURCES.values(), *(page for page, _, _ in report.BLOCKS.values())}
     paths |= set(report.CHARTS.values())
     for path in paths:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def test_the_published_figures_are_the_result_files():
 
 
 def test_every_block_is_in_its_page_and_its_file_is_committed():
-    for name, (page, _) in report.BLOCKS.items():
+    for name, (page, _, _) in report.BLOCKS.items():
         text = (ROOT / page).read_text()
         assert text.count(f"<!-- figures:{name} -->") == 1, (page, name)
         body = text.split(f"<!-- figures:{name} -->")[1].split(f"<!-- /figures:{name} -->")[0]

@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCH_SCHEMA", "BENCH_SCHEMA_VERSION", "BenchReport", "BenchRow", "load_baseline"]
+__all__ = [
+    "BENCH_SCHEMA",
+    "BENCH_SCHEMA_VERSION",
+    "BenchReport",
+    "BenchRow",
+    "format_seconds",
+    "load_baseline",
+]
 
 #: The ``schema`` field of `BenchReport.to_json`'s document, and its version.
 BENCH_SCHEMA = "bpcore-bench"
@@ -189,10 +196,12 @@ class BenchReport:
                     verdict = "slower" if r.baseline["slower"] else ""
                     verdict = "faster" if r.baseline["faster"] else verdict
                     mark = f"  {r.baseline['ratio']:.2f}x baseline {verdict}".rstrip()
+                median, iqr = format_seconds(r.median), format_seconds(r.stats["iqr"])
+                per_sample = format_seconds(r.median / r.batch_size)
+                first_call = format_seconds(r.first_call_s)
                 lines.append(
-                    f"  {r.name:<{width}}  {_time(r.median):>10}  {_time(r.stats['iqr']):>9}  "
-                    f"{r.ratio_to_fastest:>9.2f}  {_time(r.median / r.batch_size):>10}  "
-                    f"{_time(r.first_call_s):>10}{mark}"
+                    f"  {r.name:<{width}}  {median:>10}  {iqr:>9}  {r.ratio_to_fastest:>9.2f}  "
+                    f"{per_sample:>10}  {first_call:>10}{mark}"
                 )
             lines.append("")
         return "\n".join(lines).rstrip()
@@ -275,8 +284,10 @@ _LINE_STYLES = {"book loop": "-", "trainer": "--", "compiled": "-.", "floor": ":
 _PEER_COLOURS = {"book numpy": "0.45", "pytorch eager": "black"}
 
 
-def _time(seconds: float) -> str:
-    if not math.isfinite(seconds):
+def format_seconds(seconds: float | None) -> str:
+    """A time as the tables print it: three significant figures in s, ms or µs; ``-`` for
+    none (a failed row, a null figure of a document)."""
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if seconds >= scale or unit == "µs":
