@@ -2,7 +2,7 @@
 
     python benchmarks/report.py            # rewrite the generated blocks from benchmarks/results
     python benchmarks/report.py --charts   # ... and draw the charts in docs/bench (matplotlib)
-    python benchmarks/report.py --check    # exit 1 when a figure or chart is not its file's
+    python benchmarks/report.py --check    # exit 1 if a figure or chart is not its file's (Pillow)
 
 A generated block sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in a
 Markdown page; `BLOCKS` says which page holds each block and which result file it is made from.
@@ -257,16 +257,12 @@ def _stamp(root: Path, source: str) -> str:
 
 
 def _png_text(path: Path) -> dict[str, str]:
-    """The tEXt entries of a PNG file (where matplotlib writes ``metadata``)."""
-    data, found, at = path.read_bytes(), {}, 8
-    while at + 8 <= len(data):
-        length = int.from_bytes(data[at : at + 4], "big")
-        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
-        if kind == b"tEXt":
-            key, _, value = body.partition(b"\0")
-            found[key.decode("latin-1")] = value.decode("latin-1")
-        at += 12 + length
-    return found
+    """The text entries of a PNG file, where matplotlib writes ``metadata`` (read by Pillow,
+    which matplotlib depends on)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return dict(getattr(image, "text", {}))
 
 
 def charts(root: Path) -> None:

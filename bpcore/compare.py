@@ -395,7 +395,7 @@ def _traced_step(
             inputs[key] = given[key]
             return xp.asarray(given[key], device=net.device, dtype=net.dtype)
         value = to_numpy(own)
-        if rounded_to is not None:
+        if rounded_to is not None and np.dtype(rounded_to) != value.dtype:
             value = value.astype(rounded_to).astype(value.dtype)
             own = xp.asarray(value, device=net.device, dtype=net.dtype)
         inputs[key] = value

@@ -135,7 +135,7 @@ class Convolution:
         xp = namespace(dout)
         fn, c, _fh, _fw = self.W.shape
         n, _, h, w = x.shape
-        rows = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))  # once, for both
+        rows = self._dout_rows(dout)  # once, for the parameters and the input
         self._set_param_grads(rows)
         if c < fn:
             # Each window's gradient, transposed: a row per (offset, channel), so that each
@@ -187,9 +187,12 @@ class Convolution:
             grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, False)
             _, self.dW, self.db = grads
             return
-        fn = self.W.shape[0]
+        self._set_param_grads(self._dout_rows(dout))
+
+    def _dout_rows(self, dout: Array) -> Array:
+        """The output gradient as rows, ``(N*OH*OW, FN)``: the order of the im2col rows."""
         xp = namespace(dout)
-        self._set_param_grads(xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn)))
+        return xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, self.W.shape[0]))
 
     def _set_param_grads(self, rows: Array) -> None:
         """``dW`` and ``db`` from the output gradient as rows, ``(N*OH*OW, FN)``."""

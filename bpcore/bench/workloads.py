@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, TorchBackend, to_numpy
-from ..kernels import reference_kernels
+from ..kernels import reference_kernels, using_reference_kernels
 from ..optimizers import SGD
 from ..steps import compile_step
 from ..testing import synchronize
@@ -158,7 +158,7 @@ def bpcore_rows(
         build(kind, spec, batch_size, dtype, seed, backend)
         for kind in ("book loop", "trainer", "compiled", "floor")
     ]
-    if not spec.is_mlp and backend.native_conv2d is not None:
+    if not spec.is_mlp and backend.native_conv2d is not None and not using_reference_kernels():
         rows.append(
             _on_reference_kernels(build("book loop", spec, batch_size, dtype, seed, backend))
         )
