@@ -13,7 +13,7 @@ other backends are imported when a network asks for them.
 """
 
 from . import convnets as convnets  # bpcore.convnets, as before the networks package
-from . import layers, optimizers
+from . import layers, optimizers, precision
 from .backends import BACKENDS, available_backends, to_numpy
 from .checkpoints import load
 from .environment import environment_info
@@ -27,6 +27,7 @@ from .networks import (
     SimpleConvNet,
     TwoLayerNet,
 )
+from .precision import LossScaler
 from .steps import TrainingStep, compile_step
 from .training import Trainer, TrainingDivergedError
 from .version import __version__
@@ -35,6 +36,7 @@ __all__ = [
     "BACKENDS",
     "DeepConvNet",
     "GradientCheck",
+    "LossScaler",
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "Network",
@@ -54,5 +56,6 @@ __all__ = [
     "layers",
     "load",
     "optimizers",
+    "precision",
     "to_numpy",
 ]

@@ -160,6 +160,7 @@ def save(
         "class": type(net).__name__,
         "config": net.config,
         "dtype": net.dtype_name,
+        **({"precision": net.precision} if getattr(net, "precision", None) else {}),
         "saved_from": {"backend": net.backend, "device": net.backend_info.device_name},
         "params": list(net.params),
         **({"buffers": list(buffers)} if buffers else {}),
@@ -408,7 +409,12 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
     resolved = resolve_backend(backend, device)  # its errors are about the caller's arguments
     try:
         return cls.from_arrays(
-            config, params, buffers=buffers, backend=resolved, dtype=meta.get("dtype")
+            config,
+            params,
+            buffers=buffers,
+            backend=resolved,
+            dtype=meta.get("dtype"),
+            precision=meta.get("precision"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
@@ -553,7 +559,7 @@ def load_run(
         rest = restore(net, meta, arrays)
         optimizer.load_state(
             {
-                key[len(_OPTIMIZER_PREFIX) :]: backend.param_asarray(value.astype(net.dtype_name))
+                key[len(_OPTIMIZER_PREFIX) :]: backend.param_array(value, net.dtype_name)
                 for key, value in rest.items()
                 if key.startswith(_OPTIMIZER_PREFIX)
             },

@@ -1,10 +1,11 @@
 """Checking backpropagation against central differences, on any backend.
 
 The numbers here are computed in float64 whenever the backend's device has it, whatever the
-network's own dtype: a central difference in float32 is mostly rounding noise (its error is about
-``eps * |loss| / h``, some 1e-5 for h = 1e-2), while in float64 it agrees with backprop to 1e-8 or
-better. On a device without float64 the check runs in float32 with a larger step and a looser
-tolerance (see `TOLERANCE`).
+network's own dtype: a central difference in float32 is mostly rounding noise (its error is
+about ``eps * |loss| / h``, some 1e-5 for h = 1e-2), while in float64 it agrees with backprop to
+1e-8 or better; in float16 or bfloat16 it would be noise alone, and a network computing in one
+of those is told by a warning that its check runs in float64. On a device without float64 the
+check runs in float32 with a larger step and a looser tolerance (see `TOLERANCE`).
 
 Two checks are offered:
 
@@ -24,6 +25,7 @@ Every swap of the network's state goes through `bpcore.networks.Network.using_st
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 from .backends import Array, to_numpy
 from .labels import one_hot
 from .layers import holds_mask
+from .precision import HALF_DTYPES
 
 __all__ = [
     "STEP",
@@ -252,6 +255,14 @@ def checking(net: Any, x: Any, t: Any) -> Iterator[tuple[Array, Array]]:
     """
     x, t = net.check_batch(x, t, values=True)
     net.check_layers()
+    asked, used = getattr(net, "compute_dtype_name", net.dtype_name), net.check_dtype()
+    if asked in HALF_DTYPES and used != asked:
+        warnings.warn(
+            f"the network computes in {asked}; its gradients are checked in {used} (a "
+            f"central difference in {asked} is rounding noise), which checks the same layers",
+            UserWarning,
+            stacklevel=4,
+        )
     # Through the network's methods (which are these functions), so that a network class may
     # override a step: its own check dtype, say.
     with net.holding_masks(), net.using_state(), net.using_dtype(net.check_dtype()):

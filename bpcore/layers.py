@@ -27,6 +27,7 @@ from .backends import Array, backend_class_of, is_kind, namespace
 from .convolution import Convolution, Pooling
 from .convolution import require_forward as _require_forward
 from .labels import are_distributions, one_hot
+from .precision import accumulation_dtype
 
 __all__ = [
     "Affine",
@@ -282,7 +283,9 @@ class SoftmaxWithLoss:
     one-hot (or any probability) rows of shape ``(N, C)``. The loss uses log-sum-exp, so it is
     exact for large logits and needs no ``+1e-7`` inside a log. It is returned as a 0-d array of
     the input's backend: reading it as a Python number is left to the caller, since on a GPU
-    that waits for the device.
+    that waits for the device. Half-precision scores (float16, bfloat16) are taken to float32
+    first: the probabilities, the loss and the sums behind them are float32, and the gradient
+    is cast back to the scores' dtype.
 
     Labels that are not classes (an integer outside ``[0, C)``) or rows that are not
     distributions (a negative entry, a sum away from 1) make the loss and the gradient NaN,
@@ -309,6 +312,7 @@ class SoftmaxWithLoss:
         self.labels_valid: Array | None = None
         self._target: Array | None = None  # t as (N, C) rows in y's dtype, used by backward
         self._held: tuple[Array, ...] | None = None  # see holding_labels
+        self._x_dtype: Any = None  # the scores' dtype, which backward's gradient has
 
     def __repr__(self) -> str:
         return "SoftmaxWithLoss()"
@@ -316,6 +320,8 @@ class SoftmaxWithLoss:
     def forward(self, x: Array, t: Array) -> Array:
         """Return the mean cross-entropy of ``softmax(x)`` against ``t`` as a 0-d array."""
         xp = namespace(x, t)
+        self._x_dtype = x.dtype
+        x = _accumulating(xp, x)
         held = self._held
         if (
             held is not None
@@ -349,7 +355,8 @@ class SoftmaxWithLoss:
         these arrays rather than tracers of its own.
         """
         held = self._held
-        self._held = (t, *self._targets(x, t, namespace(x, t)))
+        xp = namespace(x, t)
+        self._held = (t, *self._targets(_accumulating(xp, x), t, xp))
         try:
             yield
         finally:
@@ -389,7 +396,8 @@ class SoftmaxWithLoss:
             # dtype so that a float64 dout does not turn a float32 network's gradients into
             # float64.
             dx = (y - self._target) * (xp.astype(dout, y.dtype) / n)
-        return xp.where(self.labels_valid, dx, xp.nan)
+        dx = xp.where(self.labels_valid, dx, xp.nan)
+        return dx if dx.dtype == self._x_dtype else xp.astype(dx, self._x_dtype)
 
 
 # -- chapter 6 ---------------------------------------------------------------------------------
@@ -472,6 +480,8 @@ class BatchNormalization:
     by ``1 - momentum``. At inference the running statistics are used. Input of shape
     ``(N, C, H, W)`` is normalized per feature ``(c, h, w)`` over the batch, as the book does
     (not per channel, as ``torch.nn.BatchNorm2d`` does): ``gamma`` then has ``C*H*W`` elements.
+    Half-precision input (float16, bfloat16) is normalized in float32, statistics included;
+    the output and the gradients have the dtypes of the input and the parameters.
 
     Parameters
     ----------
@@ -540,32 +550,43 @@ class BatchNormalization:
             self.running_mean = xp.zeros((d,), dtype=x.dtype, device=device(x))
             self.running_var = xp.zeros((d,), dtype=x.dtype, device=device(x))
         self._trained = bool(train_flg)
+        out_dtype, acc = x.dtype, accumulation_dtype(xp, x.dtype)
+        x, gamma, beta = _cast(xp, x, acc), _cast(xp, self.gamma, acc), _cast(xp, self.beta, acc)
         if train_flg:
             mu = xp.mean(x, axis=0)
             xc = x - mu
             var = xp.mean(xc * xc, axis=0)
             std = xp.sqrt(var + self.eps)
             self.batch_size = int(x.shape[0])
-            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
-            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+            # In the buffers' own dtype (that of the network's parameters), whatever the sums'.
+            self.running_mean = _cast(
+                xp, self.momentum * self.running_mean + (1 - self.momentum) * mu,
+                self.running_mean.dtype,
+            )  # fmt: skip
+            self.running_var = _cast(
+                xp, self.momentum * self.running_var + (1 - self.momentum) * var,
+                self.running_var.dtype,
+            )  # fmt: skip
         else:
-            xc = x - self.running_mean
-            std = xp.sqrt(self.running_var + self.eps)
+            xc = x - _cast(xp, self.running_mean, x.dtype)
+            std = xp.sqrt(_cast(xp, self.running_var, x.dtype) + self.eps)
         self.xc, self.std = xc, std
         self.xn = xc / std
-        out = self.gamma * self.xn + self.beta
+        out = _cast(xp, gamma * self.xn + beta, out_dtype)
         return xp.reshape(out, self.input_shape)
 
     def backward(self, dout: Array) -> Array:
         """Set ``dgamma`` and ``dbeta``; return the gradient with respect to the input."""
         xn, xc, std = (_require_forward(a, self) for a in (self.xn, self.xc, self.std))
         xp = namespace(dout, xn)
+        dout_dtype = dout.dtype
         dout = dout if dout.ndim == 2 else xp.reshape(dout, (dout.shape[0], -1))
-        self.dbeta = xp.sum(dout, axis=0)
-        self.dgamma = xp.sum(xn * dout, axis=0)
-        dxn = self.gamma * dout
+        dout = _cast(xp, dout, xn.dtype)  # half-precision dout: summed in float32
+        self.dbeta = _cast(xp, xp.sum(dout, axis=0), self.beta.dtype)
+        self.dgamma = _cast(xp, xp.sum(xn * dout, axis=0), self.gamma.dtype)
+        dxn = _cast(xp, self.gamma, xn.dtype) * dout
         if not self._trained:  # fixed statistics: an affine map per feature
-            return xp.reshape(dxn / std, self.input_shape)
+            return xp.reshape(_cast(xp, dxn / std, dout_dtype), self.input_shape)
         n = _require_forward(self.batch_size, self)
         # The book's chain rule through the batch's mean and variance, unchanged.
         dxc = dxn / std
@@ -574,7 +595,18 @@ class BatchNormalization:
         dxc = dxc + (2.0 / n) * xc * dvar
         dmu = xp.sum(dxc, axis=0)
         dx = dxc - dmu / n
-        return xp.reshape(dx, self.input_shape)
+        return xp.reshape(_cast(xp, dx, dout_dtype), self.input_shape)
+
+
+def _cast(xp: Any, a: Array, dtype: Any) -> Array:
+    """``a`` in ``dtype``: itself when it has it already (``astype`` would copy)."""
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def _accumulating(xp: Any, a: Array) -> Array:
+    """``a`` in the dtype its sums are accumulated in: float32 for half precision
+    (`bpcore.precision.accumulation_dtype`), else unchanged."""
+    return _cast(xp, a, accumulation_dtype(xp, a.dtype))
 
 
 # -- chapter 7 ---------------------------------------------------------------------------------

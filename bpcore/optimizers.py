@@ -71,10 +71,20 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     def update(self, params: Params, grads: Grads) -> None:
-        """Apply one step to every parameter in ``params`` from its gradient in ``grads``."""
+        """Apply one step to every parameter in ``params`` from its gradient in ``grads``.
+
+        Gradients that say they overflowed (`bpcore.precision.Gradients`, from a network
+        with loss scaling) leave the parameters and the state arrays as they are: the step is
+        skipped, as ``GradScaler.step`` skips it, after one read of the flag (which waits for
+        the device, as ``GradScaler``'s does). The step count (Adam's) still moves, as it does
+        in a compiled step (`bpcore.compile_step`), which cannot read the flag.
+        """
         missing = [k for k in params if k not in grads]
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
+        finite = getattr(grads, "finite", None)
+        if finite is not None and params and not bool(finite):
+            return
         if params:
             # Lazy gradients (Dask's) for ordinary parameters: computed together, in one pass.
             values = backend_class_of(grads[next(iter(params))]).compute(

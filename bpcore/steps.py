@@ -160,15 +160,21 @@ class TrainingStep:
         net, optimizer = self.network, self.optimizer
         arrays = self._optimizer_arrays()
         generators = self._generators()
+        scaler = net.loss_scaler
+        if scaler is not None:
+            scaler.start(next(iter(net.params.values())))
         state = {
             "network": net.state(),
             "keys": [g.key for g in generators],
             "optimizer": arrays,
             "scalars": self._scalars(),
+            "scaler": None if scaler is None else scaler.state(),
         }
         assert self._program is not None
         new, loss, hits = self._program(state, x, t, indices)
         net.set_state(new["network"])  # the same shapes, dtypes and device, checked when traced
+        if scaler is not None:
+            scaler.load_state(new["scaler"])
         for generator, key in zip(generators, new["keys"], strict=True):
             generator.key = key
         # The host's copy of the scalars moves as the device's did: the optimizer's own update,
@@ -208,23 +214,34 @@ class TrainingStep:
         """
         net, optimizer = self.network, self.optimizer
         generators = self._generators()
-        with net.using_state(state["network"], layers=True, others=[*generators, optimizer]):
+        scaler = getattr(net, "loss_scaler", None)
+        others = [*generators, optimizer, *([] if scaler is None else [scaler])]
+        with net.using_state(state["network"], layers=True, others=others):
             for generator, key in zip(generators, state["keys"], strict=True):
                 generator.key = key
             optimizer.load_state(state["optimizer"], state["scalars"])
+            if scaler is not None:
+                scaler.load_state(state["scaler"])
             if indices is not None:
                 x, t = _gather(x, t, indices)
             grads = net.unchecked_gradient(x, t)
             last = net.last_layer
             loss, hits = net.last_loss, correct_predictions(last.y, last.t)
             params = dict(net.params)
-            optimizer.update(params, grads)
+            optimizer.update(params, dict(grads))  # a plain dict: no read of the flag
             arrays, scalars = optimizer.state()
+            finite = getattr(grads, "finite", None)
+            if finite is not None:  # an overflowed step, skipped on the device
+                xp = net.backend_info.param_xp
+                old, old_arrays = state["network"].params, state["optimizer"]
+                params = {k: xp.where(finite, v, old[k]) for k, v in params.items()}
+                arrays = {k: xp.where(finite, v, old_arrays[k]) for k, v in arrays.items()}
             new = {
                 "network": NetworkState(params, net.buffers),
                 "keys": [g.key for g in generators],
                 "optimizer": arrays,
                 "scalars": {k: scalars[k] for k in state["scalars"]},
+                "scaler": None if scaler is None else scaler.state(),
             }
         return new, loss, hits
 

@@ -283,9 +283,10 @@ def test_params_assignment_is_checked(backend, net):
         ((6, 4, 3), {"weight_init_std": float("nan")}, ValueError, "positive finite number"),
         (
             (6, 4, 3),
-            {"dtype": "float16"},
+            {"dtype": "float8"},
             ValueError,
-            "unsupported dtype 'float16'; expected one of 'float32', 'float64'",
+            "unsupported dtype 'float8'; expected one of 'float32', 'float64', 'float16', "
+            "'bfloat16'",
         ),
         ((6, 4, 3), {"dtype": "int32"}, ValueError, "unsupported dtype 'int32'"),
         (
@@ -328,7 +329,23 @@ def test_bad_two_layer_net_arguments(args, kwargs, error, pattern):
         ({"weight_init_std": "uniform"}, ValueError, "unknown weight_init_std 'uniform'"),
         ({"weight_decay_lambda": -1}, ValueError, "weight_decay_lambda must be a finite"),
         ({"weight_decay_lambda": "0.1"}, TypeError, "weight_decay_lambda must be a number"),
-        ({"dtype": "bfloat16"}, ValueError, "unsupported dtype 'bfloat16'"),
+        (
+            {"dtype": "bfloat16"},
+            ValueError,
+            "dtype 'bfloat16' is not supported by backend 'numpy' on device 'cpu'",
+        ),
+        ({"precision": "mixed_float8"}, ValueError, "unsupported precision 'mixed_float8'"),
+        ({"precision": 16}, ValueError, "unsupported precision 16"),
+        (
+            {"precision": "mixed_float16", "dtype": "float64"},
+            ValueError,
+            "precision 'mixed_float16' keeps float32 master parameters; got dtype='float64'",
+        ),
+        (
+            {"precision": "mixed_bfloat16"},
+            ValueError,
+            "dtype 'bfloat16' is not supported by backend 'numpy'",
+        ),
     ],
 )
 def test_bad_multi_layer_net_arguments(kwargs, error, pattern):

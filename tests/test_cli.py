@@ -42,7 +42,7 @@ def test_gradcheck_reports_a_failure(monkeypatch, capsys):
     ("argv", "message"),
     [
         (["gradcheck", "--backend", "mxnet"], "argument --backend: invalid choice: 'mxnet'"),
-        (["gradcheck", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["gradcheck", "--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
         (["gradcheck", "--hidden", "0"], "argument --hidden: expected a positive integer, got '0'"),
         (["gradcheck", "--device", "tpu:9"], "backend 'numpy' has only the 'cpu' device"),
     ],
@@ -269,6 +269,17 @@ def test_train_on_each_backend_with_options(backend, tmp_path, capsys):
         (["train", "--dropout", "1"], 2, r"argument --dropout: expected a number in \[0, 1\)"),
         (["train", "--activation", "gelu"], 2, "argument --activation: invalid choice: 'gelu'"),
         (["train", "--device", "cuda:3"], 2, "backend 'numpy' has only the 'cpu' device"),
+        (["train", "--precision", "fp16"], 2, "argument --precision: invalid choice: 'fp16'"),
+        (
+            ["train", "--precision", "mixed_bfloat16"],
+            2,
+            "dtype 'bfloat16' is not supported by backend 'numpy'",
+        ),
+        (
+            ["train", "--precision", "mixed_float16", "--dtype", "float64"],
+            2,
+            "precision 'mixed_float16' keeps float32 master parameters",
+        ),
         (["train", "--resume", "/nonexistent/ck.npz"], 1, "no checkpoint at /nonexistent/ck.npz"),
         (
             ["train", "--dataset", "mnist", "--data-dir", "MNIST_DIR"],
@@ -290,6 +301,19 @@ def test_train_errors_are_one_line(argv, status, message, capsys, monkeypatch, t
     assert err.count("\n") == 1, err
     assert re.search(message, err), err
     assert ("(see bpcore train --help)" in err) == (status == 2)
+
+
+def test_train_in_mixed_precision(capsys):
+    """``--precision``: float32 masters, passes in float16 with loss scaling, the accuracy of
+    float32 training on the digits (both runs here, side by side)."""
+    argv = ["train", "--epochs", "5", "--json", "--quiet"]
+    assert main(argv) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--precision", "mixed_float16"]) == 0
+    mixed = json.loads(capsys.readouterr().out)
+    assert mixed["precision"] == "mixed_float16" and mixed["dtype"] == "float32"
+    assert "precision='mixed_float16'" in mixed["network"]
+    assert abs(mixed["test_acc"] - full["test_acc"]) <= 0.02, (mixed, full)
 
 
 def test_train_with_a_corrupt_data_file_names_it(tmp_path, capsys):

@@ -238,7 +238,11 @@ def to_numpy(a: Array) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
+        bfloat16, which NumPy lacks, comes back as float32 (the same values).
     """
     if not array_api_compat.is_array_api_obj(a) and not isinstance(a, np.generic):
         return np.asarray(a)
+    if str(getattr(a, "dtype", "")).endswith("bfloat16"):
+        xp = array_api_compat.array_namespace(a)
+        a = xp.astype(a, xp.float32)
     return backend_class_of(a).to_numpy(a)

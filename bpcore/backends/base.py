@@ -28,8 +28,11 @@ Array = Any
 #: An Array API namespace module, such as ``array_api_compat.numpy``.
 Namespace = Any
 
-#: Floating dtypes a network can compute in, by name.
-DTYPES = ("float32", "float64")
+#: Floating dtypes a network can compute in, by name (the half-precision ones where the library
+#: has them: `Backend.has_dtype`).
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+# Not in the Array API standard: inspection (``dtypes()``) does not list them.
+_EXTENDED = ("float16", "bfloat16")
 
 
 class Backend:
@@ -212,6 +215,14 @@ class Backend:
         """Compute lazy arrays among ``values``, all in one pass; eager ones pass through."""
         return values
 
+    def overflowing(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which floating overflow is silent (NumPy's warnings off).
+
+        Under loss scaling (`bpcore.precision.LossScaler`) a step that overflows float16 is
+        expected: it is detected and skipped. Only NumPy warns about it; elsewhere nothing.
+        """
+        return contextlib.nullcontext()
+
     # -- where arrays go -----------------------------------------------------------------------
 
     def activate(self) -> contextlib.AbstractContextManager[Any]:
@@ -237,6 +248,17 @@ class Backend:
     def param_asarray(self, host: np.ndarray) -> Array:
         """Copy a NumPy array to where this backend keeps parameters (see `param_xp`)."""
         return self.asarray(host)
+
+    def param_array(self, host: np.ndarray, dtype_name: str) -> Array:
+        """A host array as a parameter of the dtype named ``dtype_name`` (see `param_asarray`).
+
+        Cast on the host, except to bfloat16, which NumPy lacks: that cast is made on the
+        device, from float32 (a rounding of the same values).
+        """
+        if dtype_name == "bfloat16":
+            device = self.param_asarray(np.asarray(host, dtype=np.float32))
+            return self.param_xp.astype(device, getattr(self.param_xp, dtype_name))
+        return self.param_asarray(np.asarray(host).astype(dtype_name))
 
     def indices(self, host: np.ndarray) -> Array:
         """Integer indices, from the host, for ``take`` on this backend's data."""
@@ -305,8 +327,11 @@ class Backend:
     # -- dtypes --------------------------------------------------------------------------------
 
     def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
-        return getattr(self.xp, name)
+        """The namespace's dtype object for a name of `DTYPES` (ValueError if it has none)."""
+        try:
+            return getattr(self.xp, name)
+        except AttributeError:
+            raise ValueError(f"backend {self.name!r} has no dtype {name!r}") from None
 
     def enable_float64(self) -> None:
         """Make float64 arrays really float64 (JAX's process-wide x64 switch); else nothing."""
@@ -319,10 +344,12 @@ class Backend:
         """
         if name == "float64":
             self.enable_float64()
+        if not hasattr(self.xp, name):
+            return False  # no float16 in array-api-strict, no bfloat16 in NumPy or CuPy
         dtype = self.dtype(name)
         try:
             info = self.xp.__array_namespace_info__()
-            if name not in info.dtypes(device=self.device):
+            if name not in _EXTENDED and name not in info.dtypes(device=self.device):
                 return False
         except (AttributeError, TypeError, NotImplementedError):
             pass  # a namespace without the inspection API: try an allocation instead
@@ -340,7 +367,7 @@ class Backend:
         for name in DTYPES:
             if isinstance(dtype, str) and dtype == name:
                 break
-            if not isinstance(dtype, str) and dtype == self.dtype(name):
+            if not isinstance(dtype, str) and hasattr(self.xp, name) and dtype == self.dtype(name):
                 break
         else:
             valid = ", ".join(repr(n) for n in DTYPES)
@@ -349,6 +376,7 @@ class Backend:
             raise ValueError(
                 f"dtype {name!r} is not supported by backend {self.name!r} on device "
                 f"{self.device!r}; use 'float32'"
+                + (" (bfloat16 is on torch and jax)" if name == "bfloat16" else "")
             )
         return name
 

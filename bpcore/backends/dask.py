@@ -71,6 +71,10 @@ class DaskBackend(Backend):
             np.asarray(v) if isinstance(v, np.generic) else v for v in dask.compute(*values)
         )
 
+    def overflowing(self) -> Any:
+        """NumPy's overflow and invalid-value warnings off (see `Backend.overflowing`)."""
+        return np.errstate(over="ignore", invalid="ignore")
+
     def asarray(self, host: np.ndarray) -> Array:
         """A Dask array chunked along the first axis (the batch) only.
 

@@ -37,6 +37,10 @@ class NumPyBackend(Backend):
             raise ValueError(f"backend 'numpy' has only the 'cpu' device, got device={device!r}")
         return "cpu"
 
+    def overflowing(self) -> Any:
+        """NumPy's overflow and invalid-value warnings off (see `Backend.overflowing`)."""
+        return np.errstate(over="ignore", invalid="ignore")
+
     @classmethod
     def to_numpy(cls, a: Array) -> np.ndarray:
         return np.asarray(a)

@@ -105,9 +105,10 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         type=str.lower,
-        choices=["float32", "float64"],
+        choices=["float32", "float64", "float16", "bfloat16"],
         default="float32",
-        help="the parameters' dtype (default float32)",
+        help="the parameters' dtype (default float32; float16 and bfloat16 where the backend "
+        "has them)",
     )
 
 

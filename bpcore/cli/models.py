@@ -48,8 +48,14 @@ class Model:
 
 
 def _network_kwargs(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
-    """The keywords every network takes here: the resolved backend, ``--dtype``, ``--seed``."""
-    return {"backend": backend, "dtype": args.dtype, "seed": args.seed}
+    """The keywords every network takes here: the resolved backend, ``--dtype``,
+    ``--precision`` (``train``'s) and ``--seed``."""
+    return {
+        "backend": backend,
+        "dtype": args.dtype,
+        "precision": getattr(args, "precision", None),
+        "seed": args.seed,
+    }
 
 
 def _mlp(args: argparse.Namespace, sample_shape: tuple[int, ...], backend: Backend) -> Any:

@@ -11,6 +11,7 @@ from ..backends import resolve_backend
 from ..datasets import DATASETS
 from ..networks import ACTIVATIONS
 from ..optimizers import OPTIMIZERS
+from ..precision import PRECISIONS, resolve_precision
 from ._common import (
     EPILOG,
     UsageError,
@@ -47,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     train.add_argument("--data-dir", help="folder looked in first for MNIST/Fashion-MNIST files")
     add_backend_options(train)
+    train.add_argument(
+        "--precision",
+        type=str.lower,
+        choices=list(PRECISIONS),
+        help="mixed precision: float32 parameters, the passes in float16 (with dynamic loss "
+        "scaling) or bfloat16; with --dtype float32",
+    )
     train.add_argument(
         "--model",
         choices=tuple(REGISTRY),
@@ -165,8 +173,11 @@ def run(args: argparse.Namespace) -> int:
                 '--plot needs matplotlib: pip install "bpcore[plot]" (or pip install matplotlib)'
             ) from None
         matplotlib.use("Agg")
-    with options():  # before any data is read: a bad backend or device fails at once
+    with options():  # before any data is read: a bad backend, device or dtype fails at once
         backend = resolve_backend(args.backend, args.device)
+        policy = resolve_precision(args.precision, backend.resolve_dtype(args.dtype))
+        if policy is not None:
+            backend.resolve_dtype(policy.compute)
     digits = args.dataset == "digits"
     batch_size = args.batch_size if args.batch_size is not None else (32 if digits else 100)
     epochs = args.epochs if args.epochs is not None else (20 if digits else 10)
@@ -213,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         "backend": net.backend,
         "device": net.backend_info.device_name,
         "dtype": args.dtype,
+        "precision": args.precision,
         "model": args.model,
         "hidden": config.get("hidden_size_list", [config.get("hidden_size")]),
         "seed": args.seed,

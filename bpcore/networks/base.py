@@ -33,6 +33,7 @@ import numpy as np
 from .. import _checks, checkpoints, gradcheck
 from ..backends import Array, Backend, resolve_backend
 from ..layers import SoftmaxWithLoss, computes_input, param_names
+from ..precision import LossScaler, Precision, resolve_precision
 from . import building, passes
 from .params import Params
 from .passes import PassesMixin
@@ -84,6 +85,9 @@ class Network(StateMixin, PassesMixin):
     last_loss: Array | None = None
     #: A bpcore network's state is a `NetworkState` (see `bpcore.book.TrainableNetwork`).
     has_state = True
+    #: The dynamic loss scaling of a ``"mixed_float16"`` network (None otherwise).
+    loss_scaler: LossScaler | None = None
+    _precision: Precision | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,10 +101,12 @@ class Network(StateMixin, PassesMixin):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         resolved = resolve_backend(backend, device)
-        self._assemble(config, resolved, resolved.resolve_dtype(dtype), host_params, {}, seed)
+        dtype_name, policy = _resolve_dtypes(resolved, dtype, precision)
+        self._assemble(config, resolved, dtype_name, host_params, {}, seed, policy)
 
     # -- what a network class says about itself -----------------------------------------------
 
@@ -126,6 +132,7 @@ class Network(StateMixin, PassesMixin):
         backend: Any = None,
         device: Any = None,
         dtype: Any = None,
+        precision: Any = None,
     ) -> Network:
         """Build a network of this class from its ``config`` and saved host arrays.
 
@@ -138,10 +145,10 @@ class Network(StateMixin, PassesMixin):
             As ``net.config`` returned it.
         params, buffers : mapping of str to numpy.ndarray
             As ``net.params`` and ``net.buffers`` held them (``bpcore.to_numpy`` of each).
-        backend, device
+        backend, device, precision
             As for the constructors.
         dtype : str, optional
-            The network's dtype; by default that of the arrays.
+            By default that of the arrays (float32 under a mixed ``precision``).
 
         Raises
         ------
@@ -150,9 +157,10 @@ class Network(StateMixin, PassesMixin):
         """
         resolved = resolve_backend(backend, device)
         if dtype is None:
-            dtype = str(next(iter(params.values())).dtype) if params else "float32"
+            dtype = str(next(iter(params.values())).dtype) if params and not precision else None
+        dtype_name, policy = _resolve_dtypes(resolved, dtype, precision)
         net = cls.__new__(cls)
-        net._assemble(config, resolved, resolved.resolve_dtype(dtype), params, buffers or {}, None)
+        net._assemble(config, resolved, dtype_name, params, buffers or {}, None, policy)
         return net
 
     def _assemble(
@@ -163,11 +171,13 @@ class Network(StateMixin, PassesMixin):
         host_params: Mapping[str, np.ndarray],
         host_buffers: Mapping[str, np.ndarray],
         seed: Any,
+        precision: Precision | None = None,
     ) -> None:
         """Check the host arrays, copy them to the device, build, bind and seed the layers."""
         self._config = dict(config)
         self.backend_info = backend
         self._dtype_name = dtype_name
+        self._precision = precision
         expected = self.param_shapes(self._config)
         host = building.checked_host(type(self).__name__, expected, host_params, dtype_name)
         params = building.on_device(backend, host, dtype_name)
@@ -181,6 +191,7 @@ class Network(StateMixin, PassesMixin):
         building.seed_generators(backend, self.layers.values(), seed)
         if host_buffers:
             self.load_arrays({}, host_buffers)
+        self.loss_scaler = building.loss_scaler(backend, precision, self.params)
 
     def check_layers(self) -> None:
         """Raise ValueError if ``layers`` and ``params`` no longer belong together.
@@ -229,7 +240,8 @@ class Network(StateMixin, PassesMixin):
 
     @property
     def dtype_name(self) -> str:
-        """The parameters' dtype by name: ``"float32"`` or ``"float64"``."""
+        """The parameters' dtype by name: ``"float32"``, ``"float64"``, ``"float16"`` or
+        ``"bfloat16"``."""
         return self._dtype_name
 
     @property
@@ -301,10 +313,11 @@ class Network(StateMixin, PassesMixin):
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        precision = "" if self._precision is None else f", precision={self._precision.name!r}"
         return (
             f"{type(self).__name__}({args}, backend={self.backend!r}, "
             f"device={self.backend_info.device_name!r}, "
-            f"dtype={self._dtype_name!r})"
+            f"dtype={self._dtype_name!r}{precision})"
         )
 
     def summary(self) -> str:
@@ -424,8 +437,9 @@ class Network(StateMixin, PassesMixin):
     # -- checks at the entry points -------------------------------------------------------------
 
     def check_inputs(self, x: Any, name: str = "x") -> Array:
-        """Validate a batch of inputs and return it cast to the network's dtype."""
-        return _checks.check_x(x, self.backend_info, self.dtype, self.input_shape, name=name)
+        """Validate a batch of inputs and return it cast to the dtype the passes compute in."""
+        dtype = self.backend_info.dtype(self.compute_dtype_name)
+        return _checks.check_x(x, self.backend_info, dtype, self.input_shape, name=name)
 
     def check_batch(
         self,
@@ -490,3 +504,13 @@ class Network(StateMixin, PassesMixin):
     def keeping_layers(self, *others: Any) -> contextlib.AbstractContextManager[Any]:
         """A context after which the layers and ``others`` are as before (`using_state`)."""
         return self.using_state(layers=True, others=others)
+
+
+def _resolve_dtypes(backend: Backend, dtype: Any, precision: Any) -> tuple[str, Precision | None]:
+    """The dtype's name and the mixed precision (`bpcore.precision.resolve_precision`), each
+    checked against what the backend's device has."""
+    dtype_name = backend.resolve_dtype("float32" if dtype is None else dtype)
+    policy = resolve_precision(precision, dtype_name)
+    if policy is not None:
+        backend.resolve_dtype(policy.compute)  # raises when the device lacks it
+    return dtype_name, policy

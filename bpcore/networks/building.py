@@ -14,8 +14,9 @@ import numpy as np
 
 from ..backends import Array, Backend
 from ..layers import draws_random, param_names
+from ..precision import LossScaler, Precision
 
-__all__ = ["bindings", "checked_host", "on_device", "seed_generators"]
+__all__ = ["bindings", "checked_host", "loss_scaler", "on_device", "seed_generators"]
 
 
 def checked_host(
@@ -46,9 +47,7 @@ def on_device(
 ) -> dict[str, Array]:
     """Host arrays cast to ``dtype_name`` and copied to where ``backend`` keeps parameters."""
     with backend.activate():  # CuPy allocates on the current device, whatever device= says
-        return {
-            key: backend.param_asarray(np.asarray(a).astype(dtype_name)) for key, a in host.items()
-        }
+        return {key: backend.param_array(a, dtype_name) for key, a in host.items()}
 
 
 def bindings(layers: Iterable[Any], params: Mapping[str, Array]) -> dict[str, tuple[Any, str]]:
@@ -87,3 +86,15 @@ def _layer_seeds(seed: Any, count: int) -> list[Any]:
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     # spawn() children differ from the parent's own stream, which drew the weights.
     return list(sequence.spawn(count))
+
+
+def loss_scaler(
+    backend: Backend, precision: Precision | None, params: Mapping[str, Array]
+) -> LossScaler | None:
+    """A started `LossScaler` for a precision that scales the loss (mixed float16), else None."""
+    if precision is None or not precision.loss_scaling:
+        return None
+    scaler = LossScaler()
+    with backend.activate():
+        scaler.start(next(iter(params.values())))
+    return scaler

@@ -82,7 +82,7 @@ class SimpleConvNet(Network):
     output_size : int, default 10
     weight_init_std : float or str, default 0.01
         As for `TwoLayerNet` (a name scales each layer by its fan-in).
-    backend, device, dtype, seed
+    backend, device, dtype, precision, seed
         As for `TwoLayerNet`.
 
     Attributes
@@ -110,6 +110,7 @@ class SimpleConvNet(Network):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         if conv_param is None:
@@ -125,7 +126,15 @@ class SimpleConvNet(Network):
             key: init_scale(weight_init_std, _fan_in(shapes[key])) for key in ("W1", "W2", "W3")
         }
         host = normal_weights(shapes, scales, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            config,
+            host,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            seed=seed,
+        )
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -192,7 +201,7 @@ class DeepConvNet(Network):
         As in the book: 16, 16, 32, 32, 64, 64 filters of 3x3, padding 1 (2 for the fourth).
     hidden_size : int, default 50
     output_size : int, default 10
-    backend, device, dtype, seed
+    backend, device, dtype, precision, seed
         As for `TwoLayerNet`; ``seed`` also seeds the dropout masks.
 
     Attributes
@@ -227,6 +236,7 @@ class DeepConvNet(Network):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
@@ -243,7 +253,15 @@ class DeepConvNet(Network):
         shapes = self.param_shapes(config)
         scales = {f"W{i}": init_scale("relu", _fan_in(shapes[f"W{i}"])) for i in range(1, 9)}
         host = normal_weights(shapes, scales, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            config,
+            host,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            seed=seed,
+        )
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -105,7 +105,12 @@ class TwoLayerNet(Network):
         ``"numpy"``.
     device : str, int or device object, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; the backend's default when omitted.
-    dtype : {"float32", "float64"}, default "float32"
+    dtype : {"float32", "float64", "float16", "bfloat16"}, default "float32"
+        The parameters' dtype, and that of the passes; float16 and bfloat16 where the backend
+        has them (`bpcore.backends.Backend.has_dtype`).
+    precision : {None, "mixed_float16", "mixed_bfloat16"}, optional
+        A mixed precision (`bpcore.precision`): float32 parameters, passes in half precision
+        (with dynamic loss scaling for float16).
     seed : int, optional
         Seeds the host generator that draws the initial weights: the same seed gives
         bit-identical weights on every backend.
@@ -138,6 +143,7 @@ class TwoLayerNet(Network):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         config = {
@@ -147,7 +153,15 @@ class TwoLayerNet(Network):
         }
         sizes = [config["input_size"], config["hidden_size"], config["output_size"]]
         host = initial_weights(sizes, weight_init_std, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            config,
+            host,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            seed=seed,
+        )
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -174,7 +188,7 @@ class MultiLayerNet(Network):
         As for `TwoLayerNet`; the default is He initialization.
     weight_decay_lambda : float, default 0
         Adds ``0.5 * weight_decay_lambda * sum(W**2)`` over every weight matrix to the loss.
-    backend, device, dtype, seed
+    backend, device, dtype, precision, seed
         As for `TwoLayerNet`.
 
     Attributes
@@ -198,6 +212,7 @@ class MultiLayerNet(Network):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         config = _dense_config(
@@ -205,7 +220,15 @@ class MultiLayerNet(Network):
         )
         sizes = [config["input_size"], *config["hidden_size_list"], config["output_size"]]
         host = initial_weights(sizes, weight_init_std, "float64", seed)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            config,
+            host,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            seed=seed,
+        )
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -243,7 +266,7 @@ class MultiLayerNetExtend(Network):
     dropout_ration : float, default 0.5
         The dropout ratio, under the book's name for it.
     use_batchnorm : bool, default False
-    backend, device, dtype, seed
+    backend, device, dtype, precision, seed
         As for `TwoLayerNet`; ``seed`` also seeds the dropout masks (drawn on the device).
 
     Attributes
@@ -278,6 +301,7 @@ class MultiLayerNetExtend(Network):
         backend: Any = None,
         device: Any = None,
         dtype: Any = "float32",
+        precision: Any = None,
         seed: Any = None,
     ) -> None:
         config = _dense_config(
@@ -294,7 +318,15 @@ class MultiLayerNetExtend(Network):
         for key, shape in MultiLayerNetExtend.param_shapes(config).items():
             if key.startswith(("gamma", "beta")):
                 host[key] = (np.ones if key.startswith("gamma") else np.zeros)(shape)
-        super().__init__(config, host, backend=backend, device=device, dtype=dtype, seed=seed)
+        super().__init__(
+            config,
+            host,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            precision=precision,
+            seed=seed,
+        )
 
     @staticmethod
     def param_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

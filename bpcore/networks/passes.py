@@ -11,7 +11,7 @@ computations, on batches its entry points have validated.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import array_api_compat
@@ -20,6 +20,7 @@ import numpy as np
 from .. import _checks
 from ..backends import Array, Backend, index_dtype
 from ..layers import Layer, backward_params, takes_train_flg
+from ..precision import Gradients, LossScaler, Precision
 
 __all__ = [
     "PassesMixin",
@@ -49,14 +50,15 @@ def forward(
     return x
 
 
-def backward(layers: Sequence[Layer], last_layer: Any) -> None:
+def backward(layers: Sequence[Layer], last_layer: Any, dout: Any = 1) -> None:
     """The book's backward pass, from the loss layer to the first layer, after a forward pass.
 
     Each layer keeps its parameters' gradients (``dW``, ``db``, ...). Nobody needs the gradient
     with respect to the input: the first layer skips that product where it offers to
-    (`bpcore.layers.backward_params`).
+    (`bpcore.layers.backward_params`). ``dout`` is the gradient of the loss: a loss scale
+    under mixed float16 (`bpcore.precision.LossScaler`).
     """
-    dout = last_layer.backward(1)
+    dout = last_layer.backward(dout)
     for layer in reversed(layers[1:]):
         dout = layer.backward(dout)
     backward_params(layers[0], dout)
@@ -130,8 +132,10 @@ class PassesMixin:
     params: Any
     backend_info: Backend
     last_loss: Array | None
+    loss_scaler: LossScaler | None
     _computes_batches: bool
     _weights: tuple[str, ...]
+    _precision: Precision | None
 
     if TYPE_CHECKING:  # what Network and StateMixin provide
 
@@ -151,10 +155,37 @@ class PassesMixin:
     def _computed(self, *arrays: Array) -> tuple[Array, ...]:
         return self.backend_info.compute(*arrays) if self._computes_batches else arrays
 
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """A context in which the layers hold the parameters in the dtype the passes compute in.
+
+        Under a mixed precision (`bpcore.precision`), half-precision copies of the float32
+        master parameters, made here (so they follow any update of ``params``, in place or
+        not) and taken out again on leaving: ``params`` itself always holds the masters.
+        Otherwise nothing happens.
+        """
+        policy = self._precision
+        if policy is None:
+            yield
+            return
+        xp = self.backend_info.param_xp
+        compute = self.backend_info.dtype(policy.compute)
+        masters = dict(self.params)
+        for key, value in masters.items():
+            layer, attribute = self.params.layer_of(key)
+            setattr(layer, attribute, xp.astype(value, compute))
+        try:
+            yield
+        finally:
+            for key, value in masters.items():
+                layer, attribute = self.params.layer_of(key)
+                setattr(layer, attribute, value)
+
     def unchecked_predict(self, x: Array, train_flg: bool = False) -> Array:
         """`predict` on a batch `check_inputs` has validated."""
         (x,) = self._computed(x)
-        return forward(self.layers, x, train_flg)
+        with self.computing():
+            return forward(self.layers, x, train_flg)
 
     def unchecked_hits(self, x: Array, t: Array) -> Array:
         """How many samples of a checked batch the network gets right, in inference mode.
@@ -162,12 +193,14 @@ class PassesMixin:
         A 0-d array that stays on the device (`correct_predictions` of `unchecked_predict`).
         """
         x, t = self._computed(x, t)
-        return correct_predictions(forward(self.layers, x, False), t)
+        with self.computing():
+            return correct_predictions(forward(self.layers, x, False), t)
 
     def unchecked_loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """`loss` on a batch `check_batch` has validated."""
         (x,) = self._computed(x)  # the labels stay lazy: so does the loss, on every net
-        return self._loss(forward(self.layers, x, train_flg), t)
+        with self.computing():
+            return self._loss(forward(self.layers, x, train_flg), t)
 
     def unchecked_evaluation(self, x: Array, t: Array) -> tuple[Array, Array]:
         """How many samples of a checked batch are right, and its `loss`, in inference mode.
@@ -175,11 +208,13 @@ class PassesMixin:
         Both from one forward pass, as 0-d arrays on the device (for evaluation loops).
         """
         x, t = self._computed(x, t)
-        scores = forward(self.layers, x, False)
-        return correct_predictions(scores, t), self._loss(scores, t)
+        with self.computing():
+            scores = forward(self.layers, x, False)
+            return correct_predictions(scores, t), self._loss(scores, t)
 
     def _loss(self, scores: Array, t: Array) -> Array:
-        """The loss layer's loss of ``scores``, plus the weight decay over the weights."""
+        """The loss layer's loss of ``scores``, plus the weight decay over the weights (the
+        master parameters')."""
         loss = self.last_layer.forward(scores, t)
         lam = self.weight_decay_lambda
         if lam:
@@ -203,30 +238,59 @@ class PassesMixin:
         if not self.backend_info.is_lazy:
             return self._gradients(x, t)
         # The state as it was, unless the batch's labels turn out valid: only then are the
-        # computed buffers (running statistics) and loss set.
+        # computed buffers (running statistics), loss and loss scale set.
+        scaler = self.loss_scaler
+        scaler_state = None if scaler is None else scaler.state()
         with self.using_state():
             grads = self._gradients(x, t)
+            finite = getattr(grads, "finite", None)
             last = self.last_layer
-            grads, loss, last.y, last.t, valid, buffers = self.backend_info.compute(
-                grads, self.last_loss, last.y, last.t, last.labels_valid, self.buffers
-            )
+            (grads, loss, last.y, last.t, valid, buffers, finite, new_scale) = (
+                self.backend_info.compute(
+                    dict(grads), self.last_loss, last.y, last.t, last.labels_valid,
+                    self.buffers, finite, None if scaler is None else scaler.state(),
+                )
+            )  # fmt: skip
+            if scaler is not None and scaler_state is not None:
+                scaler.load_state(scaler_state)
             if not bool(valid):  # computed with the rest, so reading it costs nothing more
                 _checks.raise_for_label_values(last.t, self.output_size)
         self.set_buffers(buffers)
         self.last_loss = loss
+        if scaler is not None:
+            scaler.load_state(new_scale)
+            return Gradients(grads, finite)
         return grads  # type: ignore[no-any-return]
 
     def _gradients(self, x: Array, t: Array) -> dict[str, Array]:
         """The forward pass in training mode, the backward pass, and the gradients by key
-        (weight decay added to the weights'); the loss in `last_loss`."""
-        self.last_loss = self._loss(forward(self.layers, x, True), t)
-        backward(list(self.layers.values()), self.last_layer)
-        lam = self.weight_decay_lambda
-        grads: dict[str, Array] = {}
-        for key in self.params:
-            layer, attribute = self.params.layer_of(key)
-            g = getattr(layer, "d" + attribute)
-            grads[key] = (
-                g + lam * getattr(layer, attribute) if (lam and key in self._weights) else g
-            )
+        (weight decay added to the weights'); the loss in `last_loss`.
+
+        Under a mixed precision the passes run on half-precision copies of the parameters
+        (`computing`) and the gradients are cast to the masters' float32; with loss scaling
+        the backward pass starts from the scale, the gradients are divided by it and come as
+        `bpcore.precision.Gradients`, zero if any overflowed, and the scale moves.
+        """
+        scaler, xp = self.loss_scaler, self.backend_info.param_xp
+        quiet: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if scaler is not None:  # a scaler set by the user starts here
+            scaler.start(next(iter(self.params.values())))
+            quiet = self.backend_info.overflowing()  # overflow is looked for, not warned of
+        with self.computing(), quiet:
+            self.last_loss = self._loss(forward(self.layers, x, True), t)
+            dout = 1 if scaler is None else scaler.scale
+            backward(list(self.layers.values()), self.last_layer, dout)
+            grads: dict[str, Array] = {}
+            for key, master in self.params.items():
+                layer, attribute = self.params.layer_of(key)
+                g = getattr(layer, "d" + attribute)
+                grads[key] = g if g.dtype == master.dtype else xp.astype(g, master.dtype)
+            if scaler is not None:
+                grads = scaler.unscale(grads)
+            lam = self.weight_decay_lambda
+            if lam:
+                for key in self._weights:
+                    grads[key] = grads[key] + lam * self.params[key]
+            if scaler is not None:
+                return scaler.checked(grads)
         return grads

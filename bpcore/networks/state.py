@@ -57,6 +57,19 @@ class StateMixin:
     backend_info: Backend
     last_loss: Array | None
     _dtype_name: str
+    _precision: Any
+
+    @property
+    def precision(self) -> str | None:
+        """The mixed precision (``"mixed_float16"`` or ``"mixed_bfloat16"``), or None: the
+        passes then compute in `dtype_name`."""
+        return None if self._precision is None else self._precision.name
+
+    @property
+    def compute_dtype_name(self) -> str:
+        """The dtype the forward and backward passes compute in, by name: that of the
+        mixed precision, else `dtype_name`."""
+        return self._dtype_name if self._precision is None else self._precision.compute
 
     def load_arrays(
         self, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray] | None = None
@@ -81,10 +94,8 @@ class StateMixin:
         shapes = {key: tuple(value.shape) for key, value in self.params.items()}
         host = checked_host(type(self).__name__, shapes, params, dtype) if params else {}
         with backend.activate():
-            self.params.update({k: backend.param_asarray(a.astype(dtype)) for k, a in host.items()})
-            self.set_buffers(
-                {k: backend.param_asarray(a.astype(dtype)) for k, a in buffers.items()}
-            )
+            self.params.update({k: backend.param_array(a, dtype) for k, a in host.items()})
+            self.set_buffers({k: backend.param_array(a, dtype) for k, a in buffers.items()})
 
     @property
     def buffers(self) -> dict[str, Array]:
@@ -152,7 +163,9 @@ class StateMixin:
             self.set_state(saved)
             self._dtype_name, self.last_loss = dtype_name, last_loss
 
-    def to(self, backend: Any = None, device: Any = None, dtype: Any = None) -> Any:
+    def to(
+        self, backend: Any = None, device: Any = None, dtype: Any = None, precision: Any = ...
+    ) -> Any:
         """The same network (class, configuration, parameters, buffers) on another backend,
         device or dtype; this one is untouched.
 
@@ -163,8 +176,10 @@ class StateMixin:
         device : optional
             By default this network's device when the backend stays, else the new backend's
             default device.
-        dtype : {"float32", "float64"}, optional
+        dtype : {"float32", "float64", "float16", "bfloat16"}, optional
             By default this network's dtype.
+        precision : {None, "mixed_float16", "mixed_bfloat16"}, optional
+            By default this network's precision; None for none.
 
         Notes
         -----
@@ -191,6 +206,7 @@ class StateMixin:
             backend=backend,
             device=device,
             dtype=self._dtype_name if dtype is None else dtype,
+            precision=self.precision if precision is ... else precision,
         )
         _carry_generators(self, copy)
         return copy
@@ -202,13 +218,17 @@ class StateMixin:
         Its state, cast, is swapped in by `using_state`, which gives the network's own arrays
         back on leaving, with the same objects and values, however the context ends.
         """
-        if dtype_name == self._dtype_name:
+        if dtype_name == self._dtype_name and self._precision is None:
             yield self
             return
         cast = self.state().astype(self.backend_info.param_xp, self.backend_info.dtype(dtype_name))
+        precision = self._precision
         with self.using_state(cast):
-            self._dtype_name = dtype_name
-            yield self
+            self._dtype_name, self._precision = dtype_name, None  # no mixed passes in there
+            try:
+                yield self
+            finally:
+                self._precision = precision
 
 
 def _carry_generators(source: Any, copy: Any) -> None:
