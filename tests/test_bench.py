@@ -266,3 +266,21 @@ def test_a_library_kernel_is_timed_beside_the_reference_code(capsys):
     names = {r["name"] for r in json.loads(capsys.readouterr().out)["rows"]}
     assert "bpcore book loop [torch:cpu]" in names
     assert "bpcore book loop [torch:cpu] reference kernels" in names
+
+
+def test_a_mixed_precision_group_times_the_backends_that_have_its_dtype(capsys):
+    """``--dtype mixed_bfloat16``: torch and PyTorch eager under autocast; NumPy has no
+    bfloat16, so no row (and no failure) for it; the document validates."""
+    pytest.importorskip("torch")
+    argv = ["bench", "--models", "mlp", "--backends", "numpy,torch", "--rounds", "1"]
+    assert main([*argv, "--dtype", "mixed_bfloat16", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    jsonschema.validate(document, SCHEMA)
+    rows = {r["name"]: r for r in document["rows"]}
+    assert {
+        "bpcore book loop [torch:cpu]",
+        "bpcore trainer [torch:cpu]",
+        "pytorch eager [cpu]",
+    } <= set(rows)
+    assert not any("numpy" in name for name in rows)  # neither bpcore's nor the book's
+    assert all(r["dtype"] == "mixed_bfloat16" and r["error"] is None for r in rows.values())

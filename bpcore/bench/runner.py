@@ -16,7 +16,15 @@ from typing import Any
 from ..backends import BACKEND_CLASSES, Backend, available_backends, resolve_backend
 from .report import BenchReport, BenchRow
 from .timing import SETTLE_SECONDS, stats_of, time_interleaved
-from .workloads import PEER_BACKENDS, ModelSpec, Workload, bpcore_rows, parse_model, peer_rows
+from .workloads import (
+    BENCH_DTYPES,
+    PEER_BACKENDS,
+    ModelSpec,
+    Workload,
+    bpcore_rows,
+    parse_model,
+    peer_rows,
+)
 
 __all__ = ["DEFAULT_MODELS", "QUICK", "run_bench"]
 
@@ -62,7 +70,9 @@ def run_bench(
         By default every installed backend, on the CPU and the first GPU it has.
     batch_sizes : sequence of int
         Several make a sweep: where one device overtakes another.
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64", "mixed_float16", "mixed_bfloat16"}
+        What the steps compute in; a mixed precision's group has the backends whose device has
+        its half dtype, and PyTorch eager with autocast (and a ``GradScaler`` for float16).
     rounds : int
         Timed rounds per row, interleaved across the group's rows.
     seed : int
@@ -81,8 +91,9 @@ def run_bench(
     """
     from ..environment import environment_info
 
-    if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    if dtype not in BENCH_DTYPES:
+        valid = ", ".join(BENCH_DTYPES)
+        raise ValueError(f"dtype must be one of {valid}, got {dtype!r}")
     if rounds < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("rounds and batch sizes must be at least 1")
     specs = [m if isinstance(m, ModelSpec) else parse_model(m) for m in models]

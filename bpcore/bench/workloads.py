@@ -20,6 +20,7 @@ seeded weights on every backend, and the book's code from those same weights.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -37,12 +38,15 @@ from ..steps import compile_step
 from ..testing import synchronize
 
 __all__ = [
+    "BENCH_DTYPES",
     "LR",
     "MODEL_NAMES",
     "ModelSpec",
     "Workload",
     "bpcore_rows",
     "build",
+    "compute_dtype",
+    "network_dtype",
     "parse_model",
     "peer_rows",
 ]
@@ -56,6 +60,22 @@ MODEL_NAMES = ("mlp", "mlp-H[-H...]", "convnet", "deepconvnet")
 
 #: The batches of the ``bpcore trainer`` row's epoch (the batch, repeated).
 TRAINER_BATCHES = 10
+
+#: What a group computes in: a dtype, or a mixed precision (float32 parameters, half passes).
+BENCH_DTYPES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")
+
+
+def network_dtype(dtype: str) -> dict[str, Any]:
+    """The network keywords for a group's dtype: ``dtype=``, and ``precision=`` if mixed."""
+    if dtype.startswith("mixed_"):
+        return {"dtype": "float32", "precision": dtype}
+    return {"dtype": dtype}
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype a group's passes compute in (``float16`` for ``mixed_float16``)."""
+    return dtype.removeprefix("mixed_")
+
 
 _MLP = re.compile(r"mlp(?:-(\d+(?:-\d+)*))?")
 
@@ -88,10 +108,12 @@ class ModelSpec:
         return (SimpleConvNet if self.name == "convnet" else DeepConvNet)(**kwargs)
 
     def host_batch(self, batch_size: int, dtype: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """A random batch: images in [0, 1) (flat for an MLP) and labels 0 to 9."""
+        """A random batch: images in [0, 1) (flat for an MLP; float32 for a mixed precision)
+        and labels 0 to 9."""
         rng = np.random.default_rng(seed)
         shape = (batch_size, 784) if self.is_mlp else (batch_size, 1, 28, 28)
-        return rng.random(shape).astype(dtype), rng.integers(0, 10, batch_size)
+        host = network_dtype(dtype)["dtype"]
+        return rng.random(shape).astype(host), rng.integers(0, 10, batch_size)
 
 
 def parse_model(text: str) -> ModelSpec:
@@ -152,12 +174,13 @@ def bpcore_rows(
     spec: ModelSpec, backend: Backend, batch_size: int, dtype: str, seed: int
 ) -> list[Workload]:
     """The rows of one backend and device: book loop, trainer, compiled (where it compiles),
-    and for an MLP the floor; for a conv net on a backend whose library has its own convolution
-    (`bpcore.kernels`), the book loop once more on the layers' reference code, beside it."""
-    rows = [
-        build(kind, spec, batch_size, dtype, seed, backend)
-        for kind in ("book loop", "trainer", "compiled", "floor")
-    ]
+    and for an MLP the floor (not for a mixed precision); for a conv net on a backend whose
+    library has its own convolution (`bpcore.kernels`), the book loop once more on the layers'
+    reference code, beside it. None for a mixed precision whose dtype the backend lacks."""
+    if not backend.has_dtype(compute_dtype(dtype)):
+        return []
+    kinds = ["book loop", "trainer", "compiled"] + ([] if "mixed" in dtype else ["floor"])
+    rows = [build(kind, spec, batch_size, dtype, seed, backend) for kind in kinds]
     if not spec.is_mlp and backend.native_conv2d is not None and not using_reference_kernels():
         rows.append(
             _on_reference_kernels(build("book loop", spec, batch_size, dtype, seed, backend))
@@ -194,17 +217,18 @@ def build(
     """
     x_host, t_host = spec.host_batch(batch_size, dtype, seed)
     if kind == "book numpy":
-        return _book_row(spec, x_host, t_host, dtype, seed)
+        return None if "mixed" in dtype else _book_row(spec, x_host, t_host, dtype, seed)
     if kind == "pytorch eager":
         import torch
 
-        return _torch_row(torch, spec, x_host, t_host, seed, device)
+        half = compute_dtype(dtype) if "mixed" in dtype else None
+        return _torch_row(torch, spec, x_host, t_host, seed, device, half)
     if backend is None:
         raise ValueError(f"the {kind!r} row needs a backend")
     if kind == "floor":
         return _floor_row(spec, backend, x_host, dtype, seed) if spec.is_mlp else None
     where = f"{backend.name}:{backend.device_name}"
-    net = spec.build(backend=backend, dtype=dtype, seed=seed)
+    net = spec.build(backend=backend, seed=seed, **network_dtype(dtype))
     x, t = backend.asarray(x_host), backend.asarray(t_host)
     went_down = _went_down(f"{kind} [{where}]", lambda: float(net.loss(x, t)))
     if kind == "trainer":
@@ -388,13 +412,26 @@ def _torch_module(torch: Any, spec: ModelSpec, dtype: Any) -> Any:
 
 
 def _torch_row(
-    torch: Any, spec: ModelSpec, x_host: np.ndarray, t_host: np.ndarray, seed: int, device: str
+    torch: Any,
+    spec: ModelSpec,
+    x_host: np.ndarray,
+    t_host: np.ndarray,
+    seed: int,
+    device: str,
+    half: str | None = None,
 ) -> Workload:
+    """PyTorch eager; with ``half``, in mixed precision as PyTorch users write it: autocast to
+    that dtype, and for float16 a ``GradScaler``."""
     torch.manual_seed(seed)
     model = _torch_module(torch, spec, getattr(torch, str(x_host.dtype))).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     x, t = torch.from_numpy(x_host).to(device), torch.from_numpy(t_host).to(device)
     cross_entropy = torch.nn.functional.cross_entropy
+    kind = device.split(":")[0]
+    autocast = (
+        torch.autocast(kind, dtype=getattr(torch, half)) if half else contextlib.nullcontext()
+    )
+    scaler = torch.amp.GradScaler(kind) if half == "float16" else None
 
     def wait() -> None:
         if device.startswith("cuda"):
@@ -402,8 +439,15 @@ def _torch_row(
 
     def call() -> None:
         optimizer.zero_grad()
-        cross_entropy(model(x), t).backward()
-        optimizer.step()
+        with autocast:
+            loss = cross_entropy(model(x), t)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         wait()
 
     def loss() -> float:

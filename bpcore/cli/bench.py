@@ -75,7 +75,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="SIZES",
         help="comma-separated; several make a sweep (default 100)",
     )
-    bench.add_argument("--dtype", type=str.lower, choices=["float32", "float64"], default="float32")
+    bench.add_argument(
+        "--dtype",
+        type=str.lower,
+        choices=["float32", "float64", "mixed_float16", "mixed_bfloat16"],
+        default="float32",
+        help="what the steps compute in (default float32); a mixed precision times the backends "
+        "that have its half dtype, and PyTorch eager with autocast",
+    )
     bench.add_argument("--rounds", type=positive_int, help="timed rounds per row (default 10)")
     bench.add_argument("--seed", type=seed, default=0, help="seed of weights and batch")
     bench.add_argument(
