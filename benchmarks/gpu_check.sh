@@ -3,10 +3,11 @@
 # package index (see ../shared/device/README.md), run the test suite on cupy and torch-cuda, the
 # gradient checks (the conv nets' too) and the benchmarks (the book's loop through the public API,
 # the Trainer's step, the compiled JAX step where JAX sees the GPU, the conv nets' steps), train on
-# Fashion-MNIST (SimpleConvNet for one epoch), run `bpcore compare` and `bpcore bench` on every GPU
-# backend, and write the JSON and a summary to the folder given as the only argument. Meant to
-# finish in under 5 minutes. bpcore's own dependencies must be importable there: run
-# ../shared/device/wheels.sh with `tqdm threadpoolctl` as extra arguments if the machine lacks them.
+# Fashion-MNIST (SimpleConvNet for one epoch, also in each mixed precision), run `bpcore compare`
+# and `bpcore bench` on every GPU backend, and write the JSON and a summary to the folder given as
+# the only argument. Meant to finish in under 6 minutes. bpcore's own dependencies must be
+# importable there: run ../shared/device/wheels.sh with `tqdm threadpoolctl` as extra arguments if
+# the machine lacks them.
 set -uo pipefail
 out=${1:?usage: benchmarks/gpu_check.sh OUTPUT_FOLDER}
 mkdir -p "$out"
@@ -80,4 +81,22 @@ else
   echo "- Fashion-MNIST files not found here: training the embedded digits instead" | tee -a "$out/summary.md"
   run train-digits-cupy python3 -m bpcore train --backend cupy --json --quiet
 fi
+# Mixed precision (tensor cores): SimpleConvNet one epoch in float32 and in each mixed precision
+# the backend has (CuPy has no bfloat16), on each GPU backend; the JSON lines give the accuracy
+# and the samples per second side by side.
+dataset=digits
+if python3 -c "from bpcore.datasets import load_fashion_mnist as f; f(download=False)" 2>/dev/null; then
+  dataset=fashion-mnist
+fi
+targets="cupy:cuda:0 torch:cuda:0"
+if python3 -c "import jax; assert jax.devices('gpu')" 2>/dev/null; then targets="$targets jax:cuda:0"; fi
+for target in $targets; do
+  backend=${target%%:*}; device=${target#*:}
+  for precision in float32 mixed_float16 mixed_bfloat16; do
+    [ "$backend/$precision" = cupy/mixed_bfloat16 ] && continue
+    flag=(); [ "$precision" = float32 ] || flag=(--precision "$precision")
+    run "train-convnet-$backend-$precision" python3 -m bpcore train --dataset "$dataset" \
+      --model convnet --epochs 1 --backend "$backend" --device "$device" "${flag[@]}" --json --quiet
+  done
+done
 exit $status
