@@ -293,18 +293,29 @@ class Pooling:
             return self.kernel.backward(x, dout, self._state, *args)
         xp = namespace(dout, out)
         d = xp.permute_dims(dout, (0, 2, 3, 1))
-        slices = self._windows(x)
         # dout goes to the first offset (row by row) that holds the maximum, as argmax would
         # choose: boolean masks, no index arrays and no assignment.
-        parts, seen = [], None
-        for s in slices:
+        firsts, seen = [], None
+        for s in self._windows(x):
             at_max = s == out
             first = at_max if seen is None else xp.logical_and(at_max, xp.logical_not(seen))
             seen = at_max if seen is None else xp.logical_or(seen, at_max)
-            parts.append(d * xp.astype(first, d.dtype))
-        dx = add_window_slices(
-            parts, tuple(x.shape), self.pool_h, self.pool_w, self.stride, self.pad
-        )
+            firsts.append(first)
+        n, c, h, w = (int(v) for v in x.shape)
+        ph, pw = self.pool_h, self.pool_w
+        oh, ow = int(out.shape[1]), int(out.shape[2])
+        if self.stride == ph == pw and self.pad == 0 and (oh * ph, ow * pw) == (h, w):
+            # Windows that tile the image (the book's 2x2, stride 2): the masks, one byte an
+            # element, are interleaved into one image-sized mask, made 0/1 in dout's dtype and
+            # multiplied in place by dout's rows broadcast over the window: one image-sized
+            # float array in all, where a float part per offset, and their interleaving, would
+            # make three. (A multiplication, not where: see Relu.backward.)
+            mask = add_window_slices(firsts, (n, c, h, w), ph, pw, ph, 0)
+            dx = xp.astype(xp.reshape(mask, (n, oh, ph, ow, pw, c)), d.dtype)
+            dx *= xp.reshape(d, (n, oh, 1, ow, 1, c))
+            return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
+        parts = [d * xp.astype(first, d.dtype) for first in firsts]
+        dx = add_window_slices(parts, (n, c, h, w), ph, pw, self.stride, self.pad)
         return xp.permute_dims(dx, (0, 3, 1, 2))
 
     @property
