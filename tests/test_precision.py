@@ -288,6 +288,7 @@ def test_half_network_inference_save_and_load(backend, dtype, tmp_path):
     full = _conv_net(backend)
     half = full.to(dtype=dtype)
     assert half.dtype_name == dtype and half.params["W1"].dtype == backend.resolve().dtype(dtype)
+    assert f"dtype: {dtype}," in half.summary()
     b = backend.resolve()
     got = to_numpy(b.xp.astype(half.predict(x), b.xp.float32))
     expected = to_numpy(full.predict(x))
@@ -303,6 +304,7 @@ def test_half_network_inference_save_and_load(backend, dtype, tmp_path):
 def test_mixed_network_keeps_its_precision_through_copies_and_checkpoints(tmp_path):
     net = _conv_net(bpcore.testing.BackendCase("numpy", "cpu"), precision="mixed_float16")
     assert "precision='mixed_float16'" in repr(net)
+    assert "dtype: float32 (precision mixed_float16)" in net.summary()
     copy = net.to()
     assert copy.precision == "mixed_float16" and copy.loss_scaler is not None
     assert net.to(precision=None).precision is None

@@ -35,11 +35,13 @@ def summary(net: Any) -> str:
 
     backend, dtype_name = net.backend_info, net.dtype_name
     with net.using_state(layers=True), backend.activate():
-        x = backend.asarray(np.zeros((1, *net.input_shape), dtype=dtype_name))
-        forward(net.layers, x, False, row)
+        # Cast as every input is (NumPy has no bfloat16 to make it in).
+        x = net.check_inputs(backend.asarray(np.zeros((1, *net.input_shape), dtype=np.float32)))
+        with net.computing():
+            forward(net.layers, x, False, row)
     rows.append((f"last_layer ({type(net.last_layer).__name__})", "()", 0))
     total = sum(_size(p.shape) for p in net.params.values())
-    size = total * np.dtype(dtype_name).itemsize
+    size = total * _ITEMSIZE[dtype_name]
     name_width = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
     shape_width = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
     rule = "-" * (name_width + shape_width + 12)
@@ -51,9 +53,14 @@ def summary(net: Any) -> str:
         *(f"{a:<{name_width}}{b:<{shape_width}}{c:>12,}" for a, b, c in rows),
         rule,
         f"Total params: {total:,} ({size / 1024:,.1f} KiB)",
-        f"dtype: {dtype_name}, backend: {net.backend}, device: {net.backend_info.device_name}",
+        f"dtype: {dtype_name}"
+        + (f" (precision {net.precision})" if net.precision else "")
+        + f", backend: {net.backend}, device: {net.backend_info.device_name}",
     ]
     return _Text("\n".join(lines))
+
+
+_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def _size(shape: Sequence[int]) -> int:
