@@ -37,6 +37,8 @@ SOURCES = {
     "epochs": "benchmarks/results/cpu-2core-speed.json",
     # pytest-benchmark: benchmarks/test_memory.py's SimpleConvNet step
     "memory": "benchmarks/results/cpu-2core-conv.json",
+    # python benchmarks/precision.py: mixed-precision training and ch08's four dtypes
+    "precision": "benchmarks/results/cpu-2core-precision.json",
 }
 
 _BLOCK = re.compile(
@@ -178,16 +180,81 @@ def epoch_readme(doc: dict, path: str) -> str:
 
 
 def memory(doc: dict, path: str) -> str:
-    """The SimpleConvNet step's peak memory against its floor."""
-    b = next(b for b in doc["benchmarks"] if b["name"].startswith("test_conv_step_peak_memory"))
-    info = b["extra_info"]
+    """The SimpleConvNet step's peak memory against its floor, each way of stepping."""
+    steps = [b for b in doc["benchmarks"] if b["name"].startswith("test_conv_step_peak_memory")]
+    info = steps[0]["extra_info"]
+    ways = {
+        "gradient": "through `net.gradient`, which skips the first layer's input gradient",
+        "book classes": "as the book's classes step, the first layer's input gradient included",
+    }
+    parts = [
+        f"{ways.get(b['extra_info'].get('path', 'gradient'))}: "
+        f"{b['extra_info']['peak_bytes'] / 1e6:.1f} MB, **{b['extra_info']['ratio']:.2f}** times"
+        for b in steps
+    ]
     return (
-        f"{_pytest_machine(doc, path)}: the peak of a `{info['size']}` step in "
-        f"{info['dtype']} (through `net.gradient` and SGD, on NumPy) is "
-        f"{info['peak_bytes'] / 1e6:.1f} MB against a floor of {info['floor_bytes'] / 1e6:.1f} MB, "
-        f"**{info['ratio']:.2f}** times; the im2col matrix is {info['im2col_bytes'] / 1e6:.1f} MB "
-        "of the floor.\n"
+        f"{_pytest_machine(doc, path)}: the peak of a `{info['size']}` step in {info['dtype']} "
+        f"(SGD, on NumPy) against a floor of {info['floor_bytes'] / 1e6:.1f} MB (of which the "
+        f"im2col matrix is {info['im2col_bytes'] / 1e6:.1f} MB); " + "; ".join(parts) + ".\n"
     )
+
+
+def _precision_machine(doc: dict, path: str) -> str:
+    env = doc["environment"]
+    return (
+        f"`python benchmarks/precision.py` (`{path}`): {env.get('cpu_model', '?')}, "
+        f"{env.get('cpus', '?')} CPUs, "
+        f"Python {env['python'].split()[0]}, Fashion-MNIST"
+    )
+
+
+def precision_training(doc: dict, path: str) -> str:
+    """Mixed-precision training beside float32 on the same backend: test accuracy and time."""
+    opt = doc["optimizer"]
+    lines = [
+        f"{_precision_machine(doc, path)}; Trainer, Adam (lr {opt['lr']}), batch "
+        f"{opt['batch_size']}; each row the mean test accuracy of its runs from seeds 0, 1, ... "
+        "(weights and shuffles; the same seeds in each precision); the difference is the mean "
+        "minus float32's on the same backend; the spread, the float32 runs' range over the seeds:",
+        "",
+        "| model | backend | precision | epochs | seeds | test accuracy | difference | spread "
+        "| training time |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    rows = doc["training"]
+    float32 = {(r["model"], r["backend"]): r for r in rows if r["precision"] == "float32"}
+    for row in rows:
+        base = float32[row["model"], row["backend"]]
+        difference = row["test_acc"] - base["test_acc"]
+        accs = [r["test_acc"] for r in row["runs"]]
+        spread = f"{max(accs) - min(accs):.4f}" if row is base and len(accs) > 1 else ""
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['precision']} | {row['epochs']} | "
+            f"{row['seeds']} | {row['test_acc']:.4f} | "
+            f"{'-' if row is base else f'{difference:+.4f}'} | {spread} | {row['seconds']:.1f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def precision_ch08(doc: dict, path: str) -> str:
+    """The trained DeepConvNet's test accuracy with its weights and inputs in each dtype."""
+    deep = doc["deepconvnet"]
+    by_backend: dict[str, dict[str, dict]] = {}
+    for row in doc["inference"]:
+        by_backend.setdefault(row["backend"], {})[row["dtype"]] = row
+    dtypes = ["float64", "float32", "float16", "bfloat16"]
+    lines = [
+        f"{_precision_machine(doc, path)}. A DeepConvNet trained {deep['epochs']} epochs in "
+        f"float32 on {deep['backend']} ({deep['seconds']:.0f} s), then cast to each dtype "
+        "(weights and inputs), test accuracy over the 10,000 test images:",
+        "",
+        "| backend | " + " | ".join(dtypes) + " |",
+        "| --- |" + " ---: |" * len(dtypes),
+    ]
+    for backend, rows in by_backend.items():
+        cells = [f"{rows[d]['test_acc']:.4f}" if d in rows else "-" for d in dtypes]
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 #: Each block: the page that shows it, the result file (a key of `SOURCES`) it is made from,
@@ -198,6 +265,8 @@ BLOCKS: dict[str, tuple[str, str, Callable[[dict, str], str]]] = {
     "memory": ("docs/benchmarks.md", "memory", memory),
     "epoch-readme": ("README.md", "epochs", epoch_readme),
     "sweep": ("docs/comparing.md", "sweep", sweep),
+    "precision-training": ("docs/precision.md", "precision", precision_training),
+    "precision-ch08": ("docs/precision.md", "precision", precision_ch08),
 }
 
 #: The charts ``--charts`` draws, from the bench documents (`bpcore.bench.BenchReport.plot`).

@@ -46,7 +46,12 @@ numpydoc_show_class_members = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks = {"GL08"}  # GL08: the object has no docstring
 # Documented by a ``#:`` comment, which autodoc shows and numpydoc's validator does not read.
-numpydoc_validation_exclude = {r"\.last_loss$", r"\.native_conv2d$", r"\.native_max_pool2d$"}
+numpydoc_validation_exclude = {
+    r"\.last_loss$",
+    r"\.loss_scaler$",
+    r"\.native_conv2d$",
+    r"\.native_max_pool2d$",
+}
 
 html_theme = "furo"
 html_title = f"bpcore {release}"
