@@ -230,6 +230,20 @@ class LossScaler:
         scale, good_steps = self._started()
         return {"scale": scale, "good_steps": good_steps}
 
+    def state_dict(self) -> dict[str, float | int]:
+        """The scale and the count as Python numbers (one read from the device), for a run
+        checkpoint, as ``GradScaler.state_dict``."""
+        scale, good_steps = self._started()
+        return {"scale": float(scale), "good_steps": int(good_steps)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Set the scale and the count from `state_dict`'s numbers, on the device they are on
+        now (call `start` first)."""
+        scale = self._started()[0]
+        xp, device = namespace(scale), array_api_compat.device(scale)
+        self.scale = xp.asarray(float(state["scale"]), dtype=xp.float32, device=device)
+        self.good_steps = xp.asarray(int(state["good_steps"]), dtype=xp.int32, device=device)
+
     def _started(self) -> tuple[Array, Array]:
         if self.scale is None or self.good_steps is None:
             raise RuntimeError("LossScaler.start(param) has not been called")

@@ -459,6 +459,9 @@ class Trainer:
             "epoch_history": self.epoch_history,
             "validation_split": self.validation_split,
         }
+        scaler = getattr(self.network, "loss_scaler", None)
+        if scaler is not None:  # mixed float16: the run goes on at the scale it had reached
+            trainer["loss_scaler"] = scaler.state_dict()
         return save_run(self.network, path, self.optimizer, trainer)
 
     def _resume(self, path: Path) -> None:
@@ -481,6 +484,11 @@ class Trainer:
         self.test_acc_list = list(history.get("test_acc", []))
         self.val_acc_list = list(history.get("val_acc", []))
         self.epoch_history = [dict(row) for row in state.get("epoch_history", [])]
+        scaler = getattr(self.network, "loss_scaler", None)
+        if scaler is not None and isinstance(state.get("loss_scaler"), dict):
+            with self.network.backend_info.activate():
+                scaler.start(next(iter(self.network.params.values())))
+                scaler.load_state_dict(state["loss_scaler"])
 
 
 def _names(split: str) -> tuple[str, str]:

@@ -344,3 +344,27 @@ def test_gradient_check_of_a_half_network_runs_in_float64_and_says_so():
 def test_bad_loss_scaler_arguments(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         LossScaler(**kwargs)
+
+
+def test_a_resumed_mixed_float16_run_goes_on_at_its_loss_scale(tmp_path):
+    """The Trainer's run checkpoint keeps the loss scale and the count of finite steps."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((64, 20)).astype(np.float32), rng.integers(0, 10, 64)
+    path = tmp_path / "run.npz"
+
+    def trainer(epochs, **kwargs):
+        net = bpcore.TwoLayerNet(20, 8, 10, precision="mixed_float16", seed=0)
+        net.loss_scaler = LossScaler(init_scale=2.0**8, growth_interval=3)
+        return bpcore.Trainer(
+            net, x, t, x, t, epochs=epochs, mini_batch_size=16, optimizer="adam",
+            verbose=False, seed=0, **kwargs,
+        )  # fmt: skip
+
+    first = trainer(2, checkpoint=path)
+    first.train()
+    reached = first.network.loss_scaler.state_dict()
+    assert reached["scale"] > 2.0**8  # it grew: 8 finite steps
+    resumed = trainer(3, resume=path)
+    assert resumed.network.loss_scaler.state_dict() == reached
+    resumed.train()
+    assert resumed.epochs_done == 3
