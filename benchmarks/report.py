@@ -39,6 +39,10 @@ SOURCES = {
     "memory": "benchmarks/results/cpu-2core-conv.json",
     # python benchmarks/precision.py: mixed-precision training and ch08's four dtypes
     "precision": "benchmarks/results/cpu-2core-precision.json",
+    # bpcore bench --models mlp,convnet --dtype mixed_float16 --backends numpy,torch,jax --rounds 5
+    "bench-mixed-float16": "benchmarks/results/cpu-2core-bench-mixed-float16.json",
+    # bpcore bench --models mlp,convnet --dtype mixed_bfloat16 --backends torch,jax --rounds 5
+    "bench-mixed-bfloat16": "benchmarks/results/cpu-2core-bench-mixed-bfloat16.json",
 }
 
 _BLOCK = re.compile(
@@ -267,6 +271,8 @@ BLOCKS: dict[str, tuple[str, str, Callable[[dict, str], str]]] = {
     "sweep": ("docs/comparing.md", "sweep", sweep),
     "precision-training": ("docs/precision.md", "precision", precision_training),
     "precision-ch08": ("docs/precision.md", "precision", precision_ch08),
+    "steps-mixed-float16": ("docs/precision.md", "bench-mixed-float16", steps),
+    "steps-mixed-bfloat16": ("docs/precision.md", "bench-mixed-bfloat16", steps),
 }
 
 #: The charts ``--charts`` draws, from the bench documents (`bpcore.bench.BenchReport.plot`).
