@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, DTYPES
 
 #: Every command's ``--help`` ends with the exit statuses and where ``--json`` output goes.
 EPILOG = (
@@ -105,7 +105,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype",
         type=str.lower,
-        choices=["float32", "float64", "float16", "bfloat16"],
+        choices=list(DTYPES),
         default="float32",
         help="the parameters' dtype (default float32; float16 and bfloat16 where the backend "
         "has them)",

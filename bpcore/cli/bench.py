@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from ..backends import BACKENDS
+from ..bench.workloads import BENCH_DTYPES
 from ._common import EPILOG, human, options, output_file, positive_int, seed
 from .compare import parse_backends
 
@@ -78,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     bench.add_argument(
         "--dtype",
         type=str.lower,
-        choices=["float32", "float64", "mixed_float16", "mixed_bfloat16"],
+        choices=list(BENCH_DTYPES),
         default="float32",
         help="what the steps compute in (default float32); a mixed precision times the backends "
         "that have its half dtype, and PyTorch eager with autocast",
