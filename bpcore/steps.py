@@ -214,7 +214,7 @@ class TrainingStep:
         """
         net, optimizer = self.network, self.optimizer
         generators = self._generators()
-        scaler = getattr(net, "loss_scaler", None)
+        scaler = net.loss_scaler
         others = [*generators, optimizer, *([] if scaler is None else [scaler])]
         with net.using_state(state["network"], layers=True, others=others):
             for generator, key in zip(generators, state["keys"], strict=True):

@@ -41,7 +41,7 @@ def summary(net: Any) -> str:
             forward(net.layers, x, False, row)
     rows.append((f"last_layer ({type(net.last_layer).__name__})", "()", 0))
     total = sum(_size(p.shape) for p in net.params.values())
-    size = total * _ITEMSIZE[dtype_name]
+    size = total * backend.param_xp.finfo(net.dtype).bits // 8
     name_width = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
     shape_width = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
     rule = "-" * (name_width + shape_width + 12)
@@ -58,9 +58,6 @@ def summary(net: Any) -> str:
         + f", backend: {net.backend}, device: {net.backend_info.device_name}",
     ]
     return _Text("\n".join(lines))
-
-
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def _size(shape: Sequence[int]) -> int:
