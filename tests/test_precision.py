@@ -293,7 +293,8 @@ def test_half_network_inference_save_and_load(backend, dtype, tmp_path):
     got = to_numpy(b.xp.astype(half.predict(x), b.xp.float32))
     expected = to_numpy(full.predict(x))
     np.testing.assert_allclose(got, expected, atol=0.05 * np.max(np.abs(expected)))
-    assert half.accuracy(x, t) == full.accuracy(x, t) or dtype == "bfloat16"
+    if dtype == "float16":  # bfloat16's 8 bits may flip a close call; its scores are held above
+        assert half.accuracy(x, t) == full.accuracy(x, t)
     path = half.save(tmp_path / "half.npz")
     loaded = bpcore.load(path, **backend.net_kwargs())
     assert loaded.dtype_name == dtype
