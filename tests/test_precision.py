@@ -369,3 +369,22 @@ def test_a_resumed_mixed_float16_run_goes_on_at_its_loss_scale(tmp_path):
     assert resumed.network.loss_scaler.state_dict() == reached
     resumed.train()
     assert resumed.epochs_done == 3
+
+
+def test_a_lazy_backend_computes_the_scalers_outcome_with_the_gradients():
+    """Dask has no float16, but a loss scaler set on a float32 network runs there too: the
+    flag and the new scale are computed in the same pass as the gradients, which are those of
+    the same network without a scaler."""
+    pytest.importorskip("dask")
+    net, twin = (bpcore.TwoLayerNet(20, 8, 10, backend="dask", seed=0) for _ in range(2))
+    net.loss_scaler = LossScaler(init_scale=2.0**10, growth_interval=1)
+    rng = np.random.default_rng(0)
+    x = net.backend_info.asarray(rng.random((16, 20)).astype(np.float32))
+    t = net.backend_info.asarray(rng.integers(0, 10, 16))
+    grads, expected = net.gradient(x, t), twin.gradient(x, t)
+    assert isinstance(grads, Gradients) and bool(grads.finite)
+    for key, g in grads.items():
+        assert isinstance(g, np.ndarray)  # computed, not a lazy graph
+        np.testing.assert_allclose(g, expected[key], rtol=1e-5, atol=1e-7)
+    assert isinstance(net.loss_scaler.scale, np.ndarray)
+    assert float(net.loss_scaler.scale) == 2.0**11  # one finite step, growth_interval 1

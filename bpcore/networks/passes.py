@@ -235,11 +235,13 @@ class PassesMixin:
         buffers as they were.
         """
         x, t = self._computed(x, t)
+        scaler = self.loss_scaler
+        if scaler is not None:  # one set by the user starts here
+            scaler.start(next(iter(self.params.values())))
         if not self.backend_info.is_lazy:
             return self._gradients(x, t)
         # The state as it was, unless the batch's labels turn out valid: only then are the
         # computed buffers (running statistics), loss and loss scale set.
-        scaler = self.loss_scaler
         scaler_state = None if scaler is None else scaler.state()
         with self.using_state():
             grads = self._gradients(x, t)
@@ -272,10 +274,9 @@ class PassesMixin:
         `bpcore.precision.Gradients`, zero if any overflowed, and the scale moves.
         """
         scaler, xp = self.loss_scaler, self.backend_info.param_xp
-        quiet: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-        if scaler is not None:  # a scaler set by the user starts here
-            scaler.start(next(iter(self.params.values())))
-            quiet = self.backend_info.overflowing()  # overflow is looked for, not warned of
+        # Under loss scaling (the scaler started by unchecked_gradient), overflow is looked
+        # for, not warned of.
+        quiet = contextlib.nullcontext() if scaler is None else self.backend_info.overflowing()
         with self.computing(), quiet:
             self.last_loss = self._loss(forward(self.layers, x, True), t)
             dout = 1 if scaler is None else scaler.scale
