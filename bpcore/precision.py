@@ -24,7 +24,7 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import Array, namespace
+from .backends import Array, Backend, namespace
 
 __all__ = [
     "HALF_DTYPES",
@@ -34,6 +34,7 @@ __all__ = [
     "Precision",
     "accumulation_dtype",
     "is_half",
+    "resolve_dtypes",
     "resolve_precision",
 ]
 
@@ -103,6 +104,16 @@ def resolve_precision(precision: Any, dtype_name: str) -> Precision | None:
             f"dtype={dtype_name!r} (leave dtype at 'float32')"
         )
     return policy
+
+
+def resolve_dtypes(backend: Backend, dtype: Any, precision: Any) -> tuple[str, Precision | None]:
+    """A network's dtype by name (float32 for None) and its mixed precision (`resolve_precision`),
+    each checked against what ``backend``'s device has; raises ValueError naming the problem."""
+    dtype_name = backend.resolve_dtype("float32" if dtype is None else dtype)
+    policy = resolve_precision(precision, dtype_name)
+    if policy is not None:
+        backend.resolve_dtype(policy.compute)  # raises when the device lacks it
+    return dtype_name, policy
 
 
 class Gradients(dict[str, Array]):

@@ -11,7 +11,7 @@ from ..backends import resolve_backend
 from ..datasets import DATASETS
 from ..networks import ACTIVATIONS
 from ..optimizers import OPTIMIZERS
-from ..precision import PRECISIONS, resolve_precision
+from ..precision import PRECISIONS, resolve_dtypes
 from ._common import (
     EPILOG,
     UsageError,
@@ -175,9 +175,7 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
     with options():  # before any data is read: a bad backend, device or dtype fails at once
         backend = resolve_backend(args.backend, args.device)
-        policy = resolve_precision(args.precision, backend.resolve_dtype(args.dtype))
-        if policy is not None:
-            backend.resolve_dtype(policy.compute)
+        resolve_dtypes(backend, args.dtype, args.precision)
     digits = args.dataset == "digits"
     batch_size = args.batch_size if args.batch_size is not None else (32 if digits else 100)
     epochs = args.epochs if args.epochs is not None else (20 if digits else 10)

@@ -33,7 +33,7 @@ import numpy as np
 from .. import _checks, checkpoints, gradcheck
 from ..backends import Array, Backend, resolve_backend
 from ..layers import SoftmaxWithLoss, computes_input, param_names
-from ..precision import LossScaler, Precision, resolve_precision
+from ..precision import LossScaler, Precision, resolve_dtypes
 from . import building, passes
 from .params import Params
 from .passes import PassesMixin
@@ -105,7 +105,7 @@ class Network(StateMixin, PassesMixin):
         seed: Any = None,
     ) -> None:
         resolved = resolve_backend(backend, device)
-        dtype_name, policy = _resolve_dtypes(resolved, dtype, precision)
+        dtype_name, policy = resolve_dtypes(resolved, dtype, precision)
         self._assemble(config, resolved, dtype_name, host_params, {}, seed, policy)
 
     # -- what a network class says about itself -----------------------------------------------
@@ -158,7 +158,7 @@ class Network(StateMixin, PassesMixin):
         resolved = resolve_backend(backend, device)
         if dtype is None:
             dtype = str(next(iter(params.values())).dtype) if params and not precision else None
-        dtype_name, policy = _resolve_dtypes(resolved, dtype, precision)
+        dtype_name, policy = resolve_dtypes(resolved, dtype, precision)
         net = cls.__new__(cls)
         net._assemble(config, resolved, dtype_name, params, buffers or {}, None, policy)
         return net
@@ -504,13 +504,3 @@ class Network(StateMixin, PassesMixin):
     def keeping_layers(self, *others: Any) -> contextlib.AbstractContextManager[Any]:
         """A context after which the layers and ``others`` are as before (`using_state`)."""
         return self.using_state(layers=True, others=others)
-
-
-def _resolve_dtypes(backend: Backend, dtype: Any, precision: Any) -> tuple[str, Precision | None]:
-    """The dtype's name and the mixed precision (`bpcore.precision.resolve_precision`), each
-    checked against what the backend's device has."""
-    dtype_name = backend.resolve_dtype("float32" if dtype is None else dtype)
-    policy = resolve_precision(precision, dtype_name)
-    if policy is not None:
-        backend.resolve_dtype(policy.compute)  # raises when the device lacks it
-    return dtype_name, policy
