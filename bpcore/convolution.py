@@ -14,6 +14,14 @@ from array_api_compat import device
 from .backends import Array, index_dtype, namespace
 from .im2col import add_window_slices, check_window_int, transposed_windows, window_slices
 from .kernels import native_conv2d, native_max_pool2d
+from .shifted_windows import (
+    crop_images,
+    flat_images,
+    offset_starts,
+    shifted_grams,
+    shifted_products,
+    shifted_windows_pay,
+)
 
 __all__ = ["Convolution", "Pooling"]
 
@@ -28,6 +36,10 @@ def require_forward(value: Any, layer: object) -> Any:
 
 class Convolution:
     """2-d convolution (cross-correlation, as in the book) by ``im2col`` and one matrix product.
+
+    With stride 1, more than one channel and little padding, the windows are instead read as
+    shifted slices of the flattened batch (`bpcore.shifted_windows`): one product per filter
+    offset, and no im2col matrix.
 
     Parameters
     ----------
@@ -47,10 +59,12 @@ class Convolution:
     col : array or None
         Its windows as rows, shape ``(N*OH*OW, FH*FW*C)``: the layer's largest buffer. The
         columns are ordered by filter offset, then channel (`bpcore.im2col` returns the book's
-        order, channel first): the same matrix with its columns permuted.
+        order, channel first): the same matrix with its columns permuted. None where the layer
+        took shifted slices (no such matrix is built) or the library's own convolution ran
+        (``kernel``).
     col_W : array or None
-        The filters as columns, shape ``(FH*FW*C, FN)``, in the same order. Both None where
-        the library's own convolution ran instead (``kernel``).
+        The filters as columns, shape ``(FH*FW*C, FN)``, in the same order; None where the
+        library's own convolution ran.
     kernel : object or None
         The library's own convolution, where the last forward pass used it (PyTorch's; see
         `bpcore.kernels`, and ``BPCORE_REFERENCE_KERNELS=1`` to force this class's own code).
@@ -78,6 +92,9 @@ class Convolution:
         self.dW: Array | None = None
         self.db: Array | None = None
         self.kernel: Any = None  # the library's own convolution, where forward used it
+        # Where forward took shifted slices: the padded grid (N, Hp, Wp) and the flat input.
+        self._grid: tuple[int, int, int] | None = None
+        self._flat: Array | None = None
 
     def __repr__(self) -> str:
         fn, c, fh, fw = self.W.shape
@@ -91,11 +108,16 @@ class Convolution:
             raise ValueError(
                 f"Convolution expects input of shape (N, {c}, H, W); got {tuple(x.shape)}"
             )
-        n = x.shape[0]
+        n, _, h, w = x.shape
         self.kernel = native_conv2d(x, self.W)
+        self._grid = self._flat = None
         if self.kernel is not None:  # the library's own (bpcore.kernels), tested equal to this
             self.x, self.col, self.col_W = x, None, None
             return self.kernel.forward(x, self.W, self.b, self.stride, self.pad)
+        wxp = namespace(self.W)  # the filters' own namespace: on Dask they are NumPy arrays
+        self.col_W = wxp.reshape(wxp.permute_dims(self.W, (0, 2, 3, 1)), (fn, fh * fw * c)).T
+        if shifted_windows_pay(c, (h, w), (fh, fw), self.stride, self.pad):
+            return self._forward_shifted(x)
         # The windows of the image in (N, H, W, C) order, offset by offset: the book's im2col
         # matrix with its columns ordered by offset, then channel (the book's: channel, then
         # offset), so that each offset's slice is copied whole, and the filters to match.
@@ -105,11 +127,58 @@ class Convolution:
         _, out_h, out_w, _, _ = col.shape
         self.x = x
         self.col = xp.reshape(col, (n * out_h * out_w, fh * fw * c))
-        wxp = namespace(self.W)  # the filters' own namespace: on Dask they are NumPy arrays
-        self.col_W = wxp.reshape(wxp.permute_dims(self.W, (0, 2, 3, 1)), (fn, fh * fw * c)).T
         out = self.col @ self.col_W
         out += self.b  # into the product's fresh array
         return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
+
+    def _forward_shifted(self, x: Array) -> Array:
+        """`forward` by shifted slices of the flattened batch (`bpcore.shifted_windows`)."""
+        xp = namespace(x)
+        _fn, _c, fh, fw = self.W.shape
+        n, _, h, w = x.shape
+        p = self.pad
+        hp, wp = h + 2 * p, w + 2 * p
+        starts = offset_starts(fh, fw, wp)
+        flat = flat_images(xp.permute_dims(x, (0, 2, 3, 1)), (p, p), (p, p), tail=starts[-1])
+        self.x, self.col, self._grid, self._flat = x, None, (n, hp, wp), flat
+        out = shifted_products(flat, self._offset_filters(xp), starts, n * hp * wp)
+        out = crop_images(out, (n, hp, wp), (0, hp - fh + 1), (0, wp - fw + 1))
+        # The bias, added as the crop is copied: (N, OH, OW, FN) in memory, as the im2col path
+        # leaves it (the next layers, pooling above all, are several times slower on another).
+        out = out + xp.asarray(self.b)
+        return xp.permute_dims(out, (0, 3, 1, 2))
+
+    def _offset_filters(self, xp: Any) -> list[Array]:
+        """The filters at each offset, row by row, as ``(C, FN)`` matrices in ``xp``."""
+        W = xp.asarray(self.W)  # Dask: its filters are NumPy arrays
+        _fn, _c, fh, fw = W.shape
+        return [xp.matrix_transpose(W[:, :, y, x]) for y in range(fh) for x in range(fw)]
+
+    def _backward_shifted(self, dout: Array, input_grad: bool) -> Array | None:
+        """`backward` after `_forward_shifted`: the output gradient flattened on the padded
+        grid (zeros where no window was), one product per offset for the filters' gradient,
+        and the input gradient as the sum over offsets of the output gradient shifted the other
+        way times the filters at that offset, transposed."""
+        x, flat = require_forward(self.x, self), require_forward(self._flat, self)
+        assert self._grid is not None
+        xp = namespace(dout, flat)
+        fn, c, fh, fw = self.W.shape
+        n, hp, wp = self._grid
+        starts = offset_starts(fh, fw, wp)
+        last, length = starts[-1], n * hp * wp
+        oh, ow = hp - fh + 1, wp - fw + 1
+        d = xp.permute_dims(dout, (0, 2, 3, 1))
+        grad = flat_images(d, (0, 0), (hp - oh, wp - ow), head=last)  # (last + N*Hp*Wp, FN)
+        self.db = xp.sum(dout, axis=(0, 2, 3))
+        grams = shifted_grams(flat, grad[last:, :], starts)  # (C, FN) per offset
+        dW = xp.reshape(xp.stack(grams, axis=0), (fh, fw, c, fn))
+        self.dW = xp.permute_dims(dW, (3, 2, 0, 1))
+        if not input_grad:
+            return None
+        mats = [xp.matrix_transpose(m) for m in self._offset_filters(xp)]  # (FN, C)
+        dx = shifted_products(grad, mats, [last - s for s in starts], length)
+        p, h, w = self.pad, x.shape[2], x.shape[3]
+        return xp.permute_dims(crop_images(dx, (n, hp, wp), (p, p + h), (p, p + w)), (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
         """Set ``dW`` and ``db``; return the gradient with respect to the input.
@@ -125,12 +194,18 @@ class Convolution:
           product, no adds into shifted slices.
 
         The first would cost ``FN / C`` times less memory where ``FN > C``; the second saves
-        ``FH*FW`` passes over the image where ``FN <= C``.
+        ``FH*FW`` passes over the image where ``FN <= C``. Where forward took shifted slices,
+        backward takes them too (`bpcore.shifted_windows`): no matrix larger than the padded
+        image, for either gradient.
         """
         x = require_forward(self.x, self)
         if self.kernel is not None:
             grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, True)
             dx, self.dW, self.db = grads
+            return dx
+        if self._grid is not None:
+            dx = self._backward_shifted(dout, True)
+            assert dx is not None
             return dx
         xp = namespace(dout)
         fn, c, _fh, _fw = self.W.shape
@@ -186,6 +261,9 @@ class Convolution:
             x = require_forward(self.x, self)
             grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, False)
             _, self.dW, self.db = grads
+            return
+        if self._grid is not None:
+            self._backward_shifted(dout, False)
             return
         self._set_param_grads(self._dout_rows(dout))
 

@@ -397,3 +397,52 @@ def test_a_first_conv_layers_input_gradient_costs_no_more_memory_than_the_books(
             tracemalloc.stop()
         assert dx.shape == x.shape
     assert peaks["bpcore"] <= peaks["book"], peaks
+
+
+# (N, C, H, W), filters, window, pad, and whether the layer takes shifted slices by itself:
+# a DeepConvNet layer (28x28, padding 1), a non-square one, and geometries it leaves to the
+# im2col rows (one channel; padding that would double the grid), forced both ways below.
+SHIFTED = [
+    ((2, 16, 28, 28), 16, (3, 3), 1, True),
+    ((2, 3, 21, 24), 5, (2, 3), 0, True),
+    ((3, 1, 12, 12), 6, (5, 5), 0, False),
+    ((2, 4, 6, 5), 3, (3, 3), 2, False),
+]
+
+
+@pytest.mark.parametrize(("shape", "fn", "window", "pad", "taken"), SHIFTED)
+def test_shifted_windows_give_the_im2col_rows_results(
+    backend, rng, monkeypatch, shape, fn, window, pad, taken
+):
+    # Convolution's two reference paths, each forced on the same stride-1 geometry: forward,
+    # both gradients and the input gradient must agree, and neither may touch its inputs.
+    import bpcore.shifted_windows
+    from bpcore.kernels import reference_kernels
+
+    W = backend.asarray(rng.standard_normal((fn, shape[1], *window)))
+    b = backend.asarray(rng.standard_normal(fn))
+    x_host = rng.standard_normal(shape)
+    x = backend.asarray(x_host)
+    results = {}
+    with reference_kernels():
+        taken_by_default = Convolution(W, b, 1, pad)
+        taken_by_default.forward(x)
+        assert (taken_by_default._grid is not None) == taken
+        for shifted, waste in ((True, float("inf")), (False, 0.0)):
+            monkeypatch.setattr(bpcore.shifted_windows, "MAX_WASTE", waste)
+            layer = Convolution(W, b, 1, pad)
+            out = layer.forward(x)
+            assert (layer._grid is not None) == (shifted and shape[1] > 1)
+            dout_host = np.linspace(-1, 1, int(np.prod(out.shape))).reshape(out.shape)
+            dout = backend.asarray(dout_host)
+            dx = layer.backward(dout)
+            params_only = Convolution(W, b, 1, pad)
+            params_only.forward(x)
+            params_only.backward_params(dout)
+            np.testing.assert_array_equal(to_numpy(params_only.dW), to_numpy(layer.dW))
+            np.testing.assert_array_equal(to_numpy(x), x_host)
+            np.testing.assert_array_equal(to_numpy(dout), dout_host)
+            results[shifted] = [to_numpy(a) for a in (out, dx, layer.dW, layer.db)]
+    for shifted, rows in zip(results[True], results[False], strict=True):
+        assert shifted.shape == rows.shape
+        assert_close(shifted, rows, rtol=1e-12, atol=1e-12)

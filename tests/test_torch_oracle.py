@@ -115,6 +115,9 @@ CONVOLUTIONS = [
     ((1, 2, 9, 8), 2, (4, 3), 3, 2),
     ((2, 4, 7, 6), 2, (3, 3), 2, 1),
     ((3, 1, 12, 12), 6, (5, 5), 1, 0),
+    # stride 1, several channels, little padding: shifted slices (bpcore.shifted_windows)
+    ((2, 3, 24, 21), 4, (3, 3), 1, 1),
+    ((2, 2, 20, 18), 3, (3, 2), 1, 0),
 ]
 
 
