@@ -170,7 +170,7 @@ class Convolution:
         d = xp.permute_dims(dout, (0, 2, 3, 1))
         grad = flat_images(d, (0, 0), (hp - oh, wp - ow), head=last)  # (last + N*Hp*Wp, FN)
         self.db = xp.sum(dout, axis=(0, 2, 3))
-        grams = shifted_grams(flat, grad[last:, :], starts)  # (C, FN) per offset
+        grams = shifted_grams(flat, grad[last:, :], starts, n)  # (C, FN) per offset
         dW = xp.reshape(xp.stack(grams, axis=0), (fh, fw, c, fn))
         self.dW = xp.permute_dims(dW, (3, 2, 0, 1))
         if not input_grad:
