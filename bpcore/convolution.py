@@ -109,7 +109,7 @@ class Convolution:
                 f"Convolution expects input of shape (N, {c}, H, W); got {tuple(x.shape)}"
             )
         n, _, h, w = x.shape
-        self.kernel = native_conv2d(x, self.W)
+        self.kernel = native_conv2d(x, self.W, self.stride, self.pad)
         self._grid = self._flat = None
         if self.kernel is not None:  # the library's own (bpcore.kernels), tested equal to this
             self.x, self.col, self.col_W = x, None, None

@@ -2,10 +2,10 @@
 
 The layers are written once on the Array API; that code is the reference. Where a library has
 its own kernel for the same computation (PyTorch's convolution and max pooling: oneDNN on the
-CPU, cuDNN on CUDA), its backend class offers it (`bpcore.backends.Backend.native_conv2d`,
-``native_max_pool2d``) and the layer uses it: the same values within rounding (tests hold
-every kernel to the reference, values and gradients), several times faster where the reference
-has to build the im2col matrix.
+CPU, cuDNN on CUDA; XLA's convolution on JAX), its backend class offers it
+(`bpcore.backends.Backend.native_conv2d`, ``native_max_pool2d``) and the layer uses it: the
+same values within rounding (tests hold every kernel to the reference, values and gradients),
+several times faster where the reference has to build the im2col matrix.
 
 ``BPCORE_REFERENCE_KERNELS=1`` in the environment, or `reference_kernels` around a block, makes
 every layer take the reference path: to compare the two, or to rule a library's kernel out.
@@ -54,12 +54,13 @@ def native_max_pool2d(x: Any) -> Any:
     return backend_class_of(x).native_max_pool2d
 
 
-def native_conv2d(x: Any, W: Any) -> Any:
+def native_conv2d(x: Any, W: Any, stride: int = 1, pad: int = 0) -> Any:
     """The convolution kernel of ``x``'s library, or None: where it has none, where the filters
-    are another library's arrays, or where the reference path is forced."""
+    are another library's arrays, where the kernel does not take this geometry (its
+    ``accepts``), or where the reference path is forced."""
     if using_reference_kernels():
         return None
     cls = backend_class_of(x)
     if cls.native_conv2d is None or backend_class_of(W) is not cls:
         return None
-    return cls.native_conv2d
+    return cls.native_conv2d if cls.native_conv2d.accepts(W, stride, pad) else None

@@ -178,7 +178,7 @@ def test_a_librarys_own_convolution_equals_the_reference(
     x = backend.asarray(rng.standard_normal(shape))
     # Without a kernel of its own a backend runs the reference both ways: the dispatch is what
     # is tested there.
-    native = native_conv2d(x, W) is not None
+    native = native_conv2d(x, W, stride, pad) is not None
     b = backend.asarray(rng.standard_normal(fn))
     results = {}
     for forced in (False, True):

@@ -22,6 +22,52 @@ _log = logging.getLogger("bpcore")
 _DIFFERENCE_BATCH = 256
 
 
+class _JAXConv2d:
+    """XLA's own convolution (``jax.lax.conv_general_dilated``) behind
+    `bpcore.layers.Convolution`: the book's cross-correlation, with its stride and padding.
+
+    Both gradients are the convolution's linear transposes (``jax.linear_transpose``): the
+    convolution is linear in the input and in the filters, so neither recomputes the forward
+    pass, and XLA compiles them to its own kernels.
+    """
+
+    @staticmethod
+    def _conv(x: Array, W: Array, stride: int, pad: int) -> Array:
+        from jax import lax
+
+        return lax.conv_general_dilated(
+            x,
+            W,
+            (stride, stride),
+            [(pad, pad), (pad, pad)],
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            precision=lax.Precision.HIGHEST,  # float32 products, as the reference path's
+        )
+
+    @staticmethod
+    def accepts(W: Array, stride: int, pad: int) -> bool:
+        """False for padding of half a filter or more: XLA's CPU kernel for the filters'
+        gradient is then over ten times slower (measured: 84 ms against 6 for a 3x3 layer with
+        padding 2 at batch 100), and the layer's own code runs instead."""
+        return 2 * pad < min(W.shape[2], W.shape[3])
+
+    @classmethod
+    def forward(cls, x: Array, W: Array, b: Array, stride: int, pad: int) -> Array:
+        return cls._conv(x, W, stride, pad) + b[None, :, None, None]
+
+    @classmethod
+    def backward(
+        cls, x: Array, W: Array, dout: Array, stride: int, pad: int, input_grad: bool
+    ) -> tuple[Array | None, Array, Array]:
+        import jax
+
+        (dW,) = jax.linear_transpose(lambda w: cls._conv(x, w, stride, pad), W)(dout)
+        dx = None
+        if input_grad:
+            (dx,) = jax.linear_transpose(lambda v: cls._conv(v, W, stride, pad), x)(dout)
+        return dx, dW, jax.numpy.sum(dout, axis=(0, 2, 3))
+
+
 class JAXBackend(Backend):
     """``jax.numpy`` arrays on one ``jax.Device``.
 
@@ -34,6 +80,7 @@ class JAXBackend(Backend):
     name = "jax"
     namespace_module = "jax.numpy"  # an Array API namespace itself
     install = 'pip install "jax>=0.4.36" (in a clone of bpcore: pip install -e ".[jax]")'
+    native_conv2d = _JAXConv2d()
 
     @property
     def reads_values_freely(self) -> bool:

@@ -17,6 +17,11 @@ class _TorchConv2d:
     `bpcore.layers.Convolution`: the book's cross-correlation, with its stride and padding."""
 
     @staticmethod
+    def accepts(W: Array, stride: int, pad: int) -> bool:
+        """True: every geometry the layer takes."""
+        return True
+
+    @staticmethod
     def forward(x: Array, W: Array, b: Array, stride: int, pad: int) -> Array:
         import torch
 
