@@ -1,8 +1,9 @@
 """The book's chapter 7 layers, `Convolution` and `Pooling` (also in `bpcore.layers`).
 
 Both work on windows of the image, taken offset by offset as strided slices (`bpcore.im2col`),
-on the Array API; a library's own convolution may run behind `Convolution` instead
-(`bpcore.kernels`), tested equal to this code.
+or, for most stride-1 convolutions, as shifted slices of the flattened batch
+(`bpcore.shifted_windows`), on the Array API; a library's own convolution may run behind
+`Convolution` instead (`bpcore.kernels`), tested equal to this code.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class Convolution:
         The filters as columns, shape ``(FH*FW*C, FN)``, in the same order; None where the
         library's own convolution ran.
     kernel : object or None
-        The library's own convolution, where the last forward pass used it (PyTorch's; see
-        `bpcore.kernels`, and ``BPCORE_REFERENCE_KERNELS=1`` to force this class's own code).
+        The library's own convolution, where the last forward pass used it (PyTorch's, or
+        XLA's on JAX; see `bpcore.kernels`, and ``BPCORE_REFERENCE_KERNELS=1`` to force this
+        class's own code).
     """
 
     param_names = ("W", "b")
