@@ -20,9 +20,8 @@ padded image is built. The price is the padded grid: ``Hp*Wp`` positions per ima
 
 from __future__ import annotations
 
-from array_api_compat import device
-
 from .backends import Array, namespace
+from .im2col import _pad_axis, _pad_hw
 
 __all__ = [
     "MAX_WASTE",
@@ -71,22 +70,9 @@ def flat_images(
     (rows, columns) of zeros above and left of it and ``after`` below and right, the images
     one after another, and ``head`` and ``tail`` rows of zeros around them all so that every
     shifted slice of ``N*Hp*Wp`` rows stays inside."""
-    xp = namespace(img)
-    n, h, w, c = img.shape
-    (top, left), (bottom, right) = before, after
-
-    def zeros(*shape: int) -> Array:
-        return xp.zeros(shape, dtype=img.dtype, device=device(img))
-
-    if left or right:
-        img = xp.concat([zeros(n, h, left, c), img, zeros(n, h, right, c)], axis=2)
-    if top or bottom:
-        wp = w + left + right
-        img = xp.concat([zeros(n, top, wp, c), img, zeros(n, bottom, wp, c)], axis=1)
-    flat = xp.reshape(img, (-1, c))
-    if head or tail:
-        flat = xp.concat([zeros(head, c), flat, zeros(tail, c)], axis=0)
-    return flat
+    padded = _pad_hw(img, before, after, 0.0)
+    flat = namespace(img).reshape(padded, (-1, img.shape[3]))
+    return _pad_axis(flat, 0, head, tail, 0.0)
 
 
 def shifted_products(flat: Array, mats: list[Array], starts: list[int], length: int) -> Array:
