@@ -94,8 +94,7 @@ class Convolution:
         self.dW: Array | None = None
         self.db: Array | None = None
         self.kernel: Any = None  # the library's own convolution, where forward used it
-        # Where forward took shifted slices: the padded grid (N, Hp, Wp) and the flat input.
-        self._grid: tuple[int, int, int] | None = None
+        # The flat, padded input, where forward took shifted slices (else None).
         self._flat: Array | None = None
 
     def __repr__(self) -> str:
@@ -112,7 +111,7 @@ class Convolution:
             )
         n, _, h, w = x.shape
         self.kernel = native_conv2d(x, self.W, self.stride, self.pad)
-        self._grid = self._flat = None
+        self._flat = None
         if self.kernel is not None:  # the library's own (bpcore.kernels), tested equal to this
             self.x, self.col, self.col_W = x, None, None
             return self.kernel.forward(x, self.W, self.b, self.stride, self.pad)
@@ -142,8 +141,9 @@ class Convolution:
         hp, wp = h + 2 * p, w + 2 * p
         starts = offset_starts(fh, fw, wp)
         flat = flat_images(xp.permute_dims(x, (0, 2, 3, 1)), (p, p), (p, p), tail=starts[-1])
-        self.x, self.col, self._grid, self._flat = x, None, (n, hp, wp), flat
-        out = shifted_products(flat, self._offset_filters(xp), starts, n * hp * wp)
+        self.x, self.col, self._flat = x, None, flat
+        mats = [xp.matrix_transpose(m) for m in self._offset_filters(xp)]  # (C, FN)
+        out = shifted_products(flat, mats, starts, n * hp * wp)
         out = crop_images(out, (n, hp, wp), (0, hp - fh + 1), (0, wp - fw + 1))
         # The bias, added as the crop is copied: (N, OH, OW, FN) in memory, as the im2col path
         # leaves it (the next layers, pooling above all, are several times slower on another).
@@ -151,10 +151,10 @@ class Convolution:
         return xp.permute_dims(out, (0, 3, 1, 2))
 
     def _offset_filters(self, xp: Any) -> list[Array]:
-        """The filters at each offset, row by row, as ``(C, FN)`` matrices in ``xp``."""
+        """The filters at each offset, row by row, as ``(FN, C)`` matrices in ``xp``."""
         W = xp.asarray(self.W)  # Dask: its filters are NumPy arrays
         _fn, _c, fh, fw = W.shape
-        return [xp.matrix_transpose(W[:, :, y, x]) for y in range(fh) for x in range(fw)]
+        return [W[:, :, y, x] for y in range(fh) for x in range(fw)]
 
     def _backward_shifted(self, dout: Array, input_grad: bool) -> Array | None:
         """`backward` after `_forward_shifted`: the output gradient flattened on the padded
@@ -162,10 +162,10 @@ class Convolution:
         and the input gradient as the sum over offsets of the output gradient shifted the other
         way times the filters at that offset, transposed."""
         x, flat = require_forward(self.x, self), require_forward(self._flat, self)
-        assert self._grid is not None
         xp = namespace(dout, flat)
         fn, c, fh, fw = self.W.shape
-        n, hp, wp = self._grid
+        p, (n, _, h, w) = self.pad, x.shape
+        hp, wp = h + 2 * p, w + 2 * p
         starts = offset_starts(fh, fw, wp)
         last, length = starts[-1], n * hp * wp
         oh, ow = hp - fh + 1, wp - fw + 1
@@ -177,9 +177,8 @@ class Convolution:
         self.dW = xp.permute_dims(dW, (3, 2, 0, 1))
         if not input_grad:
             return None
-        mats = [xp.matrix_transpose(m) for m in self._offset_filters(xp)]  # (FN, C)
+        mats = self._offset_filters(xp)  # (FN, C)
         dx = shifted_products(grad, mats, [last - s for s in starts], length)
-        p, h, w = self.pad, x.shape[2], x.shape[3]
         return xp.permute_dims(crop_images(dx, (n, hp, wp), (p, p + h), (p, p + w)), (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
@@ -205,7 +204,7 @@ class Convolution:
             grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, True)
             dx, self.dW, self.db = grads
             return dx
-        if self._grid is not None:
+        if self._flat is not None:
             dx = self._backward_shifted(dout, True)
             assert dx is not None
             return dx
@@ -264,7 +263,7 @@ class Convolution:
             grads = self.kernel.backward(x, self.W, dout, self.stride, self.pad, False)
             _, self.dW, self.db = grads
             return
-        if self._grid is not None:
+        if self._flat is not None:
             self._backward_shifted(dout, False)
             return
         self._set_param_grads(self._dout_rows(dout))

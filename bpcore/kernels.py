@@ -54,7 +54,7 @@ def native_max_pool2d(x: Any) -> Any:
     return backend_class_of(x).native_max_pool2d
 
 
-def native_conv2d(x: Any, W: Any, stride: int = 1, pad: int = 0) -> Any:
+def native_conv2d(x: Any, W: Any, stride: int, pad: int) -> Any:
     """The convolution kernel of ``x``'s library, or None: where it has none, where the filters
     are another library's arrays, where the kernel does not take this geometry (its
     ``accepts``), or where the reference path is forced."""

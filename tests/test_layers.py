@@ -427,12 +427,12 @@ def test_shifted_windows_give_the_im2col_rows_results(
     with reference_kernels():
         taken_by_default = Convolution(W, b, 1, pad)
         taken_by_default.forward(x)
-        assert (taken_by_default._grid is not None) == taken
+        assert (taken_by_default._flat is not None) == taken
         for shifted, waste in ((True, float("inf")), (False, 0.0)):
             monkeypatch.setattr(bpcore.shifted_windows, "MAX_WASTE", waste)
             layer = Convolution(W, b, 1, pad)
             out = layer.forward(x)
-            assert (layer._grid is not None) == (shifted and shape[1] > 1)
+            assert (layer._flat is not None) == (shifted and shape[1] > 1)
             dout_host = np.linspace(-1, 1, int(np.prod(out.shape))).reshape(out.shape)
             dout = backend.asarray(dout_host)
             dx = layer.backward(dout)
