@@ -400,12 +400,11 @@ def test_a_first_conv_layers_input_gradient_costs_no_more_memory_than_the_books(
 
 
 # (N, C, H, W), filters, window, pad, and whether the layer takes shifted slices by itself:
-# a DeepConvNet layer (28x28, padding 1), a non-square one, and geometries it leaves to the
-# im2col rows (one channel; padding that would double the grid), forced both ways below.
+# a DeepConvNet layer (28x28, padding 1), a non-square one, and padding that would double the
+# grid (left to the im2col rows), forced both ways below.
 SHIFTED = [
     ((2, 16, 28, 28), 16, (3, 3), 1, True),
     ((2, 3, 21, 24), 5, (2, 3), 0, True),
-    ((3, 1, 12, 12), 6, (5, 5), 0, False),
     ((2, 4, 6, 5), 3, (3, 3), 2, False),
 ]
 
@@ -432,7 +431,7 @@ def test_shifted_windows_give_the_im2col_rows_results(
             monkeypatch.setattr(bpcore.shifted_windows, "MAX_WASTE", waste)
             layer = Convolution(W, b, 1, pad)
             out = layer.forward(x)
-            assert (layer._flat is not None) == (shifted and shape[1] > 1)
+            assert (layer._flat is not None) == shifted
             dout_host = np.linspace(-1, 1, int(np.prod(out.shape))).reshape(out.shape)
             dout = backend.asarray(dout_host)
             dx = layer.backward(dout)
@@ -446,3 +445,16 @@ def test_shifted_windows_give_the_im2col_rows_results(
     for shifted, rows in zip(results[True], results[False], strict=True):
         assert shifted.shape == rows.shape
         assert_close(shifted, rows, rtol=1e-12, atol=1e-12)
+
+
+def test_a_one_channel_layer_keeps_the_im2col_rows(backend, rng, monkeypatch):
+    # With one channel each offset's product would be an outer product: the layer keeps the
+    # im2col rows however little the padding adds (the book's SimpleConvNet first layer).
+    import bpcore.shifted_windows
+    from bpcore.kernels import reference_kernels
+
+    monkeypatch.setattr(bpcore.shifted_windows, "MAX_WASTE", float("inf"))
+    layer = Convolution(backend.asarray(rng.standard_normal((6, 1, 5, 5))), 0.0)
+    with reference_kernels():
+        layer.forward(backend.asarray(rng.standard_normal((3, 1, 12, 12))))
+    assert layer._flat is None and layer.col is not None

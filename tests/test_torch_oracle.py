@@ -193,6 +193,23 @@ def test_a_librarys_own_convolution_equals_the_reference(
         assert_close(native, reference, rtol=1e-12, atol=1e-12)
 
 
+def test_a_librarys_own_convolution_takes_the_book_conv_layers(backend, rng):
+    # The test above compares a kernel with the reference only where the kernel takes the
+    # geometry: every kernel must take the book's conv layers (SimpleConvNet's 5x5 without
+    # padding, DeepConvNet's 3x3 with padding 1), or it would never run on them. JAX's
+    # declines padding of half a filter or more (XLA's slow filter gradient there).
+    from bpcore.backends import backend_class_of
+    from bpcore.kernels import native_conv2d
+
+    x = backend.asarray(rng.standard_normal((2, 16, 14, 14)))
+    has_kernel = backend_class_of(x).native_conv2d is not None
+    for filters, pad in (((30, 16, 5, 5), 0), ((16, 16, 3, 3), 1)):
+        W = backend.asarray(rng.standard_normal(filters))
+        assert (native_conv2d(x, W, 1, pad) is not None) == has_kernel
+    padded_by_two = native_conv2d(x, backend.asarray(rng.standard_normal((8, 16, 3, 3))), 1, 2)
+    assert (padded_by_two is not None) == (has_kernel and backend.name != "jax")
+
+
 # (N, C, H, W), window (h, w), stride, pad: overlapping windows (stride 1 and 2 on 3x3),
 # non-square windows and images, padding 1.
 POOLINGS = [
