@@ -37,6 +37,8 @@ __all__ = [
     "conv_output_size",
     "im2col",
     "im2col_nhwc",
+    "pad_axis",
+    "pad_hw",
     "transposed_windows",
     "window_slices",
 ]
@@ -82,13 +84,13 @@ def _check_geometry(
     return out_h, out_w
 
 
-def _pad_hw(img: Array, before: tuple[int, int], after: tuple[int, int], value: float) -> Array:
+def pad_hw(img: Array, before: tuple[int, int], after: tuple[int, int], value: float) -> Array:
     """``img`` of shape ``(N, H, W, C)`` with ``value`` added around its H and W axes."""
     (top, left), (bottom, right) = before, after
-    return _pad_axis(_pad_axis(img, 2, left, right, value), 1, top, bottom, value)
+    return pad_axis(pad_axis(img, 2, left, right, value), 1, top, bottom, value)
 
 
-def _pad_axis(img: Array, axis: int, before: int, after: int, value: float) -> Array:
+def pad_axis(img: Array, axis: int, before: int, after: int, value: float) -> Array:
     """``before`` and ``after`` entries of ``value`` on either side of one axis of ``img``."""
     if not (before or after):
         return img
@@ -117,7 +119,7 @@ def window_slices(
     """
     n, h, w, c = img.shape
     out_h, out_w = _check_geometry((n, c, h, w), filter_h, filter_w, stride, pad)
-    img = _pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
+    img = pad_hw(img, (pad, pad), (pad, pad), pad_value) if pad else img
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
     spans = [
         img[:, y : y + span_h, x : x + span_w, :] for y in range(filter_h) for x in range(filter_w)
@@ -204,7 +206,7 @@ def add_window_slices(
         rows.append(xp.reshape(row, (n, out_h, out_w * filter_w, c)))
     img = xp.reshape(xp.stack(rows, axis=2), (n, out_h * filter_h, out_w * filter_w, c))
     if (out_h * filter_h, out_w * filter_w) != (h, w):  # rows and columns no window reached
-        img = _pad_hw(img, (0, 0), (h - out_h * filter_h, w - out_w * filter_w), 0.0)
+        img = pad_hw(img, (0, 0), (h - out_h * filter_h, w - out_w * filter_w), 0.0)
     return img
 
 
@@ -341,7 +343,7 @@ def transposed_windows(
 
 
 def _pad_or_crop_hw(img: Array, before: tuple[int, int], after: tuple[int, int]) -> Array:
-    """`_pad_hw` with zeros, where a negative count drops that many rows or columns instead."""
+    """`pad_hw` with zeros, where a negative count drops that many rows or columns instead."""
     h, w = img.shape[1], img.shape[2]
     top, bottom = max(-before[0], 0), h - max(-after[0], 0)
     left, right = max(-before[1], 0), w - max(-after[1], 0)
@@ -350,7 +352,7 @@ def _pad_or_crop_hw(img: Array, before: tuple[int, int], after: tuple[int, int])
     pads_after = (max(after[0], 0), max(after[1], 0))
     if pads_before == (0, 0) and pads_after == (0, 0):
         return img
-    return _pad_hw(img, pads_before, pads_after, 0.0)
+    return pad_hw(img, pads_before, pads_after, 0.0)
 
 
 def _tile_back(col: Array, input_shape: tuple[int, ...], size: int, pad: int) -> Array:
@@ -366,5 +368,5 @@ def _tile_back(col: Array, input_shape: tuple[int, ...], size: int, pad: int) ->
     img = xp.reshape(xp.permute_dims(col, (0, 1, 4, 2, 5, 3)), (n, out_h * size, out_w * size, c))
     hp, wp = h + 2 * pad, w + 2 * pad
     if (out_h * size, out_w * size) != (hp, wp):
-        img = _pad_hw(img, (0, 0), (hp - out_h * size, wp - out_w * size), 0.0)
+        img = pad_hw(img, (0, 0), (hp - out_h * size, wp - out_w * size), 0.0)
     return img[:, pad : pad + h, pad : pad + w, :] if pad else img

@@ -21,7 +21,7 @@ padded image is built. The price is the padded grid: ``Hp*Wp`` positions per ima
 from __future__ import annotations
 
 from .backends import Array, namespace
-from .im2col import _pad_axis, _pad_hw
+from .im2col import pad_axis, pad_hw
 
 __all__ = [
     "MAX_WASTE",
@@ -70,9 +70,9 @@ def flat_images(
     (rows, columns) of zeros above and left of it and ``after`` below and right, the images
     one after another, and ``head`` and ``tail`` rows of zeros around them all so that every
     shifted slice of ``N*Hp*Wp`` rows stays inside."""
-    padded = _pad_hw(img, before, after, 0.0)
+    padded = pad_hw(img, before, after, 0.0)
     flat = namespace(img).reshape(padded, (-1, img.shape[3]))
-    return _pad_axis(flat, 0, head, tail, 0.0)
+    return pad_axis(flat, 0, head, tail, 0.0)
 
 
 def shifted_products(flat: Array, mats: list[Array], starts: list[int], length: int) -> Array:
