@@ -35,6 +35,21 @@ def require_forward(value: Any, layer: object) -> Any:
     return value
 
 
+def _column_sums(rows: Array) -> Array:
+    """``sum(rows, axis=0)`` of a matrix: a conv layer's bias gradient from its output gradient.
+
+    In float32 and float64, as the product ``ones @ rows``: NumPy sums over a C-ordered array's
+    first axis with a strided loop, about eight times slower than the product at a conv layer's
+    shapes (57,600 x 30 in SimpleConvNet: 1.2 ms against 0.14 on a 2-core CPU). Both add the
+    rows one after another; half precision keeps `sum`, which accumulates in a wider type where
+    the library does.
+    """
+    xp = namespace(rows)
+    if rows.dtype not in (xp.float32, xp.float64):
+        return xp.sum(rows, axis=0)
+    return xp.ones(rows.shape[0], dtype=rows.dtype, device=device(rows)) @ rows
+
+
 class Convolution:
     """2-d convolution (cross-correlation, as in the book) by ``im2col`` and one matrix product.
 
@@ -171,7 +186,7 @@ class Convolution:
         oh, ow = hp - fh + 1, wp - fw + 1
         d = xp.permute_dims(dout, (0, 2, 3, 1))
         grad = flat_images(d, (0, 0), (hp - oh, wp - ow), head=last)  # (last + N*Hp*Wp, FN)
-        self.db = xp.sum(dout, axis=(0, 2, 3))
+        self.db = _column_sums(grad[last:, :])  # the zeros where no window was add nothing
         grams = shifted_grams(flat, grad[last:, :], starts, n)  # (C, FN) per offset
         dW = xp.reshape(xp.stack(grams, axis=0), (fh, fw, c, fn))
         self.dW = xp.permute_dims(dW, (3, 2, 0, 1))
@@ -278,7 +293,7 @@ class Convolution:
         col = require_forward(self.col, self)
         xp = namespace(rows, col)
         fn, c, fh, fw = self.W.shape
-        self.db = xp.sum(rows, axis=0)
+        self.db = _column_sums(rows)
         dW = xp.reshape((col.T @ rows).T, (fn, fh, fw, c))  # columns by offset, then channel
         self.dW = xp.permute_dims(dW, (0, 3, 1, 2))
 
