@@ -63,4 +63,4 @@ def native_conv2d(x: Any, W: Any, stride: int, pad: int) -> Any:
     cls = backend_class_of(x)
     if cls.native_conv2d is None or backend_class_of(W) is not cls:
         return None
-    return cls.native_conv2d if cls.native_conv2d.accepts(W, stride, pad) else None
+    return cls.native_conv2d if cls.native_conv2d.accepts(x, W, stride, pad) else None

@@ -208,6 +208,48 @@ def test_a_librarys_own_convolution_takes_the_book_conv_layers(backend, rng):
         assert (native_conv2d(x, W, 1, pad) is not None) == has_kernel
     padded_by_two = native_conv2d(x, backend.asarray(rng.standard_normal((8, 16, 3, 3))), 1, 2)
     assert (padded_by_two is not None) == (has_kernel and backend.name != "jax")
+    one_channel = backend.asarray(rng.standard_normal((2, 1, 14, 14)))
+    W = backend.asarray(rng.standard_normal((30, 1, 5, 5)))
+    assert (native_conv2d(one_channel, W, 1, 0) is not None) == has_kernel  # called eagerly
+
+
+def test_jax_compiles_a_one_channel_layer_from_the_layers_own_code():
+    # Inside jax.jit XLA fuses the reference's window slices, which beat its own convolution
+    # for a one-channel layer (SimpleConvNet's first); eagerly its kernel is the faster.
+    jax = pytest.importorskip("jax")
+    from bpcore import SimpleConvNet, compile_step
+    from bpcore.kernels import native_conv2d
+    from bpcore.optimizers import SGD
+
+    taken = {}
+
+    def probe(x1, w1, x16, w16):
+        taken["one channel"] = native_conv2d(x1, w1, 1, 0) is not None
+        taken["16 channels"] = native_conv2d(x16, w16, 1, 1) is not None
+        return x1
+
+    ones = jax.numpy.ones
+    x1, w1, x16, w16 = (
+        ones((2, 1, 8, 8)),
+        ones((4, 1, 5, 5)),
+        ones((2, 16, 8, 8)),
+        ones((4, 16, 3, 3)),
+    )
+    jax.jit(probe)(x1, w1, x16, w16)
+    assert taken == {"one channel": False, "16 channels": True}
+    assert native_conv2d(x1, w1, 1, 0) is not None  # the same layer, eagerly
+
+    # The compiled step takes the reference for the first layer, and steps as the eager loop
+    # on XLA's kernel does.
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    t = np.arange(4)
+    compiled, eager = (SimpleConvNet(backend="jax", seed=0) for _ in range(2))
+    compile_step(compiled, SGD(lr=0.1))(x, t)
+    assert compiled.layers["Conv1"].kernel is None
+    SGD(lr=0.1).update(eager.params, eager.gradient(x, t))
+    assert eager.layers["Conv1"].kernel is not None
+    for key in eager.params:
+        assert_close(to_numpy(compiled.params[key]), to_numpy(eager.params[key]), rtol=1e-4)
 
 
 # (N, C, H, W), window (h, w), stride, pad: overlapping windows (stride 1 and 2 on 3x3),

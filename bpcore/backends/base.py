@@ -69,8 +69,8 @@ class Backend:
     #: Whether arrays are lazy graphs that run only when computed (Dask's).
     is_lazy: ClassVar[bool] = False
     #: The library's own 2-d convolution for `bpcore.layers.Convolution` (see `bpcore.kernels`):
-    #: an object with ``accepts(W, stride, pad)`` (False: the layer's own code runs for that
-    #: geometry), ``forward(x, W, b, stride, pad)`` and
+    #: an object with ``accepts(x, W, stride, pad)`` (False: the layer's own code runs for
+    #: that input and geometry), ``forward(x, W, b, stride, pad)`` and
     #: ``backward(x, W, dout, stride, pad, input_grad) -> (dx or None, dW, db)``; None where
     #: the layer's Array API code is the only path.
     native_conv2d: ClassVar[Any] = None

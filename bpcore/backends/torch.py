@@ -17,8 +17,8 @@ class _TorchConv2d:
     `bpcore.layers.Convolution`: the book's cross-correlation, with its stride and padding."""
 
     @staticmethod
-    def accepts(W: Array, stride: int, pad: int) -> bool:
-        """True: every geometry the layer takes."""
+    def accepts(x: Array, W: Array, stride: int, pad: int) -> bool:
+        """True: every input and geometry the layer takes."""
         return True
 
     @staticmethod
