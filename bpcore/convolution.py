@@ -15,6 +15,7 @@ from array_api_compat import device
 from .backends import Array, index_dtype, namespace
 from .im2col import add_window_slices, check_window_int, transposed_windows, window_slices
 from .kernels import native_conv2d, native_max_pool2d
+from .precision import is_half
 from .shifted_windows import (
     crop_images,
     flat_images,
@@ -45,7 +46,7 @@ def _column_sums(rows: Array) -> Array:
     the library does.
     """
     xp = namespace(rows)
-    if rows.dtype not in (xp.float32, xp.float64):
+    if is_half(xp, rows.dtype):
         return xp.sum(rows, axis=0)
     return xp.ones(rows.shape[0], dtype=rows.dtype, device=device(rows)) @ rows
 
@@ -186,8 +187,9 @@ class Convolution:
         oh, ow = hp - fh + 1, wp - fw + 1
         d = xp.permute_dims(dout, (0, 2, 3, 1))
         grad = flat_images(d, (0, 0), (hp - oh, wp - ow), head=last)  # (last + N*Hp*Wp, FN)
-        self.db = _column_sums(grad[last:, :])  # the zeros where no window was add nothing
-        grams = shifted_grams(flat, grad[last:, :], starts, n)  # (C, FN) per offset
+        rows = grad[last:, :]  # (N*Hp*Wp, FN): zeros where no window was, which add nothing
+        self.db = _column_sums(rows)
+        grams = shifted_grams(flat, rows, starts, n)  # (C, FN) per offset
         dW = xp.reshape(xp.stack(grams, axis=0), (fh, fw, c, fn))
         self.dW = xp.permute_dims(dW, (3, 2, 0, 1))
         if not input_grad:
