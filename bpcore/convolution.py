@@ -138,12 +138,18 @@ class Convolution:
         # The windows of the image in (N, H, W, C) order, offset by offset: the book's im2col
         # matrix with its columns ordered by offset, then channel (the book's: channel, then
         # offset), so that each offset's slice is copied whole, and the filters to match.
-        col = xp.stack(
-            window_slices(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad), axis=3
-        )
-        _, out_h, out_w, _, _ = col.shape
+        slices = window_slices(xp.permute_dims(x, (0, 2, 3, 1)), fh, fw, self.stride, self.pad)
+        _, out_h, out_w, _ = slices[0].shape
+        rows = n * out_h * out_w
         self.x = x
-        self.col = xp.reshape(col, (n * out_h * out_w, fh * fw * c))
+        if c == 1:
+            # One channel (a first layer): stacked along a new last axis, each offset would be
+            # copied one element at a time (1.5 ms in SimpleConvNet's layer, against 0.4 ms);
+            # stacked as the rows of the transposed matrix, each is copied in image rows. The
+            # product reads the transpose in place.
+            self.col = xp.matrix_transpose(xp.reshape(xp.stack(slices, axis=0), (fh * fw, rows)))
+        else:
+            self.col = xp.reshape(xp.stack(slices, axis=3), (rows, fh * fw * c))
         out = self.col @ self.col_W
         out += self.b  # into the product's fresh array
         return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
