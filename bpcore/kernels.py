@@ -1,11 +1,11 @@
 """Libraries' own kernels behind the layers, and the switch that forces the reference path.
 
 The layers are written once on the Array API; that code is the reference. Where a library has
-its own kernel for the same computation (PyTorch's convolution and max pooling: oneDNN on the
-CPU, cuDNN on CUDA; XLA's convolution on JAX), its backend class offers it
-(`bpcore.backends.Backend.native_conv2d`, ``native_max_pool2d``) and the layer uses it: the
-same values within rounding (tests hold every kernel to the reference, values and gradients),
-several times faster where the reference has to build the im2col matrix.
+its own kernel for the same computation (PyTorch's convolution, max pooling and ReLU gradient:
+oneDNN on the CPU, cuDNN on CUDA; XLA's convolution on JAX), its backend class offers it
+(`bpcore.backends.Backend.native_conv2d`, ``native_max_pool2d``, ``native_relu_backward``) and
+the layer uses it: the same values within rounding (tests hold every kernel to the reference,
+values and gradients), several times faster where the reference has to build the im2col matrix.
 
 ``BPCORE_REFERENCE_KERNELS=1`` in the environment, or `reference_kernels` around a block, makes
 every layer take the reference path: to compare the two, or to rule a library's kernel out.
@@ -22,9 +22,17 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from array_api_compat import device
+
 from .backends import backend_class_of
 
-__all__ = ["native_conv2d", "native_max_pool2d", "reference_kernels", "using_reference_kernels"]
+__all__ = [
+    "native_conv2d",
+    "native_max_pool2d",
+    "native_relu_backward",
+    "reference_kernels",
+    "using_reference_kernels",
+]
 
 _FORCED: contextvars.ContextVar[bool] = contextvars.ContextVar("bpcore_reference", default=False)
 
@@ -52,6 +60,20 @@ def native_max_pool2d(x: Any) -> Any:
     if using_reference_kernels():
         return None
     return backend_class_of(x).native_max_pool2d
+
+
+def native_relu_backward(out: Any, dout: Any) -> Any:
+    """The ReLU gradient kernel of ``out``'s library, or None: where it has none, where ``dout``
+    is another library's array or differs from ``out`` in shape or dtype, or where the reference
+    path is forced."""
+    if using_reference_kernels():
+        return None
+    cls = backend_class_of(out)
+    if cls.native_relu_backward is None or backend_class_of(dout) is not cls:
+        return None
+    if tuple(out.shape) != tuple(dout.shape) or out.dtype != dout.dtype:
+        return None
+    return cls.native_relu_backward if device(out) == device(dout) else None
 
 
 def native_conv2d(x: Any, W: Any, stride: int, pad: int) -> Any:

@@ -295,6 +295,47 @@ def test_a_librarys_own_max_pooling_equals_the_reference(
     assert_close(dx, ref_dx, rtol=1e-12, atol=1e-12)  # overlapping windows: sums reordered
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_librarys_own_relu_gradient_equals_the_reference(backend, rng, dtype):
+    from bpcore.kernels import native_relu_backward, reference_kernels
+    from bpcore.layers import Relu
+
+    # Exact zeros (what the ReLU kills, and inputs at 0) beside positive and negative values.
+    x_host = np.concatenate([rng.standard_normal(60), np.zeros(12)]).reshape(3, 4, 6).astype(dtype)
+    dout_host = rng.standard_normal(x_host.shape).astype(dtype)
+    x, dout = backend.asarray(x_host), backend.asarray(dout_host)
+    results = {}
+    for forced in (False, True):
+        layer = Relu()
+        with reference_kernels(forced):
+            out = layer.forward(x)
+            taken = native_relu_backward(out, dout) is not None
+            results[forced] = to_numpy(layer.backward(dout))
+        assert taken == (backend.name == "torch" and not forced)
+    np.testing.assert_array_equal(results[False], results[True])  # dout or 0: exact
+    np.testing.assert_array_equal(results[True], np.where(x_host > 0, dout_host, 0))
+    np.testing.assert_array_equal(to_numpy(dout), dout_host)
+    # Another dtype or shape for dout: the layer's own code, which promotes or refuses.
+    out = Relu().forward(x)
+    other = "float64" if dtype == "float32" else "float32"
+    assert native_relu_backward(out, backend.asarray(dout_host.astype(other))) is None
+    assert native_relu_backward(out, backend.asarray(dout_host[:1])) is None
+
+
+def test_pytorchs_relu_gradient_passes_dout_where_the_output_is_nan():
+    # PyTorch's kernel, as the book's Relu (its mask is x <= 0): dout goes through at a NaN.
+    from bpcore.kernels import reference_kernels
+    from bpcore.layers import Relu
+
+    x = torch.tensor([[float("nan"), -1.0, 2.0]], dtype=torch.float64)
+    dout = torch.tensor([[3.0, 4.0, 5.0]], dtype=torch.float64)
+    layer = Relu()
+    layer.forward(x)
+    np.testing.assert_array_equal(layer.backward(dout).numpy(), [[3.0, 0.0, 5.0]])
+    with reference_kernels():  # the reference: 0 where the output is not positive, NaN too
+        np.testing.assert_array_equal(layer.backward(dout).numpy(), [[0.0, 0.0, 5.0]])
+
+
 @pytest.mark.parametrize("values", ["distinct", "ties"])
 @pytest.mark.parametrize(("shape", "window", "stride", "pad"), POOLINGS)
 def test_max_pooling_matches_autograd(backend, rng, shape, window, stride, pad, values):

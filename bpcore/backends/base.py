@@ -79,6 +79,10 @@ class Backend:
     #: and ``backward(x, dout, state, pool_h, pool_w, stride, pad) -> dx``; None where the
     #: layer's Array API code is the only path.
     native_max_pool2d: ClassVar[Any] = None
+    #: The library's own ReLU gradient for `bpcore.layers.Relu`: ``(out, dout) -> dx``, taken
+    #: where ``out`` and ``dout`` are its arrays of one shape and dtype; None where the layer's
+    #: Array API code is the only path.
+    native_relu_backward: ClassVar[Any] = None
 
     def __init__(self, xp: Namespace, device: Any) -> None:
         self.xp = xp

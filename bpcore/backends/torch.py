@@ -68,12 +68,23 @@ class _TorchMaxPool2d:
         )
 
 
+def _relu_backward(out: Array, dout: Array) -> Array:
+    """``dout`` where the ReLU's output is positive, else 0, in one pass (``threshold_backward``,
+    PyTorch's own ReLU gradient): the Array API code's comparison, conversion and product take
+    three, 1.0 ms against 0.18 for SimpleConvNet's first ReLU on 2 CPU cores. Where the output
+    is NaN it passes ``dout``, as the book's ``Relu`` does; the reference code gives 0 there."""
+    import torch
+
+    return torch.ops.aten.threshold_backward(dout, out, 0)
+
+
 class TorchBackend(Backend):
     """PyTorch tensors (through ``array_api_compat.torch``) on one ``torch.device``."""
 
     name = "torch"
     native_conv2d = _TorchConv2d()
     native_max_pool2d = _TorchMaxPool2d()
+    native_relu_backward = staticmethod(_relu_backward)
     namespace_module = "array_api_compat.torch"
     install = (
         'pip install "torch>=2.4" (in a clone of bpcore: pip install -e ".[torch]"); where pip '
