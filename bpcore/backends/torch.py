@@ -52,6 +52,12 @@ class _TorchMaxPool2d:
 
         if 2 * pad > min(pool_h, pool_w):
             return None  # PyTorch pads at most half a window: the layer's own code does it
+        if x.device.type == "cpu":
+            # PyTorch's CPU max pooling is several times faster on channels-last images, the
+            # copy included: SimpleConvNet's 2x2 pooling of (100, 30, 24, 24) 4.5 ms as it is,
+            # 0.6 + 0.8 ms through the copy (2 cores). The indices (into each image plane) and
+            # the values are the same; backward takes the layer's own input.
+            x = x.contiguous(memory_format=torch.channels_last)
         out, indices = torch.nn.functional.max_pool2d(
             x, (pool_h, pool_w), stride, pad, return_indices=True
         )
