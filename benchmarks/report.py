@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bpcore.bench.report import format_seconds
+from bpcore.bench.report import format_seconds, optimizer_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {
     # bpcore bench, defaults: the four networks at batch 100 on the five CPU backends, peers.
     "bench": "benchmarks/results/cpu-2core-bench.json",
+    # bpcore bench --models convnet,deepconvnet --optimizer adam: the conv nets' Adam step
+    "bench-adam": "benchmarks/results/cpu-2core-conv-adam.json",
     # bpcore bench --models mlp,convnet --batch-sizes 1,10,100,1000 --rounds 5
     "sweep": "benchmarks/results/cpu-2core-sweep.json",
     # pytest-benchmark: benchmarks/test_training_job.py's epochs alternated with PyTorch's
@@ -66,10 +68,12 @@ def _bench_machine(doc: dict, path: str, figures: str) -> str:
         if "version" in found
     )
     settings = doc["settings"]
+    optimizer = {"sgd": "SGD", "adam": "Adam"}[optimizer_of(settings)]
     return (
         f"Measured with `bpcore bench` on {doc['created'][:10]} (`{path}`): "
         f"{env.get('cpu_model', '?')}, {env['cpus']} CPUs, Python {env['python']}; {versions}; "
-        f"{settings['dtype']}, SGD, {settings['rounds']} rounds per row interleaved; {figures}."
+        f"{settings['dtype']}, {optimizer}, {settings['rounds']} rounds per row interleaved; "
+        f"{figures}."
     )
 
 
@@ -265,6 +269,7 @@ def precision_ch08(doc: dict, path: str) -> str:
 #: and the function that writes it from that file's document and path.
 BLOCKS: dict[str, tuple[str, str, Callable[[dict, str], str]]] = {
     "steps": ("docs/benchmarks.md", "bench", steps),
+    "steps-adam": ("docs/benchmarks.md", "bench-adam", steps),
     "epochs": ("docs/benchmarks.md", "epochs", epochs),
     "memory": ("docs/benchmarks.md", "memory", memory),
     "epoch-readme": ("README.md", "epochs", epoch_readme),

@@ -7,6 +7,7 @@ document validates against its schema.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -146,6 +147,7 @@ def test_a_row_that_does_not_train_fails_the_run(monkeypatch, capsys):
         ["--backends", "nosuch"],
         ["--rounds", "0"],
         ["--dtype", "float16"],
+        ["--optimizer", "rmsprop"],
         ["--plot", "/no/such/folder/chart.png"],
     ],
 )
@@ -168,6 +170,55 @@ def test_a_baseline_that_is_not_a_bench_document_is_a_usage_error(tmp_path, caps
     (tmp_path / "old.json").write_text(json.dumps(document))
     assert main(["bench", "--baseline", str(tmp_path / "old.json")]) == 2
     assert "row 0 lacks q3_s" in capsys.readouterr().err
+
+
+def test_adam_steps_every_row_with_adam(monkeypatch, capsys):
+    # --optimizer adam: bpcore's rows (book loop and Trainer), the book's code and PyTorch eager
+    # all step with Adam, and no SGD step runs anywhere.
+    torch = pytest.importorskip("torch")
+    import bpcore.bench.book_reference as book
+
+    steps: collections.Counter[str] = collections.Counter()
+
+    def count(cls, method, who):
+        original = getattr(cls, method)
+
+        def counted(self, *args, **kwargs):
+            steps[who] += 1
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, counted)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an SGD step in an Adam run")
+
+    count(bpcore.optimizers.Adam, "update", "bpcore")
+    count(book.Adam, "update", "book")
+    count(torch.optim.Adam, "step", "pytorch")
+    for cls, method in ((bpcore.optimizers.SGD, "update"), (book.SGD, "update")):
+        monkeypatch.setattr(cls, method, refuse)
+    monkeypatch.setattr(torch.optim.SGD, "step", refuse)
+    argv = ["bench", "--models", "mlp", "--backends", "numpy", "--rounds", "1"]
+    assert main([*argv, "--optimizer", "Adam", "--json"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    jsonschema.validate(document, SCHEMA)
+    assert document["settings"]["optimizer"] == "adam" and not document["failed"]
+    assert {"bpcore book loop [numpy:cpu]", "bpcore trainer [numpy:cpu]", "book numpy",
+            "pytorch eager [cpu]"} <= {r["name"] for r in document["rows"]}  # fmt: skip
+    assert min(steps["bpcore"], steps["book"], steps["pytorch"]) >= 1
+    assert "mlp (784-50-10), batch 100, float32, adam, 1 rounds" in captured.err
+
+
+def test_a_baseline_of_another_optimizer_is_refused(tmp_path, capsys):
+    sgd = BenchReport({"rounds": 3}, {}, [_row("a", 1.0, 1.1, 1.2)])  # before --optimizer: SGD
+    (tmp_path / "old.json").write_text(sgd.dumps())
+    argv = ["bench", "--models", "mlp", "--backends", "numpy", "--optimizer", "adam"]
+    assert main([*argv, "--baseline", str(tmp_path / "old.json")]) == 2
+    assert "stepped with sgd, this run with adam" in capsys.readouterr().err
+    adam = BenchReport({"rounds": 3, "optimizer": "adam"}, {}, [_row("a", 1.0, 1.1, 1.2)])
+    with pytest.raises(ValueError, match="do not compare"):
+        adam.mark_baseline(json.loads(sgd.dumps()))
 
 
 def test_too_few_rounds_call_nothing_slower():

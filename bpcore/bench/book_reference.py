@@ -121,6 +121,25 @@ class SGD:
             params[key] -= self.lr * grads[key]
 
 
+class Adam:
+    # The book's Adam (common/optimizer.py): moments kept per parameter, updated in place, the
+    # bias correction folded into the step size.
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter = 0
+        self.m, self.v = {}, {}
+
+    def update(self, params, grads):
+        self.iter += 1
+        correction = np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key, grad in grads.items():
+            m = self.m.setdefault(key, np.zeros_like(grad))
+            v = self.v.setdefault(key, np.zeros_like(grad))
+            m += (1 - self.beta1) * (grad - m)
+            v += (1 - self.beta2) * (grad**2 - v)
+            params[key] -= self.lr * correction * m / (np.sqrt(v) + 1e-7)
+
+
 # -- chapters 7 and 8: the book's im2col code, bugs fixed --------------------------------------
 # From the book's common/util.py and common/layers.py: col and img filled by assignment, pooling
 # by argmax and a fancy-index assignment. Fixed: Relu.backward above copies dout (the book

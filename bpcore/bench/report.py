@@ -21,6 +21,7 @@ __all__ = [
     "BenchRow",
     "format_seconds",
     "load_baseline",
+    "optimizer_of",
 ]
 
 #: The ``schema`` field of `BenchReport.to_json`'s document, and its version.
@@ -86,6 +87,12 @@ class BenchRow:
         return row
 
 
+def optimizer_of(settings: dict[str, Any]) -> str:
+    """What a run's steps used (``settings["optimizer"]``): ``sgd`` for documents from before
+    runs could step with Adam."""
+    return str(settings.get("optimizer", "sgd"))
+
+
 @dataclass
 class BenchReport:
     """One ``bpcore bench`` run: settings, environment and rows, in the order they were timed."""
@@ -110,6 +117,12 @@ class BenchReport:
         the interquartile ranges apart, so that noise within either run is not called slower.
         With fewer than `MIN_BASELINE_ROUNDS` rounds in either run there are no quartiles to
         speak of: the ratio is given, and nothing is called slower or faster."""
+        mine, theirs = optimizer_of(self.settings), optimizer_of(old["settings"])
+        if mine != theirs:
+            raise ValueError(
+                f"the baseline's steps were {theirs}'s and this run's {mine}'s: their times do "
+                "not compare"
+            )
         enough = min(self.settings.get("rounds", 0), old["settings"].get("rounds", 0))
         enough = enough >= MIN_BASELINE_ROUNDS
         before = {
@@ -178,9 +191,12 @@ class BenchReport:
                 key=lambda r: (r.error is not None, r.median if math.isfinite(r.median) else 0),
             )
             first = rows[0]
+            # The optimizer is named where it is not the default (SGD) that tables assume.
+            optimizer = optimizer_of(self.settings)
+            stepped = "" if optimizer == "sgd" else f"{optimizer}, "
             lines.append(
                 f"{first.model} ({first.label}), batch {first.batch_size}, {first.dtype}, "
-                f"{self.settings.get('rounds')} rounds"
+                f"{stepped}{self.settings.get('rounds')} rounds"
             )
             width = max(len(r.name) for r in rows)
             lines.append(

@@ -18,6 +18,7 @@ from .report import BenchReport, BenchRow
 from .timing import SETTLE_SECONDS, stats_of, time_interleaved
 from .workloads import (
     BENCH_DTYPES,
+    BENCH_OPTIMIZERS,
     PEER_BACKENDS,
     ModelSpec,
     Workload,
@@ -53,13 +54,14 @@ def run_bench(
     *,
     batch_sizes: Sequence[int] = (100,),
     dtype: str = "float32",
+    optimizer: str = "sgd",
     rounds: int = 10,
     seed: int = 0,
     peers: bool = True,
     progress: bool = False,
     environment: dict[str, Any] | None = None,
 ) -> BenchReport:
-    """Time one SGD training step of each model on each backend, beside the peers.
+    """Time one training step of each model on each backend, beside the peers.
 
     Parameters
     ----------
@@ -73,6 +75,9 @@ def run_bench(
     dtype : {"float32", "float64", "mixed_float16", "mixed_bfloat16"}
         What the steps compute in; a mixed precision's group has the backends whose device has
         its half dtype, and PyTorch eager with autocast (and a ``GradScaler`` for float16).
+    optimizer : {"sgd", "adam"}
+        What every row steps with, at the book's learning rate (0.01, 0.001): bpcore's, the
+        book's code's, ``torch.optim``'s.
     rounds : int
         Timed rounds per row, interleaved across the group's rows.
     seed : int
@@ -94,6 +99,9 @@ def run_bench(
     if dtype not in BENCH_DTYPES:
         valid = ", ".join(BENCH_DTYPES)
         raise ValueError(f"dtype must be one of {valid}, got {dtype!r}")
+    if optimizer not in BENCH_OPTIMIZERS:
+        valid = ", ".join(BENCH_OPTIMIZERS)
+        raise ValueError(f"optimizer must be one of {valid}, got {optimizer!r}")
     if rounds < 1 or not batch_sizes or min(batch_sizes) < 1:
         raise ValueError("rounds and batch sizes must be at least 1")
     specs = [m if isinstance(m, ModelSpec) else parse_model(m) for m in models]
@@ -109,6 +117,7 @@ def run_bench(
             "backends": [f"{b.name}:{b.device_name}" for b in resolved],
             "batch_sizes": [int(b) for b in batch_sizes],
             "dtype": dtype,
+            "optimizer": optimizer,
             "rounds": int(rounds),
             "seed": int(seed),
             "peers": bool(peers),
@@ -125,7 +134,7 @@ def run_bench(
     for spec in specs:
         for batch_size in batch_sizes:
             report.rows += _group(
-                spec, resolved, int(batch_size), dtype, rounds, seed, peers, progress
+                spec, resolved, int(batch_size), dtype, optimizer, rounds, seed, peers, progress
             )
     return report
 
@@ -141,6 +150,7 @@ def _group(
     backends: list[Backend],
     batch_size: int,
     dtype: str,
+    optimizer: str,
     rounds: int,
     seed: int,
     peers: bool,
@@ -168,11 +178,11 @@ def _group(
     for backend in backends:
         where = f"{backend.name}:{backend.device_name}"
         try:
-            works += bpcore_rows(spec, backend, batch_size, dtype, seed)
+            works += bpcore_rows(spec, backend, batch_size, dtype, seed, optimizer)
         except Exception as exc:  # a backend that cannot build this network: say so, go on
             failed.append(row(None, f"bpcore [{where}]", f"{type(exc).__name__}: {exc}"))
     if peers:
-        works += peer_rows(spec, batch_size, dtype, seed)
+        works += peer_rows(spec, batch_size, dtype, seed, optimizer)
     bar = _bar(progress, rounds * len(works), f"{spec.name} b{batch_size}")
     try:
         # Rows of one backend share its thread pool: nothing to let settle between them (the

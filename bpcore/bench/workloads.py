@@ -1,7 +1,8 @@
 """What ``bpcore bench`` and the ``benchmarks/`` suite time: one training step, as users run it.
 
-Every row is a `Workload`: a call that runs one SGD training step of one network on one batch
-and waits for its device, and a check that the steps did train. For each backend and device:
+Every row is a `Workload`: a call that runs one training step (SGD, or Adam: `BENCH_OPTIMIZERS`)
+of one network on one batch and waits for its device, and a check that the steps did train. For
+each backend and device:
 
 * ``bpcore book loop``: the book's loop through the public API, ``grads = net.gradient(x, t)``
   then ``optimizer.update(net.params, grads)``, every check included;
@@ -12,7 +13,8 @@ and waits for its device, and a check that the steps did train. For each backend
 
 And the peers, once per run: ``book numpy``, the book's own layer code in plain NumPy
 (`bpcore.bench.book_reference`), and ``pytorch eager``, the same network in ``torch.nn`` with
-``torch.optim.SGD``, on the CPU and on the first CUDA device where PyTorch has one.
+``torch.optim.SGD`` (or ``Adam``), on the CPU and on the first CUDA device where PyTorch has
+one.
 
 Inputs are random (never zeros) from the seed; every bpcore network starts from the same
 seeded weights on every backend, and the book's code from those same weights.
@@ -33,12 +35,13 @@ import numpy as np
 
 from ..backends import Backend, TorchBackend, to_numpy
 from ..kernels import reference_kernels, using_reference_kernels
-from ..optimizers import SGD
+from ..optimizers import OPTIMIZERS, Optimizer
 from ..steps import compile_step
 from ..testing import synchronize
 
 __all__ = [
     "BENCH_DTYPES",
+    "BENCH_OPTIMIZERS",
     "LR",
     "MODEL_NAMES",
     "ModelSpec",
@@ -53,6 +56,15 @@ __all__ = [
 
 #: The SGD learning rate of every row (the book's default).
 LR = 0.01
+
+#: The optimizers a run can step with, and the learning rate of each (the book's defaults).
+BENCH_OPTIMIZERS: dict[str, float] = {"sgd": LR, "adam": 0.001}
+
+
+def bench_optimizer(name: str) -> Optimizer:
+    """A fresh bpcore optimizer of that `BENCH_OPTIMIZERS` name, at its learning rate."""
+    return OPTIMIZERS[name](lr=BENCH_OPTIMIZERS[name])
+
 
 #: The model names ``bpcore bench --models`` takes; ``mlp-H`` (``mlp-256-256``: several hidden
 #: layers) is the MLP with those hidden sizes.
@@ -171,7 +183,12 @@ def _went_down(name: str, loss: Callable[[], float]) -> Callable[[], None]:
 
 
 def bpcore_rows(
-    spec: ModelSpec, backend: Backend, batch_size: int, dtype: str, seed: int
+    spec: ModelSpec,
+    backend: Backend,
+    batch_size: int,
+    dtype: str,
+    seed: int,
+    optimizer: str = "sgd",
 ) -> list[Workload]:
     """The rows of one backend and device: book loop, trainer, compiled (where it compiles),
     and for an MLP the floor (not for a mixed precision); for a conv net on a backend whose
@@ -180,11 +197,12 @@ def bpcore_rows(
     if not backend.has_dtype(compute_dtype(dtype)):
         return []
     kinds = ["book loop", "trainer", "compiled"] + ([] if "mixed" in dtype else ["floor"])
-    rows = [build(kind, spec, batch_size, dtype, seed, backend) for kind in kinds]
+    rows = [
+        build(kind, spec, batch_size, dtype, seed, backend, optimizer=optimizer) for kind in kinds
+    ]
     if not spec.is_mlp and backend.native_conv2d is not None and not using_reference_kernels():
-        rows.append(
-            _on_reference_kernels(build("book loop", spec, batch_size, dtype, seed, backend))
-        )
+        loop = build("book loop", spec, batch_size, dtype, seed, backend, optimizer=optimizer)
+        rows.append(_on_reference_kernels(loop))
     return [r for r in rows if r is not None]
 
 
@@ -209,20 +227,27 @@ def build(
     seed: int,
     backend: Backend | None = None,
     device: str = "cpu",
+    optimizer: str = "sgd",
 ) -> Workload | None:
     """One row: ``kind`` is ``book loop``, ``trainer``, ``compiled`` or ``floor`` (on
-    ``backend``), ``book numpy`` or ``pytorch eager`` (on ``device``). None where the row does
-    not exist: the compiled step on a backend that compiles none, the floor of a conv net, the
+    ``backend``), ``book numpy`` or ``pytorch eager`` (on ``device``), stepping with
+    ``optimizer`` (a `BENCH_OPTIMIZERS` name; the floor has none). None where the row does not
+    exist: the compiled step on a backend that compiles none, the floor of a conv net, the
     book's code for an MLP of several hidden layers.
     """
+    if optimizer not in BENCH_OPTIMIZERS:
+        valid = ", ".join(BENCH_OPTIMIZERS)
+        raise ValueError(f"optimizer must be one of {valid}, got {optimizer!r}")
     x_host, t_host = spec.host_batch(batch_size, dtype, seed)
     if kind == "book numpy":
-        return None if "mixed" in dtype else _book_row(spec, x_host, t_host, dtype, seed)
+        if "mixed" in dtype:
+            return None
+        return _book_row(spec, x_host, t_host, dtype, seed, optimizer)
     if kind == "pytorch eager":
         import torch
 
         half = compute_dtype(dtype) if "mixed" in dtype else None
-        return _torch_row(torch, spec, x_host, t_host, seed, device, half)
+        return _torch_row(torch, spec, x_host, t_host, seed, device, half, optimizer)
     if backend is None:
         raise ValueError(f"the {kind!r} row needs a backend")
     if kind == "floor":
@@ -232,11 +257,11 @@ def build(
     x, t = backend.asarray(x_host), backend.asarray(t_host)
     went_down = _went_down(f"{kind} [{where}]", lambda: float(net.loss(x, t)))
     if kind == "trainer":
-        call = _trainer_call(net, x_host, t_host, seed)
+        call = _trainer_call(net, x_host, t_host, seed, optimizer)
         return Workload(f"bpcore trainer [{where}]", kind, backend.name, backend.device_name,
                         call, went_down, period=TRAINER_BATCHES)  # fmt: skip
     if kind == "compiled":
-        step = compile_step(net, SGD(lr=LR))
+        step = compile_step(net, bench_optimizer(optimizer))
         if not step.compiled:
             return None
 
@@ -247,18 +272,20 @@ def build(
                         compiled, went_down)  # fmt: skip
     if kind != "book loop":
         raise ValueError(f"unknown row kind {kind!r}")
-    optimizer = SGD(lr=LR)
+    stepper = bench_optimizer(optimizer)
 
     def book_loop() -> None:
         grads = net.gradient(x, t)
-        optimizer.update(net.params, grads)
+        stepper.update(net.params, grads)
         _wait(net)
 
     return Workload(f"bpcore book loop [{where}]", kind, backend.name, backend.device_name,
                     book_loop, went_down)  # fmt: skip
 
 
-def _trainer_call(net: Any, x_host: np.ndarray, t_host: np.ndarray, seed: int) -> Any:
+def _trainer_call(
+    net: Any, x_host: np.ndarray, t_host: np.ndarray, seed: int, optimizer: str
+) -> Any:
     from ..training import Trainer
 
     trainer = Trainer(
@@ -269,8 +296,8 @@ def _trainer_call(net: Any, x_host: np.ndarray, t_host: np.ndarray, seed: int) -
         t_host,
         epochs=10**9,
         mini_batch_size=x_host.shape[0],
-        optimizer="SGD",
-        optimizer_param={"lr": LR},
+        optimizer=optimizer,
+        optimizer_param={"lr": BENCH_OPTIMIZERS[optimizer]},
         evaluate_sample_num_per_epoch=1,
         verbose=False,
         seed=seed,
@@ -324,11 +351,13 @@ def _floor_row(
 PEER_BACKENDS = frozenset({TorchBackend.name})
 
 
-def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[Workload]:
+def peer_rows(
+    spec: ModelSpec, batch_size: int, dtype: str, seed: int, optimizer: str = "sgd"
+) -> list[Workload]:
     """The peers: the book's NumPy code (one hidden layer or a conv net), and PyTorch eager on
     the CPU and the first CUDA device where PyTorch is installed."""
     try:
-        rows = [build("book numpy", spec, batch_size, dtype, seed)]
+        rows = [build("book numpy", spec, batch_size, dtype, seed, optimizer=optimizer)]
     except Exception as exc:
         rows = [_failed("book numpy", "book numpy", None, None, exc)]
     try:
@@ -338,7 +367,10 @@ def peer_rows(spec: ModelSpec, batch_size: int, dtype: str, seed: int) -> list[W
     devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
     for device in devices:
         try:
-            rows.append(build("pytorch eager", spec, batch_size, dtype, seed, device=device))
+            work = build(
+                "pytorch eager", spec, batch_size, dtype, seed, device=device, optimizer=optimizer
+            )
+            rows.append(work)
         except Exception as exc:  # out of memory, say: a failed row, the others still timed
             name = f"pytorch eager [{device}]"
             rows.append(_failed(name, "pytorch eager", "pytorch", device, exc))
@@ -357,7 +389,7 @@ def _failed(
 
 
 def _book_row(
-    spec: ModelSpec, x: np.ndarray, t: np.ndarray, dtype: str, seed: int
+    spec: ModelSpec, x: np.ndarray, t: np.ndarray, dtype: str, seed: int, optimizer: str
 ) -> Workload | None:
     from . import book_reference
 
@@ -372,10 +404,11 @@ def _book_row(
         net = book.ConvNet.simple(params)
     else:
         net = book.ConvNet.deep(params)
-    optimizer = book.SGD(lr=LR)
+    lr = BENCH_OPTIMIZERS[optimizer]
+    stepper = book.Adam(lr=lr) if optimizer == "adam" else book.SGD(lr=lr)
 
     def call() -> None:
-        optimizer.update(net.params, net.gradient(x, t))
+        stepper.update(net.params, net.gradient(x, t))
 
     check = _went_down("book numpy", lambda: float(net.loss(x, t)))
     return Workload("book numpy", "book numpy", None, None, call, check)
@@ -419,12 +452,15 @@ def _torch_row(
     seed: int,
     device: str,
     half: str | None = None,
+    optimizer: str = "sgd",
 ) -> Workload:
-    """PyTorch eager; with ``half``, in mixed precision as PyTorch users write it: autocast to
-    that dtype, and for float16 a ``GradScaler``."""
+    """PyTorch eager, stepping with ``torch.optim.SGD`` or ``Adam`` (their defaults, at the
+    book's learning rate); with ``half``, in mixed precision as PyTorch users write it: autocast
+    to that dtype, and for float16 a ``GradScaler``."""
     torch.manual_seed(seed)
     model = _torch_module(torch, spec, getattr(torch, str(x_host.dtype))).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    kind_of = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    stepper = kind_of(model.parameters(), lr=BENCH_OPTIMIZERS[optimizer])
     x, t = torch.from_numpy(x_host).to(device), torch.from_numpy(t_host).to(device)
     cross_entropy = torch.nn.functional.cross_entropy
     kind = device.split(":")[0]
@@ -438,15 +474,15 @@ def _torch_row(
             torch.cuda.synchronize(device)
 
     def call() -> None:
-        optimizer.zero_grad()
+        stepper.zero_grad()
         with autocast:
             loss = cross_entropy(model(x), t)
         if scaler is None:
             loss.backward()
-            optimizer.step()
+            stepper.step()
         else:
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            scaler.step(stepper)
             scaler.update()
         wait()
 

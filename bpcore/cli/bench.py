@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ..backends import BACKENDS
-from ..bench.workloads import BENCH_DTYPES
+from ..bench.workloads import BENCH_DTYPES, BENCH_OPTIMIZERS
 from ._common import EPILOG, human, options, output_file, positive_int, seed
 from .compare import parse_backends
 
@@ -48,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "bench",
         help="time a training step on every backend, beside the book's code and PyTorch",
         description=(
-            "Time one SGD training step of the book's networks on every backend and device "
-            "named (all installed ones by default): the book's loop through the public API, "
+            "Time one training step (SGD, or Adam) of the book's networks on every backend and "
+            "device named (all installed ones by default): the book's loop through the public API, "
             "the Trainer's step and the compiled step where a backend has one, beside the "
             "book's NumPy code, PyTorch eager and (for MLPs) the matrix-product floor. Rounds "
             "are interleaved across rows; the first call (warm-up, compilation) is reported "
@@ -84,6 +84,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="what the steps compute in (default float32); a mixed precision times the backends "
         "that have its half dtype, and PyTorch eager with autocast",
     )
+    bench.add_argument(
+        "--optimizer",
+        type=str.lower,
+        choices=list(BENCH_OPTIMIZERS),
+        default="sgd",
+        help="what every row steps with, at the book's learning rate: sgd (0.01, the default) or "
+        "adam (0.001); bpcore's, the book's code's and torch.optim's",
+    )
     bench.add_argument("--rounds", type=positive_int, help="timed rounds per row (default 10)")
     bench.add_argument("--seed", type=seed, default=0, help="seed of weights and batch")
     bench.add_argument(
@@ -108,6 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     """Run ``bpcore bench``: 0 when every row ran and trained, else 1."""
     from ..bench import DEFAULT_MODELS, QUICK, load_baseline, run_bench
+    from ..bench.report import optimizer_of
 
     preset: dict[str, Any] = QUICK if args.quick else {"rounds": 10}
     models: list[str] = args.models or preset.get("models") or list(DEFAULT_MODELS)
@@ -120,6 +129,11 @@ def run(args: argparse.Namespace) -> int:
 
         stats_of([1.0])  # pytest-benchmark is there
         old = load_baseline(args.baseline) if args.baseline else None
+        if old is not None and optimizer_of(old["settings"]) != args.optimizer:
+            raise ValueError(
+                f"--baseline {args.baseline} stepped with {optimizer_of(old['settings'])}, this "
+                f"run with {args.optimizer}: pass --optimizer {optimizer_of(old['settings'])}"
+            )
         resolved = [
             resolve_backend(*b) if isinstance(b, tuple) else resolve_backend(b)
             for b in (backends or [])
@@ -131,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         resolved,
         batch_sizes=batch_sizes,
         dtype=args.dtype,
+        optimizer=args.optimizer,
         rounds=rounds,
         seed=args.seed,
         peers=not args.no_peers,
