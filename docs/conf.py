@@ -51,6 +51,7 @@ numpydoc_validation_exclude = {
     r"\.loss_scaler$",
     r"\.native_conv2d$",
     r"\.native_max_pool2d$",
+    r"\.native_relu_backward$",
 }
 
 html_theme = "furo"
