@@ -330,7 +330,7 @@ class Pooling:
     x : array or None
         The input of the last forward pass.
     out : array or None
-        Its maxima, shape ``(N, OH, OW, C)``: what backward compares the windows with.
+        Its maxima, shape ``(N, OH, OW, C)``.
     arg_max : array
         Where each window's maximum was, an index into the window (computed on demand).
     kernel : object or None
@@ -348,7 +348,9 @@ class Pooling:
         self.x: Array | None = None
         self.out: Array | None = None
         self.kernel: Any = None  # the library's own max pooling, where forward used it
-        self._state: Any = None  # what that kernel keeps for backward (PyTorch: the indices)
+        # What backward reads: the kernel's own (PyTorch: the indices), or, on the layer's own
+        # code, the offset of each window's first maximum, shape (N, OH, OW, C).
+        self._state: Any = None
 
     def _windows(self, x: Array) -> list[Array]:
         """What each window offset sees of ``x``, in (N, H, W, C) order; padding is -inf."""
@@ -381,10 +383,20 @@ class Pooling:
             self.out = xp.permute_dims(out, (0, 2, 3, 1))  # as the code below keeps it
             return out
         slices = self._windows(x)
-        out = slices[0]
-        for s in slices[1:]:
+        # Where each window's maximum is, found on the way, while the slices are in cache: the
+        # offset that last raised the running maximum strictly, that is the first maximum (row
+        # by row), as argmax would choose. As a max over k of k * (s_k > running maximum), in
+        # one byte an element: backward compares it with each offset instead of comparing the
+        # image with the maxima again (four reads of the image, three times the time).
+        out, first = slices[0], None
+        codes = xp.uint8 if len(slices) <= 256 else index_dtype(xp)
+        for k, s in enumerate(slices[1:], start=1):
+            raised = xp.astype(s > out, codes)
+            raised = raised if k == 1 else raised * k
+            first = raised if first is None else xp.maximum(first, raised)
             out = xp.maximum(out, s)
         self.out = out
+        self._state = xp.zeros(out.shape, dtype=codes, device=device(x)) if first is None else first
         return xp.permute_dims(out, (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
@@ -393,30 +405,26 @@ class Pooling:
         if self.kernel is not None:
             args = (self.pool_h, self.pool_w, self.stride, self.pad)
             return self.kernel.backward(x, dout, self._state, *args)
-        xp = namespace(dout, out)
+        first = require_forward(self._state, self)
+        xp = namespace(dout, first)
         d = xp.permute_dims(dout, (0, 2, 3, 1))
-        # dout goes to the first offset (row by row) that holds the maximum, as argmax would
-        # choose: boolean masks, no index arrays and no assignment.
-        firsts, seen = [], None
-        for s in self._windows(x):
-            at_max = s == out
-            first = at_max if seen is None else xp.logical_and(at_max, xp.logical_not(seen))
-            seen = at_max if seen is None else xp.logical_or(seen, at_max)
-            firsts.append(first)
         n, c, h, w = (int(v) for v in x.shape)
         ph, pw = self.pool_h, self.pool_w
         oh, ow = int(out.shape[1]), int(out.shape[2])
         if self.stride == ph == pw and self.pad == 0 and (oh * ph, ow * pw) == (h, w):
-            # Windows that tile the image (the book's 2x2, stride 2): the masks, one byte an
-            # element, are interleaved into one image-sized mask, made 0/1 in dout's dtype and
-            # multiplied in place by dout's rows broadcast over the window: one image-sized
-            # float array in all, where a float part per offset, and their interleaving, would
-            # make three. (A multiplication, not where: see Relu.backward.)
-            mask = add_window_slices(firsts, (n, c, h, w), ph, pw, ph, 0)
-            dx = xp.astype(xp.reshape(mask, (n, oh, ph, ow, pw, c)), d.dtype)
+            # Windows that tile the image (the book's 2x2, stride 2): the image-sized mask in
+            # one comparison, each window's offsets (y, x) against its first maximum's offset,
+            # broadcast in the image's own (N, OH, ph, OW, pw, C) order; made 0/1 in dout's
+            # dtype and multiplied in place by dout's rows broadcast over the window. (A
+            # multiplication, not where: see Relu.backward.)
+            offsets = xp.reshape(
+                xp.arange(ph * pw, dtype=first.dtype, device=device(first)), (1, 1, ph, 1, pw, 1)
+            )
+            mask = xp.reshape(first, (n, oh, 1, ow, 1, c)) == offsets
+            dx = xp.astype(mask, d.dtype)
             dx *= xp.reshape(d, (n, oh, 1, ow, 1, c))
             return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
-        parts = [d * xp.astype(first, d.dtype) for first in firsts]
+        parts = [d * xp.astype(first == k, d.dtype) for k in range(ph * pw)]
         dx = add_window_slices(parts, (n, c, h, w), ph, pw, self.stride, self.pad)
         return xp.permute_dims(dx, (0, 3, 1, 2))
 
@@ -424,11 +432,14 @@ class Pooling:
     def arg_max(self) -> Array:
         """Where each window's maximum is, as an index into the window, shape (N, OH, OW, C).
 
-        The first such element row by row where several tie. Computed on demand: backward
-        does not need it.
+        The first such element row by row where several tie: on the layer's own code, the
+        offsets that forward found and backward reads; after a library's kernel, computed on
+        demand.
         """
         x, out = require_forward(self.x, self), require_forward(self.out, self)
         xp = namespace(x)
+        if self.kernel is None:
+            return xp.astype(require_forward(self._state, self), index_dtype(xp))
         slices = self._windows(x)
         index = xp.zeros(out.shape, dtype=index_dtype(xp), device=device(x))
         for k in range(len(slices) - 1, -1, -1):
