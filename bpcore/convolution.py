@@ -346,7 +346,8 @@ class Pooling:
     x : array or None
         The input of the last forward pass.
     out : array or None
-        Its maxima, shape ``(N, OH, OW, C)``.
+        Its maxima, shape ``(N, OH, OW, C)`` (computed on demand: the layer does not keep them,
+        which a step's memory would carry until backward).
     arg_max : array
         Where each window's maximum was, an index into the window (computed on demand).
     kernel : object or None
@@ -362,7 +363,6 @@ class Pooling:
         self.stride = check_window_int(stride, "stride", 1)
         self.pad = check_window_int(pad, "pad", 0)
         self.x: Array | None = None
-        self.out: Array | None = None
         self.kernel: Any = None  # the library's own max pooling, where forward used it
         # What backward reads: the kernel's own (PyTorch: the indices), or, on the layer's own
         # code, the offset of each window's first maximum, shape (N, OH, OW, C).
@@ -396,7 +396,6 @@ class Pooling:
         self.x, self.kernel = x, kernel if native else None
         if native:  # the library's own (bpcore.kernels), tested equal to the code below
             out, self._state = native
-            self.out = xp.permute_dims(out, (0, 2, 3, 1))  # as the code below keeps it
             return out
         slices = self._windows(x)
         # Where each window's maximum is, found on the way, while the slices are in cache: the
@@ -411,22 +410,20 @@ class Pooling:
             raised = raised if k == 1 else raised * k
             first = raised if first is None else xp.maximum(first, raised)
             out = xp.maximum(out, s)
-        self.out = out
         self._state = xp.zeros(out.shape, dtype=codes, device=device(x)) if first is None else first
         return xp.permute_dims(out, (0, 3, 1, 2))
 
     def backward(self, dout: Array) -> Array:
         """Return ``dout`` at each window's maximum, else 0 (summed where windows overlap)."""
-        x, out = require_forward(self.x, self), require_forward(self.out, self)
+        x, first = require_forward(self.x, self), require_forward(self._state, self)
         if self.kernel is not None:
             args = (self.pool_h, self.pool_w, self.stride, self.pad)
-            return self.kernel.backward(x, dout, self._state, *args)
-        first = require_forward(self._state, self)
+            return self.kernel.backward(x, dout, first, *args)
         xp = namespace(dout, first)
         d = xp.permute_dims(dout, (0, 2, 3, 1))
         n, c, h, w = (int(v) for v in x.shape)
         ph, pw = self.pool_h, self.pool_w
-        oh, ow = int(out.shape[1]), int(out.shape[2])
+        oh, ow = int(first.shape[1]), int(first.shape[2])
         if self.stride == ph == pw and self.pad == 0 and (oh * ph, ow * pw) == (h, w):
             # Windows that tile the image (the book's 2x2, stride 2): the image-sized mask in
             # one comparison, each window's offsets (y, x) against its first maximum's offset,
@@ -445,6 +442,18 @@ class Pooling:
         return xp.permute_dims(dx, (0, 3, 1, 2))
 
     @property
+    def out(self) -> Array | None:
+        """The maxima of the last forward pass, shape (N, OH, OW, C); None before one."""
+        if self.x is None:
+            return None
+        xp = namespace(self.x)
+        slices = self._windows(self.x)
+        out = slices[0]
+        for s in slices[1:]:
+            out = xp.maximum(out, s)
+        return out
+
+    @property
     def arg_max(self) -> Array:
         """Where each window's maximum is, as an index into the window, shape (N, OH, OW, C).
 
@@ -452,10 +461,11 @@ class Pooling:
         offsets that forward found and backward reads; after a library's kernel, computed on
         demand.
         """
-        x, out = require_forward(self.x, self), require_forward(self.out, self)
+        x, first = require_forward(self.x, self), require_forward(self._state, self)
         xp = namespace(x)
         if self.kernel is None:
-            return xp.astype(require_forward(self._state, self), index_dtype(xp))
+            return xp.astype(first, index_dtype(xp))
+        out = require_forward(self.out, self)
         slices = self._windows(x)
         index = xp.zeros(out.shape, dtype=index_dtype(xp), device=device(x))
         for k in range(len(slices) - 1, -1, -1):
